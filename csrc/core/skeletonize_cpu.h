@@ -1,0 +1,27 @@
+// CPU skeletonization by Euler-characteristic boundary peeling (SPEC.md §2). Torch-free: raw pointers
+// in, work split through a caller-supplied parallel-for (the extension passes at::parallel_for, the C++
+// unit tests a serial loop).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace retina {
+
+// Runs body(begin, end) over disjoint sub-ranges covering [0, n); may call it from several threads.
+using ParallelFor = std::function<void(int64_t n, const std::function<void(int64_t, int64_t)>& body)>;
+
+// Serial ParallelFor, for callers without a thread pool.
+void serial_for(int64_t n, const std::function<void(int64_t, int64_t)>& body);
+
+// Skeletonizes `batch` images of height x width in place. `data` is contiguous, row-major, one byte per
+// pixel, 0 background and anything else foreground; on return it holds 0/1. `max_iter` < 0 runs to
+// convergence, otherwise at most max_iter outer iterations. Returns the outer iterations run.
+int64_t skeletonize2d_cpu(uint8_t* data, int64_t batch, int64_t height, int64_t width,
+                          int64_t max_iter, const ParallelFor& parallel_for);
+
+// The same for `batch` volumes of depth x height x width, (26, 6) connectivity, 8 sub-passes.
+int64_t skeletonize3d_cpu(uint8_t* data, int64_t batch, int64_t depth, int64_t height, int64_t width,
+                          int64_t max_iter, const ParallelFor& parallel_for);
+
+}  // namespace retina

@@ -1,0 +1,18 @@
+// The schema of every retina op, declared once. Device files register implementations
+// (csrc/ops/cpu, csrc/ops/cuda); Python registers fake kernels and autograd (retina_kernels/ops).
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing retina_kernels._C loads this library, which runs the registrations below.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(retina, m) {
+  // mask: uint8 [N, 1, H, W] (8/4 connectivity) or [N, 1, D, H, W] (26/6); nonzero is foreground.
+  // max_iter: None runs to convergence. Returns a new uint8 tensor of 0/1.
+  m.def("skeletonize(Tensor mask, int? max_iter=None) -> Tensor");
+}

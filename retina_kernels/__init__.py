@@ -1,0 +1,11 @@
+"""retina_kernels: the compiled kernels behind retina, with a plain-PyTorch reference of every op.
+
+    >>> import retina_kernels
+    >>> retina_kernels.backends()          # which implementation serves each device
+    >>> retina_kernels.skeletonize(mask)   # [N, 1, H, W] or [N, 1, D, H, W], values 0/1
+"""
+
+from ._extension import backends, extension_loaded
+from .ops.skeletonize import skeletonize
+
+__all__ = ["backends", "extension_loaded", "skeletonize"]

@@ -1,0 +1,43 @@
+"""Argument checks that name the offending argument. Ops call these before touching any kernel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+BINARY_DTYPES = (torch.bool, torch.uint8, *FLOATING)
+
+
+def require_tensor(name: str, value: object) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def require_dtype(name: str, tensor: torch.Tensor, allowed: Sequence[torch.dtype]) -> None:
+    if tensor.dtype not in allowed:
+        names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
+        raise TypeError(f"{name} must have dtype in ({names}), got {str(tensor.dtype).removeprefix('torch.')}")
+
+
+def require_binary(name: str, tensor: torch.Tensor) -> None:
+    """Values must be exactly 0 or 1 (bool always is). NaN is reported as such."""
+    if tensor.dtype == torch.bool or tensor.numel() == 0:
+        return
+    if tensor.is_floating_point() and bool(torch.isnan(tensor).any()):
+        raise ValueError(f"{name} contains NaN; expected a binary mask of 0 and 1")
+    if not bool(((tensor == 0) | (tensor == 1)).all()):
+        bad = tensor[(tensor != 0) & (tensor != 1)].flatten()[0].item()
+        raise ValueError(f"{name} must contain only 0 and 1, found {bad}")
+
+
+def require_optional_int(name: str, value: object, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum} or None, got {value}")
+    return value

@@ -1,0 +1,60 @@
+"""Loads the compiled extension once and says which implementation serves each device.
+
+If `retina_kernels._C` is missing (not built, or built against another torch), every op still works
+through its plain-PyTorch reference, after one RuntimeWarning. Set RETINA_KERNELS_DISABLE_EXTENSION=1
+to force that path (the tests use it to check the fallback).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+
+import torch
+
+_DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
+
+extension_error: Exception | None = None
+if os.environ.get("RETINA_KERNELS_DISABLE_EXTENSION", "0") == "1":
+    extension_error = ImportError("disabled by RETINA_KERNELS_DISABLE_EXTENSION=1")
+else:
+    try:
+        from . import _C  # noqa: F401  (loading it registers torch.ops.retina.*)
+    except ImportError as exc:  # not built, or an ABI mismatch with the installed torch
+        extension_error = exc
+
+if extension_error is not None:
+    warnings.warn(
+        f"retina_kernels: the compiled extension is not available ({extension_error}); every op falls "
+        "back to its plain-PyTorch reference, which is correct but much slower. Build it with "
+        "`pip install --no-build-isolation .` against the torch you use.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+def extension_loaded() -> bool:
+    """Whether `retina_kernels._C` was imported."""
+    return extension_error is None
+
+
+def has_kernel(op: str, device_type: str) -> bool:
+    """Whether the compiled extension implements `retina::<op>` for this device type ("cpu", "cuda")."""
+    key = _DEVICE_KEYS.get(device_type)
+    if extension_error is not None or key is None:
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"retina::{op}", key)
+
+
+def backends() -> dict[str, str]:
+    """What serves each device: "C++" / "CUDA" compiled kernels or the plain-PyTorch "reference"."""
+    cuda = "unavailable (torch has no CUDA device)"
+    if torch.cuda.is_available():
+        cuda = "CUDA" if has_kernel("skeletonize", "cuda") else "reference"
+    return {
+        "extension": "loaded" if extension_error is None else f"missing: {extension_error}",
+        "cpu": "C++" if has_kernel("skeletonize", "cpu") else "reference",
+        "cuda": cuda,
+        "triton": "available" if importlib.util.find_spec("triton") is not None else "not installed",
+    }

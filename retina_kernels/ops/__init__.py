@@ -1,0 +1,1 @@
+"""Thin typed wrappers over torch.ops.retina.*: validation, dtype handling, fake kernels, fallback."""
