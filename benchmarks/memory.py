@@ -1,0 +1,60 @@
+"""Peak memory of one call, next to its time.
+
+CUDA: torch's allocator high-water mark above what was allocated before the call.
+CPU: the process's resident-set high-water mark (Linux VmHWM, reset through /proc/self/clear_refs)
+above the RSS before the call. For that one call glibc is told to serve every block of 64 KiB or more
+with mmap (and cached memory is trimmed first), so the call cannot hide allocations in memory that an
+earlier call freed; timed calls run with glibc's default behaviour. NaN where this is not Linux/glibc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import math
+from collections.abc import Callable
+
+import torch
+
+MIB = 2.0**20
+_M_MMAP_THRESHOLD = -3
+_TIMING_THRESHOLD = 32 * 1024 * 1024  # glibc's dynamic threshold grows to this; keep timing runs there
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _cpu_peak_mib(fn: Callable[[], object]) -> float:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        open("/proc/self/clear_refs", "w").close()
+    except OSError:
+        return math.nan
+    libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
+    libc.malloc_trim(0)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+        before = _status_kib("VmRSS")
+        fn()
+        return (_status_kib("VmHWM") - before) / 1024.0
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, _TIMING_THRESHOLD)
+
+
+def peak_mib(fn: Callable[[], object], device: torch.device) -> float:
+    """Runs fn once and returns the memory it added at its peak, in MiB."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / MIB
+    return _cpu_peak_mib(fn)

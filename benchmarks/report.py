@@ -1,0 +1,44 @@
+"""Turns a pytest-benchmark JSON file into a markdown table: per group, each implementation's median
+time, its speed-up over every other implementation measured in the same run, and its peak memory.
+
+    python benchmarks/report.py results.json > table.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+
+
+def table(data: dict) -> str:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for bench in data["benchmarks"]:
+        groups[bench["group"]].append(bench)
+    lines = [
+        "| case | implementation | median ms | min ms | peak MiB | speed-up vs others (same run) |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for group in sorted(groups):
+        rows = sorted(groups[group], key=lambda b: b["stats"]["median"])
+        for bench in rows:
+            median = bench["stats"]["median"]
+            ratios = ", ".join(
+                f"{other['extra_info']['impl']} {other['stats']['median'] / median:.1f}×"
+                for other in rows
+                if other is not bench and other["stats"]["median"] > median
+            )
+            lines.append(
+                f"| {group} | {bench['extra_info']['impl']} | {1e3 * median:.2f} | "
+                f"{1e3 * bench['stats']['min']:.2f} | {bench['extra_info']['peak_mib']:.1f} | {ratios or '—'} |"
+            )
+    machine = data.get("machine_info", {})
+    header = f"Machine: {machine.get('cpu', {}).get('brand_raw', machine.get('processor', '?'))}, " \
+             f"{machine.get('cpu', {}).get('count', '?')} CPUs; commit {data.get('commit_info', {}).get('id', '?')[:10]}; " \
+             f"{data.get('datetime', '?')}\n\n"
+    return header + "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        print(table(json.load(f)))

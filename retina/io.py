@@ -1,0 +1,47 @@
+"""Image files: read with a clear error, write atomically (a killed run never leaves a half-written file)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def read_image(path: str | os.PathLike, *, grayscale: bool = False) -> np.ndarray:
+    """Reads an image with OpenCV (RGB order for colour). Raises FileNotFoundError / ValueError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    flags = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_UNCHANGED
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise ValueError(f"cannot read {path} as an image (unsupported or corrupt file)")
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return image
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Writes an image (gray [H, W] or RGB [H, W, 3]) atomically: encode, write a temporary file beside
+    the target, then rename over it."""
+    path = Path(path)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    if not ok:
+        raise ValueError(f"cannot encode an image as {path.suffix!r} for {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(encoded.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Run on the GPU machine (device tool): builds the extension with CUDA for Hopper, runs every test
+# (the CUDA ones included) and the benchmarks, and writes logs and a results table to $OUT.
+# Needs no network: the machine's python3 already has torch, pytest-benchmark, scikit-image, scipy, opencv.
+#   device run: bash scripts/gpu_check.sh            (then copy $OUT/results.md into benchmarks/RESULTS.md)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-gpu_out}
+mkdir -p "$out"
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
+status=0
+
+{
+  date -u
+  git rev-parse HEAD 2>/dev/null || echo "commit: unknown (no .git)"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+} > "$out/env.txt" 2>&1
+cat "$out/env.txt"
+
+echo "== build (CUDA, arch $TORCH_CUDA_ARCH_LIST)"
+FORCE_CUDA=1 "$python" setup.py build_ext --inplace > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; echo "BUILD FAILED"; exit 1; }
+"$python" -c "import retina_kernels as r; b = r.backends(); print(b); assert b['cuda'] == 'CUDA', b"  || exit 1
+
+echo "== tests (CUDA included)"
+"$python" -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$out/tests.log" | tail -25
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+echo "== benchmarks"
+"$python" -m pytest -q -p no:cacheprovider benchmarks ${BENCH_FILTER:+-k "$BENCH_FILTER"} \
+  --benchmark-json="$out/bench.json" --benchmark-columns=min,median,max > "$out/bench.log" 2>&1
+[ $? -eq 0 ] || { status=1; tail -30 "$out/bench.log"; }
+"$python" benchmarks/report.py "$out/bench.json" > "$out/results.md" && cat "$out/results.md"
+exit $status

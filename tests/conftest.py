@@ -1,0 +1,21 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+GOLDENS = Path(__file__).parent / "goldens"
+
+
+@pytest.fixture
+def golden():
+    """Loads tests/goldens/<name>.npz (copied from shared/goldens: outputs of the public references)."""
+
+    def load(name: str) -> dict[str, np.ndarray]:
+        with np.load(GOLDENS / f"{name}.npz") as data:
+            return {k: data[k] for k in data.files}
+
+    return load
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (scripts/gpu_check.sh)")
