@@ -3,9 +3,11 @@
     >>> import retina_kernels
     >>> retina_kernels.backends()          # which implementation serves each device
     >>> retina_kernels.skeletonize(mask)   # [N, 1, H, W] or [N, 1, D, H, W], values 0/1
+    >>> retina_kernels.differentiable_skeleton(prob)   # [N, C, H, W] in [0, 1], differentiable
 """
 
 from ._extension import backends, extension_loaded
+from .ops.differentiable_skeleton import differentiable_skeleton
 from .ops.skeletonize import skeletonize
 
-__all__ = ["backends", "extension_loaded", "skeletonize"]
+__all__ = ["backends", "differentiable_skeleton", "extension_loaded", "skeletonize"]

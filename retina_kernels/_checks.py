@@ -26,6 +26,7 @@ def require_binary(name: str, tensor: torch.Tensor) -> None:
     """Values must be exactly 0 or 1 (bool always is). NaN is reported as such."""
     if tensor.dtype == torch.bool or tensor.numel() == 0:
         return
+    tensor = tensor.detach()  # a check must not add nodes to the caller's autograd graph
     if tensor.is_floating_point() and bool(torch.isnan(tensor).any()):
         raise ValueError(f"{name} contains NaN; expected a binary mask of 0 and 1")
     if not bool(((tensor == 0) | (tensor == 1)).all()):
@@ -41,3 +42,34 @@ def require_optional_int(name: str, value: object, minimum: int) -> int | None:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum} or None, got {value}")
     return value
+
+
+def require_unit_interval(name: str, tensor: torch.Tensor) -> None:
+    """Values in [0, 1]; NaN reported as such."""
+    if tensor.numel() == 0:
+        return
+    tensor = tensor.detach()  # a check must not add nodes to the caller's autograd graph
+    if bool(torch.isnan(tensor).any()):
+        raise ValueError(f"{name} contains NaN; expected probabilities in [0, 1]")
+    low, high = tensor.min().item(), tensor.max().item()
+    if low < 0 or high > 1:
+        raise ValueError(f"{name} must be in [0, 1], found values in [{low}, {high}]")
+
+
+def require_open_unit_interval(name: str, tensor: torch.Tensor) -> None:
+    """Values strictly inside (0, 1); NaN reported as such."""
+    if tensor.numel() == 0:
+        return
+    tensor = tensor.detach()
+    if bool(torch.isnan(tensor).any()):
+        raise ValueError(f"{name} contains NaN; expected values in (0, 1)")
+    low, high = tensor.min().item(), tensor.max().item()
+    if low <= 0 or high >= 1:
+        raise ValueError(f"{name} must be strictly inside (0, 1), found values in [{low}, {high}]")
+
+
+def require_same_shape_and_device(name: str, tensor: torch.Tensor, other_name: str, other: torch.Tensor) -> None:
+    if tensor.shape != other.shape:
+        raise ValueError(f"{name} must have the shape of {other_name} {tuple(other.shape)}, got {tuple(tensor.shape)}")
+    if tensor.device != other.device:
+        raise ValueError(f"{name} is on {tensor.device} but {other_name} is on {other.device}")

@@ -9,6 +9,12 @@
 #include "portability.h"
 
 namespace retina {
+
+// Gradient-factor exponents of the differentiable skeleton (SPEC.md §3): a byte k means a factor of
+// 2^-k, kFactorZero a factor of 0. Counts stay below kFactorZero because iterations are capped.
+constexpr uint8_t kFactorZero = 255;
+constexpr int64_t kMaxFactorIterations = 254;
+
 namespace simple2d {
 
 // ---- 2D, bit-parallel: 64 pixels per word ----------------------------------------------------------
@@ -39,8 +45,8 @@ RETINA_HD Neighbours gather(const uint64_t* up, const uint64_t* mid, const uint6
   return nb;
 }
 
-// Bits whose pixel has at least two foreground 8-neighbours (so a foreground pixel outside this set is
-// an endpoint in the SPEC's sense: <= 1 foreground neighbour).
+// Bits whose pixel has at least two foreground 8-neighbours. Taken once per outer iteration, before its
+// sub-passes: a foreground pixel outside this set is an endpoint (<= 1 foreground neighbour, SPEC.md §2).
 RETINA_HD uint64_t at_least_two_neighbours(const Neighbours& nb) {
   const uint64_t planes[8] = {nb.n, nb.ne, nb.e, nb.se, nb.s, nb.sw, nb.w, nb.nw};
   uint64_t one = 0, two = 0;
@@ -65,16 +71,37 @@ RETINA_HD uint64_t simple(const Neighbours& nb) {
   return any & ~two;
 }
 
-// Endpoint bits of one word: foreground pixels with at most one foreground 8-neighbour.
-RETINA_HD uint64_t endpoints(const uint64_t* up, const uint64_t* mid, const uint64_t* down) {
-  return mid[0] & ~at_least_two_neighbours(gather(up, mid, down));
+// at_least_two_neighbours() of one word, from rows r-1, r, r+1.
+RETINA_HD uint64_t at_least_two_neighbours(const uint64_t* up, const uint64_t* mid, const uint64_t* down) {
+  return at_least_two_neighbours(gather(up, mid, down));
 }
 
-// Pixels of one word that a sub-pass deletes: foreground, simple, not an endpoint, of the column
-// parity selected by `column_mask` (0x5555... for even columns, 0xAAAA... for odd ones).
-RETINA_HD uint64_t deletable(const uint64_t* up, const uint64_t* mid, const uint64_t* down,
-                             uint64_t endpoint_word, uint64_t column_mask) {
-  return mid[0] & column_mask & ~endpoint_word & simple(gather(up, mid, down));
+// Pixels of one word that a sub-pass deletes: foreground, not an endpoint (at least two neighbours at the
+// start of the outer iteration: `two_at_start`), simple now, and of the column parity selected by
+// `column_mask` (0x5555... for even columns, 0xAAAA... for odd ones).
+RETINA_HD uint64_t deletable(const uint64_t* up, const uint64_t* mid, const uint64_t* down, uint64_t two_at_start,
+                             uint64_t column_mask) {
+  return mid[0] & column_mask & two_at_start & simple(gather(up, mid, down));
+}
+
+// Pixels of this sub-pass whose gradient factor it halves (SPEC.md §3): the reference sets
+// x <- min(x, 1 - d), d = simple * (1 - endpoint), and PyTorch splits the gradient of a tie in half.
+// Ties are x = 1, d = 0 (a foreground pixel this sub-pass keeps) and x = 0, d = 1 (a background pixel,
+// which counts as simple, with at least two foreground neighbours at the iteration's start). A deleted
+// pixel's factor becomes 0 instead; other background pixels keep theirs.
+RETINA_HD uint64_t halved(uint64_t centre, uint64_t deleted, uint64_t two_at_start, uint64_t column_mask) {
+  return column_mask & ((centre & ~deleted) | (~centre & two_at_start));
+}
+
+// Adds 1 to the bit-sliced counters of the bits set in `increment`: plane k holds bit k of every
+// pixel's count and planes are `plane_stride` words apart. The caller sizes the planes for the maximum.
+RETINA_HD void increment_counters(uint64_t* planes, int64_t plane_stride, int num_planes, uint64_t increment) {
+  for (int k = 0; k < num_planes && increment; ++k) {
+    uint64_t& plane = planes[k * plane_stride];
+    const uint64_t carry = plane & increment;
+    plane ^= increment;
+    increment = carry;
+  }
 }
 
 constexpr uint64_t kEvenColumns = 0x5555555555555555ull;

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <functional>
 
+#include "simple_point.h"  // kFactorZero, kMaxFactorIterations
+
 namespace retina {
 
 // Runs body(begin, end) over disjoint sub-ranges covering [0, n); may call it from several threads.
@@ -19,6 +21,12 @@ void serial_for(int64_t n, const std::function<void(int64_t, int64_t)>& body);
 // convergence, otherwise at most max_iter outer iterations. Returns the outer iterations run.
 int64_t skeletonize2d_cpu(uint8_t* data, int64_t batch, int64_t height, int64_t width,
                           int64_t max_iter, const ParallelFor& parallel_for);
+
+// Gradient-factor exponents of SPEC.md §3 (the differentiable skeleton's Jacobian is diagonal): runs
+// exactly num_iter (0..kMaxFactorIterations) outer iterations of the 2D schedule on `data` in place, and
+// writes for every pixel halvings[i] = k if its factor is 2^-k, or kFactorZero if it is 0 (deleted).
+void skeletonize2d_factors_cpu(uint8_t* data, uint8_t* halvings, int64_t batch, int64_t height, int64_t width,
+                               int64_t num_iter, const ParallelFor& parallel_for);
 
 // The same for `batch` volumes of depth x height x width, (26, 6) connectivity, 8 sub-passes.
 int64_t skeletonize3d_cpu(uint8_t* data, int64_t batch, int64_t depth, int64_t height, int64_t width,

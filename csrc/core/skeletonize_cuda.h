@@ -22,6 +22,12 @@ size_t skeletonize2d_cuda_workspace_bytes(int64_t batch, int64_t height, int64_t
 cudaError_t skeletonize2d_cuda(uint8_t* data, int64_t batch, int64_t height, int64_t width, int64_t max_iter,
                                void* workspace, cudaStream_t stream);
 
+// The gradient-factor pass of the differentiable skeleton, as skeletonize2d_factors_cpu: exactly
+// num_iter iterations, `data` replaced by the skeleton, `halvings` (device bytes, one per pixel) filled.
+size_t skeletonize2d_factors_cuda_workspace_bytes(int64_t batch, int64_t height, int64_t width, int64_t num_iter);
+cudaError_t skeletonize2d_factors_cuda(uint8_t* data, uint8_t* halvings, int64_t batch, int64_t height, int64_t width,
+                                       int64_t num_iter, void* workspace, cudaStream_t stream);
+
 size_t skeletonize3d_cuda_workspace_bytes(int64_t batch, int64_t depth, int64_t height, int64_t width);
 
 cudaError_t skeletonize3d_cuda(uint8_t* data, int64_t batch, int64_t depth, int64_t height, int64_t width,

@@ -15,4 +15,8 @@ TORCH_LIBRARY(retina, m) {
   // mask: uint8 [N, 1, H, W] (8/4 connectivity) or [N, 1, D, H, W] (26/6); nonzero is foreground.
   // max_iter: None runs to convergence. Returns a new uint8 tensor of 0/1.
   m.def("skeletonize(Tensor mask, int? max_iter=None) -> Tensor");
+  // The differentiable skeleton's forward (SPEC.md §3) on hard values: mask uint8 [N, 1, H, W];
+  // exactly num_iter (0..254) outer iterations. Returns (skeleton uint8, halvings uint8): the pixel's
+  // gradient factor is 2^-halvings, or 0 where halvings == 255.
+  m.def("skeleton_factors(Tensor mask, int num_iter) -> (Tensor, Tensor)");
 }

@@ -158,8 +158,8 @@ void test_simple2d_matches_definition_on_all_256_neighbourhoods() {
     const bool fast = retina::simple2d::simple(gathered) >> 5 & 1;
     CHECK(fast == simple2d_by_definition(nb));
     simple_count += fast;
-    const bool endpoint = retina::simple2d::endpoints(&rows[0][1], &rows[1][1], &rows[2][1]) >> 5 & 1;
-    CHECK(endpoint == (__builtin_popcount(unsigned(code)) <= 1));
+    const bool two = retina::simple2d::at_least_two_neighbours(&rows[0][1], &rows[1][1], &rows[2][1]) >> 5 & 1;
+    CHECK(two == (__builtin_popcount(unsigned(code)) >= 2));
   }
   CHECK(simple_count == 116);  // SPEC.md §2
 }
@@ -247,6 +247,45 @@ void test_2d_max_iter_and_edge_cases() {
   CHECK(retina::skeletonize2d_cpu(nullptr, 0, 4, 4, -1, retina::serial_for) == 0);
 }
 
+void test_bit_sliced_counters() {
+  // 5 planes of one word each; pixel j is incremented j times (j < 32).
+  uint64_t planes[5] = {};
+  for (int step = 0; step < 31; ++step) {
+    uint64_t increment = 0;
+    for (int j = 0; j < 32; ++j)
+      if (step < j) increment |= 1ull << j;
+    retina::simple2d::increment_counters(planes, 1, 5, increment);
+  }
+  for (int j = 0; j < 32; ++j) {
+    unsigned count = 0;
+    for (int k = 0; k < 5; ++k) count |= unsigned(planes[k] >> j & 1u) << k;
+    CHECK(count == unsigned(j));
+  }
+}
+
+void test_factor_pass_matches_binary_schedule() {
+  std::mt19937 rng(5);
+  const int h = 41, w = 97, batch = 2;
+  std::vector<uint8_t> img;
+  for (int n = 0; n < batch; ++n) {
+    auto one = random_shapes(h, w, rng);
+    img.insert(img.end(), one.begin(), one.end());
+  }
+  for (int num_iter : {0, 1, 5, 9}) {
+    std::vector<uint8_t> skel = img, factored = img, halvings(img.size(), 77);
+    retina::skeletonize2d_cpu(skel.data(), batch, h, w, num_iter, retina::serial_for);
+    retina::skeletonize2d_factors_cpu(factored.data(), halvings.data(), batch, h, w, num_iter, threaded_for);
+    CHECK(factored == skel);
+    for (size_t i = 0; i < img.size(); ++i) {
+      const bool deleted = img[i] && !skel[i];
+      CHECK((halvings[i] == retina::kFactorZero) == deleted);
+      if (!deleted) CHECK(halvings[i] <= num_iter);
+      // A surviving foreground pixel is halved once per iteration (a kept pixel is a tie at 1).
+      if (skel[i]) CHECK(halvings[i] == num_iter);
+    }
+  }
+}
+
 void test_3d_preserves_components_and_thins() {
   std::mt19937 rng(3);
   const int d = 13, h = 17, w = 19;
@@ -280,6 +319,8 @@ int main() {
   test_2d_topology_thinness_and_idempotence();
   test_2d_batch_and_threads_agree_with_single_images();
   test_2d_max_iter_and_edge_cases();
+  test_bit_sliced_counters();
+  test_factor_pass_matches_binary_schedule();
   test_3d_preserves_components_and_thins();
   if (failures) {
     std::fprintf(stderr, "%d check(s) failed\n", failures);

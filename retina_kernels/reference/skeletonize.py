@@ -50,26 +50,38 @@ def _neighbours_2d(padded: torch.Tensor, rp: int, cp: int, h: int, w: int) -> li
     return [padded[:, :, 1 + rp + dy : h + 1 + dy : 2, 1 + cp + dx : w + 1 + dx : 2] for dy, dx in _OFFSETS_2D]
 
 
-def _skeletonize_2d(x: torch.Tensor, max_iter: int | None) -> torch.Tensor:
+def _peel_2d(x: torch.Tensor, max_iter: int | None, halvings: torch.Tensor | None = None) -> torch.Tensor:
+    """The 2D schedule on x (uint8 0/1, modified in place). With `halvings` (uint8, zeros) it also counts
+    each pixel's gradient-factor halvings (SPEC.md §3) and runs exactly max_iter iterations; deleted
+    pixels end at 255."""
     h, w = x.shape[-2:]
     table = simple_table_2d().to(x.device)
+    deleted = torch.zeros_like(x, dtype=torch.bool) if halvings is not None else None
     t = 0
     while max_iter is None or t < max_iter:
         t += 1
         padded = F.pad(x, (1, 1, 1, 1))
         neighbours = sum(padded[:, :, 1 + dy : h + 1 + dy, 1 + dx : w + 1 + dx].long() for dy, dx in _OFFSETS_2D)
-        endpoint = neighbours <= 1
+        two_or_more = neighbours >= 2  # a foreground pixel with fewer is an endpoint
         changed = False
         for rp, cp in _SUBPASSES_2D:
             padded = F.pad(x, (1, 1, 1, 1))
             code = sum(n.long() << k for k, n in enumerate(_neighbours_2d(padded, rp, cp, h, w)))
             centre = x[:, :, rp::2, cp::2]
-            delete = (centre == 1) & table[code] & ~endpoint[:, :, rp::2, cp::2]
+            two = two_or_more[:, :, rp::2, cp::2]
+            delete = (centre == 1) & table[code] & two
+            if halvings is not None:
+                # min(x, 1 - d) ties: x = 1 kept (d = 0), and x = 0 with d = 1 (background counts as simple).
+                half = ((centre == 1) & ~delete) | ((centre == 0) & two)
+                halvings[:, :, rp::2, cp::2] += half.to(torch.uint8)
+                deleted[:, :, rp::2, cp::2] |= delete
             if bool(delete.any()):
                 changed = True
                 x[:, :, rp::2, cp::2] = torch.where(delete, torch.zeros_like(centre), centre)
-        if not changed:
+        if not changed and halvings is None:
             break
+    if halvings is not None:
+        halvings[deleted] = 255
     return x
 
 
@@ -169,4 +181,13 @@ def skeletonize(mask: torch.Tensor, *, max_iter: int | None = None) -> torch.Ten
     x = (mask != 0).to(torch.uint8).contiguous()
     if x.numel() == 0 or max_iter == 0:
         return x
-    return _skeletonize_2d(x, max_iter) if x.dim() == 4 else _skeletonize_3d(x, max_iter)
+    return _peel_2d(x, max_iter) if x.dim() == 4 else _skeletonize_3d(x, max_iter)
+
+
+def skeleton_factors(mask: torch.Tensor, num_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference of `torch.ops.retina.skeleton_factors`: (skeleton, halvings) of a uint8 [N,1,H,W] mask."""
+    x = (mask != 0).to(torch.uint8).contiguous()
+    halvings = torch.zeros_like(x)
+    if x.numel() == 0 or num_iter == 0:
+        return x, halvings
+    return _peel_2d(x, num_iter, halvings), halvings
