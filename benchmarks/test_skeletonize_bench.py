@@ -72,6 +72,8 @@ def test_skeletonize_3d(measure, case, impl, device):
     else:
         if impl == "ours-1thread" and device != "cpu":
             pytest.skip("thread count applies to the CPU")
+        if impl == "reference" and device == "cpu" and CASES_3D[case] > 128:
+            pytest.skip("the plain-PyTorch 3D reference takes over 6 minutes at 256³ on 2 CPU cores; see 128³")
         x = torch.from_numpy(vol[None, None]).to(torch.uint8).to(device)
         op = reference.skeletonize if impl == "reference" else retina_kernels.skeletonize
         fn = (lambda: op(x)) if impl != "ours-1thread" else single_thread(lambda: op(x))

@@ -73,3 +73,8 @@ def require_same_shape_and_device(name: str, tensor: torch.Tensor, other_name: s
         raise ValueError(f"{name} must have the shape of {other_name} {tuple(other.shape)}, got {tuple(tensor.shape)}")
     if tensor.device != other.device:
         raise ValueError(f"{name} is on {tensor.device} but {other_name} is on {other.device}")
+
+
+def require_no_nan(name: str, tensor: torch.Tensor) -> None:
+    if tensor.is_floating_point() and tensor.numel() and bool(torch.isnan(tensor.detach()).any()):
+        raise ValueError(f"{name} contains NaN")

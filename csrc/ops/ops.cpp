@@ -19,4 +19,8 @@ TORCH_LIBRARY(retina, m) {
   // exactly num_iter (0..254) outer iterations. Returns (skeleton uint8, halvings uint8): the pixel's
   // gradient factor is 2^-halvings, or 0 where halvings == 255.
   m.def("skeleton_factors(Tensor mask, int num_iter) -> (Tensor, Tensor)");
+  // Soft skeleton (SPEC.md §4): x floating [B, C, H, W] or [B, C, D, H, W]; num_iter >= 0.
+  // The backward recomputes the forward from x, so autograd saves only x.
+  m.def("soft_skeleton(Tensor x, int num_iter) -> Tensor");
+  m.def("soft_skeleton_backward(Tensor grad, Tensor x, int num_iter) -> Tensor");
 }

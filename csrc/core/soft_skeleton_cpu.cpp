@@ -1,0 +1,309 @@
+#include "soft_skeleton_cpu.h"
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+namespace retina {
+namespace {
+
+// Planes padded by one cell on every spatial side (2D: rows and columns; 3D: planes too). Before a plane
+// is eroded its border holds +inf and before it is dilated -inf, which is exactly "the outside never
+// counts" of the reference's pools, and keeps every inner loop free of bounds checks. Code planes hold
+// kNoCode on the border so gathers never match a window centred outside the image.
+template <int kDims>
+class Padded {
+ public:
+  static constexpr int kWindow = kDims == 3 ? 27 : 9;
+  static constexpr int kAxes = kDims;  // erosion pools: (depth,) height, width
+  static constexpr uint8_t kNoCode = 255;
+
+  explicit Padded(const SoftSkeletonShape& s)
+      : shape(s), pz(kDims == 3 ? 1 : 0), sy(s.width + 2), sz((s.height + 2) * (s.width + 2)),
+        image((s.depth + 2 * pz) * sz), total(s.images * image), rows(s.images * s.depth * s.height) {
+    int k = 0;
+    for (int dz = -pz; dz <= pz; ++dz)
+      for (int dy = -1; dy <= 1; ++dy)
+        for (int dx = -1; dx <= 1; ++dx) window_offset[k++] = dz * sz + dy * sy + dx;
+    for (int a = 0; a < kAxes; ++a) axis_stride[a] = kDims == 3 ? (a == 0 ? sz : a == 1 ? sy : 1) : (a == 0 ? sy : 1);
+  }
+
+  template <class T>
+  std::vector<T> plane(T value = T(0)) const { return std::vector<T>(static_cast<size_t>(total), value); }
+
+  // Padded offset of the first interior cell of dense row `row` (rows are (image, z, y) in order).
+  int64_t row_start(int64_t row) const {
+    const int64_t y = row % shape.height, z = (row / shape.height) % shape.depth, n = row / (shape.height * shape.depth);
+    return n * image + (z + pz) * sz + (y + 1) * sy + 1;
+  }
+
+  // body(padded offset, dense offset) for every interior cell, rows split over threads.
+  template <class Body>
+  void for_each(const ParallelFor& parallel_for, Body&& body) const {
+    parallel_for(rows, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const int64_t o = row_start(row), d = row * shape.width;
+        for (int64_t x = 0; x < shape.width; ++x) body(o + x, d + x);
+      }
+    });
+  }
+
+  // Sets every border cell of every image to `value`.
+  template <class T>
+  void fill_border(std::vector<T>& p, T value) const {
+    for (int64_t n = 0; n < shape.images; ++n) {
+      T* img = p.data() + n * image;
+      const int64_t planes = shape.depth + 2 * pz;
+      for (int64_t z = 0; z < planes; ++z) {
+        T* plane = img + z * sz;
+        if (pz && (z == 0 || z == planes - 1)) {
+          std::fill(plane, plane + sz, value);
+          continue;
+        }
+        std::fill(plane, plane + sy, value);
+        std::fill(plane + (shape.height + 1) * sy, plane + sz, value);
+        for (int64_t y = 1; y <= shape.height; ++y) plane[y * sy] = plane[y * sy + shape.width + 1] = value;
+      }
+    }
+  }
+
+  const SoftSkeletonShape shape;
+  const int64_t pz, sy, sz, image, total, rows;
+  int64_t window_offset[kWindow];
+  int64_t axis_stride[kAxes];
+};
+
+template <class T>
+constexpr T kInf = std::numeric_limits<T>::infinity();
+
+// Share of a torch.min(a, b) gradient that goes to a: 1 if a < b, 1/2 on a tie, else 0.
+template <class T>
+T min_share(T a, T b) {
+  return a < b ? T(1) : (a == b ? T(0.5) : T(0));
+}
+
+template <class T>
+T relu(T v) {
+  return v > T(0) ? v : T(0);
+}
+
+template <class T>
+T min3(T a, T b, T c) {
+  return std::min(std::min(a, b), c);
+}
+template <class T>
+T max3(T a, T b, T c) {
+  return std::max(std::max(a, b), c);
+}
+
+// Soft erosion of a plane whose border holds +inf: the reference's nested torch.min of axis min-pools.
+template <int kDims, class T>
+void erode(const Padded<kDims>& g, const T* in, T* out, const ParallelFor& pf) {
+  g.for_each(pf, [&](int64_t o, int64_t) {
+    T value = min3(in[o - g.axis_stride[0]], in[o], in[o + g.axis_stride[0]]);
+    for (int a = 1; a < kDims; ++a) value = std::min(value, min3(in[o - g.axis_stride[a]], in[o], in[o + g.axis_stride[a]]));
+    out[o] = value;
+  });
+}
+
+// Soft dilation (3x3(x3) max-pool) of a plane whose border holds -inf, separably through scratch
+// planes whose borders hold -inf (max is exact, so the value equals the 9/27-cell maximum).
+template <int kDims, class T>
+void dilate(const Padded<kDims>& g, const T* in, T* out, std::vector<T>& scratch_a, std::vector<T>& scratch_b,
+            const ParallelFor& pf) {
+  T* along_x = scratch_a.data();
+  g.for_each(pf, [&](int64_t o, int64_t) { along_x[o] = max3(in[o - 1], in[o], in[o + 1]); });
+  T* along_xy = kDims == 3 ? scratch_b.data() : out;
+  g.for_each(pf, [&](int64_t o, int64_t) { along_xy[o] = max3(along_x[o - g.sy], along_x[o], along_x[o + g.sy]); });
+  if (kDims == 3)
+    g.for_each(pf, [&](int64_t o, int64_t) { out[o] = max3(along_xy[o - g.sz], along_xy[o], along_xy[o + g.sz]); });
+}
+
+// skel <- skel + relu(delta - skel * delta), delta = relu(x - opened); the first iteration sets skel = delta.
+template <int kDims, class T>
+void accumulate(const Padded<kDims>& g, const T* x, const T* opened, T* skel, bool first, const ParallelFor& pf) {
+  g.for_each(pf, [&](int64_t o, int64_t) {
+    const T delta = relu(x[o] - opened[o]);
+    skel[o] = first ? delta : skel[o] + relu(delta - skel[o] * delta);
+  });
+}
+
+template <int kDims, class T>
+void forward(const T* x, T* skel, const SoftSkeletonShape& shape, int64_t num_iter, const ParallelFor& pf) {
+  const Padded<kDims> g(shape);
+  std::vector<T> current = g.template plane<T>(), eroded = g.template plane<T>(), opened = g.template plane<T>();
+  std::vector<T> running = g.template plane<T>(), scratch_a = g.template plane<T>(-kInf<T>), scratch_b = g.template plane<T>(-kInf<T>);
+  g.for_each(pf, [&](int64_t o, int64_t d) { current[o] = x[d]; });
+  for (int64_t j = 0; j <= num_iter; ++j) {
+    // open(x_j) = dilate(erode(x_j)) and erode(x_j) is x_{j+1}: one erosion per iteration.
+    g.fill_border(current, kInf<T>);
+    erode(g, current.data(), eroded.data(), pf);
+    g.fill_border(eroded, -kInf<T>);
+    dilate(g, eroded.data(), opened.data(), scratch_a, scratch_b, pf);
+    accumulate(g, current.data(), opened.data(), running.data(), j == 0, pf);
+    current.swap(eroded);
+  }
+  g.for_each(pf, [&](int64_t o, int64_t d) { skel[d] = running[o]; });
+}
+
+template <int kDims, class T>
+void backward(const T* x, const T* grad_skel, T* grad_x, const SoftSkeletonShape& shape, int64_t num_iter,
+              const ParallelFor& pf) {
+  using G = Padded<kDims>;
+  const G g(shape);
+  // Recompute the erosions x_0 .. x_{num_iter+1} and the running skeleton before each iteration.
+  std::vector<std::vector<T>> xs(static_cast<size_t>(num_iter + 2));
+  std::vector<std::vector<T>> skels(static_cast<size_t>(num_iter));
+  xs[0] = g.template plane<T>();
+  g.for_each(pf, [&](int64_t o, int64_t d) { xs[0][o] = x[d]; });
+  std::vector<T> opened = g.template plane<T>(), running = g.template plane<T>();
+  std::vector<T> scratch_a = g.template plane<T>(-kInf<T>), scratch_b = g.template plane<T>(-kInf<T>);
+  for (int64_t j = 0; j <= num_iter; ++j) {
+    xs[j + 1] = g.template plane<T>();
+    g.fill_border(xs[j], kInf<T>);
+    erode(g, xs[j].data(), xs[j + 1].data(), pf);
+    if (j < num_iter) {
+      g.fill_border(xs[j + 1], -kInf<T>);
+      dilate(g, xs[j + 1].data(), opened.data(), scratch_a, scratch_b, pf);
+      accumulate(g, xs[j].data(), opened.data(), running.data(), j == 0, pf);
+      skels[j] = running;
+    }
+  }
+
+  std::vector<T> grad_running_plane = g.template plane<T>(), grad_opened_plane = g.template plane<T>();
+  std::vector<T> grad_next_plane = g.template plane<T>(), grad_cur_plane = g.template plane<T>();
+  std::vector<T> grad_axis_planes = g.template plane<T>();  // kAxes planes back to back
+  grad_axis_planes.resize(static_cast<size_t>(G::kAxes * g.total));
+  std::vector<uint8_t> window_code_plane = g.template plane<uint8_t>(G::kNoCode);
+  std::vector<uint8_t> axis_code_planes(static_cast<size_t>(G::kAxes * g.total), G::kNoCode);
+  // Raw pointers and local copies of the geometry: the code planes are bytes, and a byte store may alias
+  // anything, so members and vector internals would otherwise be reloaded after every store.
+  T* const grad_running = grad_running_plane.data();
+  T* const grad_opened = grad_opened_plane.data();
+  T* const grad_next = grad_next_plane.data();
+  T* const grad_cur = grad_cur_plane.data();
+  T* const grad_axis = grad_axis_planes.data();
+  uint8_t* const window_code = window_code_plane.data();
+  uint8_t* const axis_code = axis_code_planes.data();
+  const int64_t total = g.total;
+  int64_t window_offset[G::kWindow], axis_stride[G::kAxes];
+  std::copy(g.window_offset, g.window_offset + G::kWindow, window_offset);
+  std::copy(g.axis_stride, g.axis_stride + G::kAxes, axis_stride);
+  g.for_each(pf, [&](int64_t o, int64_t d) { grad_running[o] = grad_skel[d]; });
+
+  for (int64_t j = num_iter; j >= 0; --j) {
+    const T* const xj = xs[j].data();
+    const T* const xn = xs[j + 1].data();
+    const T* const skel_before = j > 0 ? skels[j - 1].data() : nullptr;
+    T* const open = opened.data();
+    // open_j = dilate(x_{j+1}), keeping each window's first arg-max (row-major window order).
+    g.fill_border(xs[j + 1], -kInf<T>);
+    g.for_each(pf, [&](int64_t o, int64_t) {
+      int best = 0;
+      T best_value = xn[o + window_offset[0]];
+      for (int k = 1; k < G::kWindow; ++k) {  // selects, not branches: the winner is data-dependent
+        const T v = xn[o + window_offset[k]];
+        const bool better = v > best_value;
+        best = better ? k : best;
+        best_value = better ? v : best_value;
+      }
+      window_code[o] = static_cast<uint8_t>(best);
+      open[o] = best_value;
+    });
+    // Through skel_j = s + relu(delta - s * delta) (or skel_0 = delta) and delta = relu(x_j - open_j).
+    g.for_each(pf, [&](int64_t o, int64_t) {
+      const T v = xj[o] - open[o], delta = relu(v);
+      T grad_delta = grad_running[o];
+      if (skel_before) {
+        const T s = skel_before[o], u = delta - s * delta;
+        const T grad_u = u > T(0) ? grad_running[o] : T(0);
+        grad_delta = grad_u - grad_u * s;
+        grad_running[o] = grad_running[o] - grad_u * delta;
+      }
+      const T grad_v = v > T(0) ? grad_delta : T(0);
+      grad_cur[o] = grad_v;
+      grad_opened[o] = -grad_v;
+    });
+    // Dilation backward as a gather: x_{j+1}[o] receives the windows whose arg-max it is, in the order
+    // the reference's scatter adds them (windows in increasing position).
+    g.for_each(pf, [&](int64_t o, int64_t) {
+      T sum = grad_next[o];
+      for (int k = G::kWindow - 1; k >= 0; --k) {
+        const int64_t w = o - window_offset[k];
+        sum += window_code[w] == k ? grad_opened[w] : T(0);
+      }
+      grad_next[o] = sum;  // now d/dx_{j+1}
+    });
+    // Erosion backward: x_{j+1} = min(...min(m_0, m_1)..., m_last); split the gradient by torch.min's
+    // shares from the outside in, then route each axis pool's share to that pool's first arg-min.
+    g.fill_border(xs[j], kInf<T>);
+    g.for_each(pf, [&](int64_t o, int64_t) {
+      T m[G::kAxes];
+      for (int a = 0; a < G::kAxes; ++a) {
+        const int64_t s = axis_stride[a];
+        const T lo = xj[o - s], mid = xj[o], hi = xj[o + s];
+        const bool mid_lower = mid < lo;
+        int k = mid_lower ? 1 : 0;
+        T best = mid_lower ? mid : lo;
+        const bool hi_lower = hi < best;
+        k = hi_lower ? 2 : k;
+        best = hi_lower ? hi : best;
+        axis_code[a * total + o] = static_cast<uint8_t>(k);
+        m[a] = best;
+      }
+      T grad = grad_next[o];
+      for (int a = G::kAxes - 1; a >= 1; --a) {
+        T prefix = m[0];
+        for (int b = 1; b < a; ++b) prefix = std::min(prefix, m[b]);
+        grad_axis[a * total + o] = grad * min_share(m[a], prefix);
+        grad = grad * min_share(prefix, m[a]);
+      }
+      grad_axis[o] = grad;
+    });
+    g.for_each(pf, [&](int64_t o, int64_t) {
+      T sum = grad_cur[o];
+      for (int a = 0; a < G::kAxes; ++a) {
+        const int64_t s = axis_stride[a];
+        const uint8_t* code = axis_code + a * total;
+        const T* share = grad_axis + a * total;
+        T pooled = T(0);
+        for (int d = 1; d >= -1; --d)  // pools centred at o - d*s, in increasing position
+          pooled += code[o - d * s] == d + 1 ? share[o - d * s] : T(0);
+        sum += pooled;
+      }
+      grad_next[o] = sum;  // now d/dx_j
+    });
+  }
+  g.for_each(pf, [&](int64_t o, int64_t d) { grad_x[d] = grad_next[o]; });
+}
+
+}  // namespace
+
+template <class T>
+void soft_skeleton_forward_cpu(const T* x, T* skel, const SoftSkeletonShape& shape, int64_t num_iter,
+                               const ParallelFor& pf) {
+  if (shape.images * shape.depth * shape.height * shape.width == 0) return;
+  if (shape.dims == 3)
+    forward<3>(x, skel, shape, num_iter, pf);
+  else
+    forward<2>(x, skel, shape, num_iter, pf);
+}
+
+template <class T>
+void soft_skeleton_backward_cpu(const T* x, const T* grad_skel, T* grad_x, const SoftSkeletonShape& shape,
+                                int64_t num_iter, const ParallelFor& pf) {
+  if (shape.images * shape.depth * shape.height * shape.width == 0) return;
+  if (shape.dims == 3)
+    backward<3>(x, grad_skel, grad_x, shape, num_iter, pf);
+  else
+    backward<2>(x, grad_skel, grad_x, shape, num_iter, pf);
+}
+
+template void soft_skeleton_forward_cpu<float>(const float*, float*, const SoftSkeletonShape&, int64_t, const ParallelFor&);
+template void soft_skeleton_forward_cpu<double>(const double*, double*, const SoftSkeletonShape&, int64_t, const ParallelFor&);
+template void soft_skeleton_backward_cpu<float>(const float*, const float*, float*, const SoftSkeletonShape&, int64_t,
+                                                const ParallelFor&);
+template void soft_skeleton_backward_cpu<double>(const double*, const double*, double*, const SoftSkeletonShape&, int64_t,
+                                                 const ParallelFor&);
+
+}  // namespace retina

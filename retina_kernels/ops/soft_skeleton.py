@@ -1,0 +1,63 @@
+"""`soft_skeleton`: the soft skeleton behind soft-clDice (SPEC.md §4), fused, with a recomputing backward."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _checks
+from .._extension import extension_loaded, has_kernel
+from ..reference import soft_skeleton as reference
+
+
+def soft_skeleton(x: torch.Tensor, num_iter: int = 10) -> torch.Tensor:
+    """Soft skeleton (Shit et al., CVPR 2021) of soft masks.
+
+    skel = relu(x - open(x)); then num_iter times: x = erode(x), delta = relu(x - open(x)),
+    skel += relu(delta - skel * delta); erode = min of the per-axis 3-wide min-pools, dilate = 3x3(x3)
+    max-pool, open = dilate(erode(.)), the outside never counted. Values and gradients equal the public
+    reference (PyTorch's max-pool gradient rule included).
+
+    Args:
+        x: [B, C, H, W] or [B, C, D, H, W], float32/float64 (float16/bfloat16 are computed in float32
+            on the CPU), typically probabilities; each (sample, channel) is independent. No NaN.
+        num_iter: erosions after the first opening, >= 0 (the reference's 10 by default; the skeleton
+            reaches structures up to about 2 * num_iter pixels wide).
+
+    Returns:
+        Tensor like x. Backward recomputes the forward from x: autograd keeps only x.
+    """
+    _checks.require_tensor("x", x)
+    _checks.require_dtype("x", x, _checks.FLOATING)
+    if x.dim() not in (4, 5):
+        raise ValueError(f"x must be [B, C, H, W] or [B, C, D, H, W], got shape {tuple(x.shape)}")
+    num_iter = _checks.require_optional_int("num_iter", num_iter, minimum=0)
+    if num_iter is None:
+        raise TypeError("num_iter must be an int, got None")
+    _checks.require_no_nan("x", x)
+    if not has_kernel("soft_skeleton", x.device.type):
+        return reference.soft_skeleton(x, num_iter)
+    if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):
+        return torch.ops.retina.soft_skeleton(x.float(), num_iter).to(x.dtype)
+    return torch.ops.retina.soft_skeleton(x, num_iter)
+
+
+if extension_loaded():
+
+    @torch.library.register_fake("retina::soft_skeleton")
+    def _soft_skeleton_fake(x: torch.Tensor, num_iter: int) -> torch.Tensor:
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("retina::soft_skeleton_backward")
+    def _soft_skeleton_backward_fake(grad: torch.Tensor, x: torch.Tensor, num_iter: int) -> torch.Tensor:
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    def _setup_context(ctx, inputs, output):
+        x, num_iter = inputs
+        ctx.save_for_backward(x)
+        ctx.num_iter = num_iter
+
+    def _backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return torch.ops.retina.soft_skeleton_backward(grad, x, ctx.num_iter), None
+
+    torch.library.register_autograd("retina::soft_skeleton", _backward, setup_context=_setup_context)
