@@ -79,7 +79,8 @@ constexpr T kInf = std::numeric_limits<T>::infinity();
 // Share of a torch.min(a, b) gradient that goes to a: 1 if a < b, 1/2 on a tie, else 0.
 template <class T>
 T min_share(T a, T b) {
-  return a < b ? T(1) : (a == b ? T(0.5) : T(0));
+  // Arithmetic rather than nested conditionals: the outcome is data-dependent and would mispredict.
+  return T(a < b) + T(0.5) * T(a == b);
 }
 
 template <class T>
