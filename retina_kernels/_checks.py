@@ -44,14 +44,20 @@ def require_optional_int(name: str, value: object, minimum: int) -> int | None:
     return value
 
 
+def _value_range(name: str, tensor: torch.Tensor, expected: str) -> tuple[float, float]:
+    """(min, max) of a non-empty tensor, after rejecting NaN. Detached: a check must not add nodes to the
+    caller's autograd graph."""
+    tensor = tensor.detach()
+    if bool(torch.isnan(tensor).any()):
+        raise ValueError(f"{name} contains NaN; expected {expected}")
+    return tensor.min().item(), tensor.max().item()
+
+
 def require_unit_interval(name: str, tensor: torch.Tensor) -> None:
     """Values in [0, 1]; NaN reported as such."""
     if tensor.numel() == 0:
         return
-    tensor = tensor.detach()  # a check must not add nodes to the caller's autograd graph
-    if bool(torch.isnan(tensor).any()):
-        raise ValueError(f"{name} contains NaN; expected probabilities in [0, 1]")
-    low, high = tensor.min().item(), tensor.max().item()
+    low, high = _value_range(name, tensor, "probabilities in [0, 1]")
     if low < 0 or high > 1:
         raise ValueError(f"{name} must be in [0, 1], found values in [{low}, {high}]")
 
@@ -60,10 +66,7 @@ def require_open_unit_interval(name: str, tensor: torch.Tensor) -> None:
     """Values strictly inside (0, 1); NaN reported as such."""
     if tensor.numel() == 0:
         return
-    tensor = tensor.detach()
-    if bool(torch.isnan(tensor).any()):
-        raise ValueError(f"{name} contains NaN; expected values in (0, 1)")
-    low, high = tensor.min().item(), tensor.max().item()
+    low, high = _value_range(name, tensor, "values in (0, 1)")
     if low <= 0 or high >= 1:
         raise ValueError(f"{name} must be strictly inside (0, 1), found values in [{low}, {high}]")
 

@@ -117,8 +117,8 @@ class DiceCELoss(SegmentationLoss):
         self.smooth_nr, self.smooth_dr = smooth_nr, smooth_dr
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        one_hot = self._target_like(input, target) if input.shape[1] > 1 else None
-        prob, fg_target = self.prepare(input, target)
+        one_hot = self._target_like(input, target)  # once; prepare() accepts it as a like-input target
+        prob, fg_target = self.prepare(input, one_hot)
         dice = self.reduce(1 - soft_dice(prob, fg_target, self.smooth_nr, self.smooth_dr))
         ce = F.cross_entropy(input, one_hot.argmax(1), reduction=self.reduction)
         return self.lambda_dice * dice + self.lambda_ce * ce

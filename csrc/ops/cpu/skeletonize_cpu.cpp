@@ -1,10 +1,10 @@
 // retina::skeletonize on CPU: tensors to raw pointers, work split with at::parallel_for.
-#include <ATen/Parallel.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
 #include "../../core/skeletonize_cpu.h"
 #include "../skeletonize_args.h"
+#include "parallel.h"
 
 namespace retina {
 namespace {
@@ -12,20 +12,17 @@ namespace {
 // Lines (rows, or (z, y) lines in 3D) per task: one line is only a few hundred nanoseconds of work.
 constexpr int64_t kLinesPerTask = 32;
 
-const ParallelFor kParallelFor = [](int64_t n, const std::function<void(int64_t, int64_t)>& body) {
-  at::parallel_for(0, n, kLinesPerTask, body);
-};
+const ParallelFor kParallelFor = aten_parallel_for(kLinesPerTask);
 
 at::Tensor skeletonize_cpu(const at::Tensor& mask, std::optional<int64_t> max_iter) {
   check_skeletonize_args(mask, max_iter);
   at::Tensor out = mask.clone(at::MemoryFormat::Contiguous);
-  const ParallelFor& parallel_for = kParallelFor;
   const int64_t limit = max_iter.value_or(-1);
   if (out.dim() == 4)
-    skeletonize2d_cpu(out.data_ptr<uint8_t>(), out.size(0), out.size(2), out.size(3), limit, parallel_for);
+    skeletonize2d_cpu(out.data_ptr<uint8_t>(), out.size(0), out.size(2), out.size(3), limit, kParallelFor);
   else
     skeletonize3d_cpu(out.data_ptr<uint8_t>(), out.size(0), out.size(2), out.size(3), out.size(4), limit,
-                      parallel_for);
+                      kParallelFor);
   return out;
 }
 

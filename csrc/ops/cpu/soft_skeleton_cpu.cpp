@@ -1,11 +1,11 @@
 // retina::soft_skeleton on CPU: tensors to raw pointers, work split with at::parallel_for.
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include "../../core/soft_skeleton_cpu.h"
 #include "../soft_skeleton_args.h"
+#include "parallel.h"
 
 namespace retina {
 namespace {
@@ -13,9 +13,7 @@ namespace {
 // Rows per task: a row is a few microseconds of work at most.
 constexpr int64_t kRowsPerTask = 16;
 
-const ParallelFor kParallelFor = [](int64_t n, const std::function<void(int64_t, int64_t)>& body) {
-  at::parallel_for(0, n, kRowsPerTask, body);
-};
+const ParallelFor kParallelFor = aten_parallel_for(kRowsPerTask);
 
 at::Tensor soft_skeleton_cpu_impl(const at::Tensor& x, int64_t num_iter) {
   const SoftSkeletonShape shape = check_soft_skeleton_args(x, num_iter);
