@@ -2,18 +2,24 @@
 # Run on the GPU machine (device tool): builds the extension with CUDA for Hopper, runs every test
 # (the CUDA ones included) and the benchmarks, and writes logs and a results table to $OUT.
 # Needs no network: the machine's python3 already has torch, pytest-benchmark, scikit-image, scipy, opencv.
-#   device run: bash scripts/gpu_check.sh            (then copy $OUT/results.md into benchmarks/RESULTS.md)
+#   device run: GIT_COMMIT=<sha> BENCH_FILTER=cuda bash scripts/gpu_check.sh
+#   (then copy $OUT/results.md into benchmarks/RESULTS.md)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu_out}
 mkdir -p "$out"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
+# The GPU image's default CXX (/opt/gcc/bin/g++) produces an extension that segfaults inside
+# std::ostream when a TORCH_CHECK message is formatted (its libstdc++ differs from the one torch was
+# built against); the distribution's gcc links the same libstdc++ as torch and works.
+if [ -z "${RETINA_KEEP_CXX:-}" ] && [ -x /usr/bin/g++ ]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++; fi
+echo "compiler: ${CXX:-default}"
 status=0
 
 {
   date -u
-  git rev-parse HEAD 2>/dev/null || echo "commit: unknown (no .git)"
+  echo "commit: ${GIT_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 } > "$out/env.txt" 2>&1
