@@ -7,8 +7,14 @@ time, its speed-up over every other implementation measured in the same run, and
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import defaultdict
+
+
+def commit(data: dict) -> str:
+    """GIT_COMMIT wins: on the GPU machine the tree is a copy whose .git, if any, may be stale."""
+    return os.environ.get("GIT_COMMIT") or data.get("commit_info", {}).get("id", "?")[:10]
 
 
 def table(data: dict) -> str:
@@ -34,7 +40,7 @@ def table(data: dict) -> str:
             )
     machine = data.get("machine_info", {})
     header = f"Machine: {machine.get('cpu', {}).get('brand_raw', machine.get('processor', '?'))}, " \
-             f"{machine.get('cpu', {}).get('count', '?')} CPUs; commit {data.get('commit_info', {}).get('id', '?')[:10]}; " \
+             f"{machine.get('cpu', {}).get('count', '?')} CPUs; commit {commit(data)}; " \
              f"{data.get('datetime', '?')}\n\n"
     return header + "\n".join(lines) + "\n"
 
