@@ -47,14 +47,21 @@ def has_kernel(op: str, device_type: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"retina::{op}", key)
 
 
+def triton_available() -> bool:
+    """Whether triton can be imported (it is optional; it serves the Triton-written CUDA kernels)."""
+    return importlib.util.find_spec("triton") is not None
+
+
 def backends() -> dict[str, str]:
     """What serves each device: "C++" / "CUDA" compiled kernels or the plain-PyTorch "reference"."""
-    cuda = "unavailable (torch has no CUDA device)"
+    cuda = soft_skeleton_cuda = "unavailable (torch has no CUDA device)"
     if torch.cuda.is_available():
         cuda = "CUDA" if has_kernel("skeletonize", "cuda") else "reference"
+        soft_skeleton_cuda = "Triton" if has_kernel("soft_skeleton", "cuda") else "reference"
     return {
         "extension": "loaded" if extension_error is None else f"missing: {extension_error}",
         "cpu": "C++" if has_kernel("skeletonize", "cpu") else "reference",
         "cuda": cuda,
-        "triton": "available" if importlib.util.find_spec("triton") is not None else "not installed",
+        "cuda soft_skeleton": soft_skeleton_cuda,
+        "triton": "available" if triton_available() else "not installed",
     }

@@ -1,8 +1,14 @@
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+# Without a GPU the Triton kernels run under Triton's interpreter on CPU tensors; the variable must be
+# set before triton is first imported (retina_kernels imports it only where CUDA is available).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 GOLDENS = Path(__file__).parent / "goldens"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import _checks
-from .._extension import extension_loaded, has_kernel
+from .._extension import extension_loaded, has_kernel, triton_available
 from ..reference import soft_skeleton as reference
 
 
@@ -18,8 +18,9 @@ def soft_skeleton(x: torch.Tensor, num_iter: int = 10) -> torch.Tensor:
     reference (PyTorch's max-pool gradient rule included).
 
     Args:
-        x: [B, C, H, W] or [B, C, D, H, W], float32/float64 (float16/bfloat16 are computed in float32
-            on the CPU), typically probabilities; each (sample, channel) is independent. No NaN.
+        x: [B, C, H, W] or [B, C, D, H, W], float32/float64 (float16/bfloat16 are computed in float32),
+            typically probabilities; each (sample, channel) is independent. No NaN. CPU: C++;
+            CUDA: Triton (the reference when triton is not installed; see retina_kernels.backends()).
         num_iter: erosions after the first opening, >= 0 (the reference's 10 by default; the skeleton
             reaches structures up to about 2 * num_iter pixels wide).
 
@@ -61,3 +62,11 @@ if extension_loaded():
         return torch.ops.retina.soft_skeleton_backward(grad, x, ctx.num_iter), None
 
     torch.library.register_autograd("retina::soft_skeleton", _backward, setup_context=_setup_context)
+
+    # The CUDA kernel is written in Triton (retina_kernels/triton_kernels/soft_skeleton.py); it is
+    # registered only where it can run, so CPU-only installs never import triton.
+    if torch.cuda.is_available() and triton_available():
+        from ..triton_kernels import soft_skeleton as _triton
+
+        torch.library.register_kernel("retina::soft_skeleton", "cuda", _triton.soft_skeleton_forward)
+        torch.library.register_kernel("retina::soft_skeleton_backward", "cuda", _triton.soft_skeleton_backward)
