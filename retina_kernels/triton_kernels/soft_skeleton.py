@@ -25,7 +25,7 @@ import triton.language as tl
 
 BLOCK = 512
 NUM_WARPS = 4
-NO_CODE = 255  # window/axis code of a position outside the plane: never matches
+NO_CODE = tl.constexpr(255)  # code read outside the plane: matches no window position
 
 
 @triton.jit
@@ -166,7 +166,7 @@ def _backward_dilate(code_ptr, grad_open_ptr, grad_next_ptr, D, H, W, DZ: tl.con
         for dy in tl.static_range(-1, 2):
             for dx in tl.static_range(-1, 2):
                 # The window centred at o + (dz, dy, dx) has o at its position k; offsets run up, so k runs down.
-                k: tl.constexpr = (DZ - dz) * 9 + (1 - dy) * 3 + (1 - dx)
+                k = (DZ - dz) * 9 + (1 - dy) * 3 + (1 - dx)
                 c = _load(code_ptr + plane, idx, z, y, x, dz, dy, dx, D, H, W, live, NO_CODE)
                 g = _load(grad_open_ptr + plane, idx, z, y, x, dz, dy, dx, D, H, W, live, zero)
                 total += tl.where(c == k, g, 0.0)
@@ -212,7 +212,7 @@ def _axis_gather(xj_base, gn_base, idx, z, y, x, AXIS: tl.constexpr, az: tl.cons
     o - d * step, d = 1, 0, -1 (increasing position), whose first arg-min o is (code d + 1)."""
     pooled = zero
     for i in tl.static_range(3):
-        d: tl.constexpr = 1 - i
+        d = 1 - i
         code, share = _pool_share(xj_base, gn_base, idx, z, y, x, -d * az, -d * ay, -d * ax, AXIS, D, H, W, live,
                                   inf, zero, DZ)
         centre_ok = _inside(z - d * az, y - d * ay, x - d * ax, D, H, W)
