@@ -5,11 +5,13 @@
     >>> retina_kernels.skeletonize(mask)   # [N, 1, H, W] or [N, 1, D, H, W], values 0/1
     >>> retina_kernels.differentiable_skeleton(prob)   # [N, C, H, W] in [0, 1], differentiable
     >>> retina_kernels.soft_skeleton(prob, num_iter=10)   # soft-clDice's soft skeleton, 2D or 3D
+    >>> retina_kernels.dsconv2d(x, offset, weight, bias, morph=0)   # dynamic snake convolution
 """
 
 from ._extension import backends, extension_loaded
 from .ops.differentiable_skeleton import differentiable_skeleton
+from .ops.dsconv import dsconv2d
 from .ops.skeletonize import skeletonize
 from .ops.soft_skeleton import soft_skeleton
 
-__all__ = ["backends", "differentiable_skeleton", "extension_loaded", "skeletonize", "soft_skeleton"]
+__all__ = ["backends", "differentiable_skeleton", "dsconv2d", "extension_loaded", "skeletonize", "soft_skeleton"]

@@ -23,4 +23,10 @@ TORCH_LIBRARY(retina, m) {
   // The backward recomputes the forward from x, so autograd saves only x.
   m.def("soft_skeleton(Tensor x, int num_iter) -> Tensor");
   m.def("soft_skeleton_backward(Tensor grad, Tensor x, int num_iter) -> Tensor");
+  // Dynamic snake convolution (SPEC.md §1): input [B, C, H, W], offset [B, K, H, W] (per-tap offsets of the
+  // deformed axis, before the snake accumulation), weight [O, C, K], bias [O]; morph 0 bends along rows,
+  // 1 along columns. Returns [B, O, H, W]. The backward returns (grad_input, grad_offset, grad_weight).
+  m.def("dsconv2d(Tensor input, Tensor offset, Tensor weight, Tensor? bias, int morph, float extend_scope) -> Tensor");
+  m.def("dsconv2d_backward(Tensor grad, Tensor input, Tensor offset, Tensor weight, int morph, float extend_scope)"
+        " -> (Tensor, Tensor, Tensor)");
 }

@@ -1,0 +1,236 @@
+#include "dsconv_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace retina {
+namespace {
+
+// Geometry in the snake's frame: `along` is the deformed axis (rows for morph 0), `across` the other.
+// A pixel (u, v) in that frame sits at plane index u * stride_u + v * stride_v.
+struct Frame {
+  int64_t along, across, stride_u, stride_v;
+  explicit Frame(const DSConvShape& s)
+      : along(s.morph == 0 ? s.height : s.width), across(s.morph == 0 ? s.width : s.height),
+        stride_u(s.morph == 0 ? s.width : 1), stride_v(s.morph == 0 ? 1 : s.width) {}
+};
+
+// Work is cut into strips of `strip` consecutive `across` positions (all `along` positions), and strips
+// into tiles of a few `along` lines. Tap k of a pixel reads across positions v + k - c only, so a strip's
+// input-gradient writes stay within c of it: strips of one parity never touch each other when the
+// strip width is at least K - 1, and backward runs the even strips, then the odd ones, without locks.
+struct Tiling {
+  int64_t strip, strips_per_image, lines_per_tile, max_tile;
+  Tiling(const DSConvShape& s, const Frame& f) {
+    strip = std::min<int64_t>(f.across, std::max<int64_t>(16, s.taps - 1));
+    strips_per_image = (f.across + strip - 1) / strip;
+    lines_per_tile = std::max<int64_t>(1, 256 / strip);  // ~256 pixels: the tile's samples stay in cache
+    max_tile = strip * lines_per_tile;
+  }
+};
+
+// Where the K taps of each pixel of a tile sample: low/high plane indices, the weight of high, and
+// whether the deformed coordinate was inside the image (else its gradient is 0). [K, P] each.
+template <class T>
+struct TapPositions {
+  std::vector<int64_t> low, high;
+  std::vector<T> frac;
+  std::vector<uint8_t> live;
+  std::vector<int64_t> pixel;  // plane index of tile pixel q
+  int64_t count = 0;           // P
+  explicit TapPositions(int64_t taps, int64_t max_tile)
+      : low(taps * max_tile), high(taps * max_tile), frac(taps * max_tile), live(taps * max_tile), pixel(max_tile) {}
+};
+
+// Fills `pos` for the pixels (u, v), u in [u0, u1), v in [v0, v1) of image b.
+template <class T>
+void locate(const T* offset_b, const DSConvShape& s, const Frame& f, int64_t u0, int64_t u1, int64_t v0, int64_t v1,
+            TapPositions<T>& pos) {
+  const int64_t K = s.taps, c = K / 2, plane = s.height * s.width, width = v1 - v0;
+  const int64_t P = (u1 - u0) * width;
+  const T scope = static_cast<T>(s.extend_scope), top = static_cast<T>(f.along - 1);
+  const int64_t high_step = f.along > 1 ? f.stride_u : 0, last_low = std::max<int64_t>(f.along - 2, 0);
+  pos.count = P;
+  for (int64_t q = 0; q < P; ++q) {
+    const int64_t u = u0 + q / width, v = v0 + q % width, p = u * f.stride_u + v * f.stride_v;
+    pos.pixel[q] = p;
+    // The displacement accumulates outwards from the centre tap, in the reference's order.
+    for (int side = 0; side < 2; ++side) {
+      T displacement = T(0);
+      for (int64_t t = 0; t <= c; ++t) {
+        const int64_t k = side == 0 ? c + t : c - t;
+        if (t > 0) displacement += offset_b[k * plane + p];
+        if (side == 1 && t == 0) continue;  // the centre tap was placed by side 0
+        const T position = static_cast<T>(u) + scope * displacement;
+        const T clamped = std::min(std::max(position, T(0)), top);
+        const int64_t lower = std::min<int64_t>(static_cast<int64_t>(std::floor(clamped)), last_low);
+        const int64_t across = std::min<int64_t>(std::max<int64_t>(v + k - c, 0), f.across - 1);
+        const int64_t i = k * P + q;
+        pos.low[i] = lower * f.stride_u + across * f.stride_v;
+        pos.high[i] = pos.low[i] + high_step;
+        pos.frac[i] = clamped - static_cast<T>(lower);
+        pos.live[i] = position >= T(0) && position <= top;
+      }
+    }
+  }
+}
+
+// samples[(c*K + k) * P + q] = input_b[c] at tap k of pixel q: the [C*K, P] operand of the contraction.
+template <class T>
+void gather_samples(const T* input_b, const DSConvShape& s, const TapPositions<T>& pos, T* samples) {
+  const int64_t K = s.taps, P = pos.count, plane = s.height * s.width;
+  for (int64_t ch = 0; ch < s.channels; ++ch) {
+    const T* x = input_b + ch * plane;
+    for (int64_t k = 0; k < K; ++k) {
+      T* row = samples + (ch * K + k) * P;
+      const int64_t* low = pos.low.data() + k * P;
+      const int64_t* high = pos.high.data() + k * P;
+      const T* frac = pos.frac.data() + k * P;
+      for (int64_t q = 0; q < P; ++q) {
+        const T a = x[low[q]];
+        row[q] = a + frac[q] * (x[high[q]] - a);
+      }
+    }
+  }
+}
+
+// The (image, strip) units of one parity (or all, parity < 0), in order.
+std::vector<std::pair<int64_t, int64_t>> units(const DSConvShape& s, const Tiling& t, int parity) {
+  std::vector<std::pair<int64_t, int64_t>> list;
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t strip = 0; strip < t.strips_per_image; ++strip)
+      if (parity < 0 || strip % 2 == parity) list.emplace_back(b, strip);
+  return list;
+}
+
+// body(b, u0, u1, v0, v1) for every tile of the given units; units are dealt round-robin to `workers`
+// workers, and body also receives its worker index (for private accumulators).
+template <class Body>
+void for_each_tile(const Frame& f, const Tiling& t, const std::vector<std::pair<int64_t, int64_t>>& list,
+                   int64_t workers, const ParallelFor& parallel_for, Body&& body) {
+  parallel_for(workers, [&](int64_t begin, int64_t end) {
+    for (int64_t worker = begin; worker < end; ++worker)
+      for (size_t n = static_cast<size_t>(worker); n < list.size(); n += static_cast<size_t>(workers)) {
+        const auto [b, strip] = list[n];
+        const int64_t v0 = strip * t.strip, v1 = std::min(v0 + t.strip, f.across);
+        for (int64_t u0 = 0; u0 < f.along; u0 += t.lines_per_tile)
+          body(worker, b, u0, std::min(u0 + t.lines_per_tile, f.along), v0, v1);
+      }
+  });
+}
+
+}  // namespace
+
+template <class T>
+void dsconv2d_forward_cpu(const T* input, const T* offset, const T* weight, const T* bias, T* out,
+                          const DSConvShape& s, int64_t threads, const Gemm<T>& gemm, const ParallelFor& parallel_for) {
+  const int64_t plane = s.height * s.width, CK = s.channels * s.taps, O = s.out_channels;
+  if (s.batch * plane * O == 0) return;
+  const Frame f(s);
+  const Tiling t(s, f);
+  const auto list = units(s, t, -1);
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, static_cast<int64_t>(list.size())));
+  std::vector<TapPositions<T>> positions(workers, TapPositions<T>(s.taps, t.max_tile));
+  std::vector<std::vector<T>> samples(workers, std::vector<T>(CK * t.max_tile)), result(workers, std::vector<T>(O * t.max_tile));
+  for_each_tile(f, t, list, workers, parallel_for, [&](int64_t w, int64_t b, int64_t u0, int64_t u1, int64_t v0, int64_t v1) {
+    TapPositions<T>& pos = positions[w];
+    locate(offset + b * s.taps * plane, s, f, u0, u1, v0, v1, pos);
+    const int64_t P = pos.count;
+    gather_samples(input + b * s.channels * plane, s, pos, samples[w].data());
+    T* r = result[w].data();
+    gemm(false, false, O, P, CK, T(1), weight, CK, samples[w].data(), P, T(0), r, P);
+    T* out_b = out + b * O * plane;
+    for (int64_t o = 0; o < O; ++o) {
+      const T add = bias ? bias[o] : T(0);
+      for (int64_t q = 0; q < P; ++q) out_b[o * plane + pos.pixel[q]] = r[o * P + q] + add;
+    }
+  });
+}
+
+template <class T>
+void dsconv2d_backward_cpu(const T* grad_out, const T* input, const T* offset, const T* weight, T* grad_input,
+                           T* grad_offset, T* grad_weight, const DSConvShape& s, int64_t threads, const Gemm<T>& gemm,
+                           const ParallelFor& parallel_for) {
+  const int64_t plane = s.height * s.width, K = s.taps, c = K / 2, CK = s.channels * K, O = s.out_channels;
+  std::fill(grad_input, grad_input + s.batch * s.channels * plane, T(0));
+  std::fill(grad_offset, grad_offset + s.batch * K * plane, T(0));
+  std::fill(grad_weight, grad_weight + O * CK, T(0));
+  if (s.batch * plane * O == 0) return;
+  const Frame f(s);
+  const Tiling t(s, f);
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, s.batch * t.strips_per_image));
+  std::vector<TapPositions<T>> positions(workers, TapPositions<T>(K, t.max_tile));
+  std::vector<std::vector<T>> samples(workers, std::vector<T>(CK * t.max_tile));
+  std::vector<std::vector<T>> grad_samples(workers, std::vector<T>(CK * t.max_tile));
+  std::vector<std::vector<T>> grad_tile(workers, std::vector<T>(O * t.max_tile));
+  std::vector<std::vector<T>> grad_position(workers, std::vector<T>(K * t.max_tile));
+  std::vector<std::vector<T>> weight_acc(workers, std::vector<T>(O * CK, T(0)));
+  const T scope = static_cast<T>(s.extend_scope);
+
+  auto tile = [&](int64_t w, int64_t b, int64_t u0, int64_t u1, int64_t v0, int64_t v1) {
+    TapPositions<T>& pos = positions[w];
+    locate(offset + b * K * plane, s, f, u0, u1, v0, v1, pos);
+    const int64_t P = pos.count;
+    const T* x_b = input + b * s.channels * plane;
+    T* gathered = grad_tile[w].data();
+    const T* g_b = grad_out + b * O * plane;
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t q = 0; q < P; ++q) gathered[o * P + q] = g_b[o * plane + pos.pixel[q]];
+    // Weight gradient: grad_out_tile [O, P] x samples^T [P, CK], into this worker's accumulator.
+    gather_samples(x_b, s, pos, samples[w].data());
+    gemm(false, true, O, CK, P, T(1), gathered, P, samples[w].data(), P, T(1), weight_acc[w].data(), CK);
+    // Sample gradient: weight^T [CK, O] x grad_out_tile [O, P].
+    T* gs = grad_samples[w].data();
+    gemm(true, false, CK, P, O, T(1), weight, CK, gathered, P, T(0), gs, P);
+    // Input gradient (scatter to the two rows each sample read) and position gradient.
+    T* gpos = grad_position[w].data();
+    std::fill(gpos, gpos + K * P, T(0));
+    T* gx_b = grad_input + b * s.channels * plane;
+    for (int64_t ch = 0; ch < s.channels; ++ch) {
+      const T* x = x_b + ch * plane;
+      T* gx = gx_b + ch * plane;
+      for (int64_t k = 0; k < K; ++k) {
+        const T* g = gs + (ch * K + k) * P;
+        const int64_t* low = pos.low.data() + k * P;
+        const int64_t* high = pos.high.data() + k * P;
+        const T* frac = pos.frac.data() + k * P;
+        T* gp = gpos + k * P;
+        for (int64_t q = 0; q < P; ++q) {
+          gx[low[q]] += g[q] - g[q] * frac[q];
+          gx[high[q]] += g[q] * frac[q];
+          gp[q] += g[q] * (x[high[q]] - x[low[q]]);
+        }
+      }
+    }
+    // Offset gradient: d position_k / d delta_m = scope for the taps k at or beyond m (outwards from c).
+    T* go_b = grad_offset + b * K * plane;
+    for (int64_t q = 0; q < P; ++q) {
+      const int64_t p = pos.pixel[q];
+      for (int side = 0; side < 2; ++side) {
+        T suffix = T(0);
+        for (int64_t t2 = c; t2 >= 1; --t2) {
+          const int64_t k = side == 0 ? c + t2 : c - t2;
+          if (pos.live[k * P + q]) suffix += scope * gpos[k * P + q];
+          go_b[k * plane + p] = suffix;
+        }
+      }
+    }
+  };
+  for (int parity = 0; parity < 2; ++parity)
+    for_each_tile(f, t, units(s, t, parity), workers, parallel_for, tile);
+  for (int64_t w = 0; w < workers; ++w)
+    for (int64_t i = 0; i < O * CK; ++i) grad_weight[i] += weight_acc[w][i];
+}
+
+template void dsconv2d_forward_cpu<float>(const float*, const float*, const float*, const float*, float*,
+                                          const DSConvShape&, int64_t, const Gemm<float>&, const ParallelFor&);
+template void dsconv2d_forward_cpu<double>(const double*, const double*, const double*, const double*, double*,
+                                           const DSConvShape&, int64_t, const Gemm<double>&, const ParallelFor&);
+template void dsconv2d_backward_cpu<float>(const float*, const float*, const float*, const float*, float*, float*,
+                                           float*, const DSConvShape&, int64_t, const Gemm<float>&, const ParallelFor&);
+template void dsconv2d_backward_cpu<double>(const double*, const double*, const double*, const double*, double*,
+                                            double*, double*, const DSConvShape&, int64_t, const Gemm<double>&,
+                                            const ParallelFor&);
+
+}  // namespace retina

@@ -1,0 +1,33 @@
+// Argument checks and shape mapping shared by the implementations of retina::dsconv2d.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include "../core/dsconv_cpu.h"
+
+namespace retina {
+
+inline DSConvShape check_dsconv_args(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight,
+                                     int64_t morph, double extend_scope) {
+  TORCH_CHECK_VALUE(input.dim() == 4, "dsconv2d: input must be [B, C, H, W], got shape ", input.sizes());
+  TORCH_CHECK_VALUE(offset.dim() == 4, "dsconv2d: offset must be [B, K, H, W], got shape ", offset.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 3, "dsconv2d: weight must be [O, C, K], got shape ", weight.sizes());
+  const int64_t taps = weight.size(2);
+  TORCH_CHECK_VALUE(taps >= 3 && taps % 2 == 1, "dsconv2d: K (weight.shape[2]) must be odd and >= 3, got ", taps);
+  TORCH_CHECK_VALUE(offset.size(0) == input.size(0) && offset.size(1) == taps && offset.size(2) == input.size(2) &&
+                        offset.size(3) == input.size(3),
+                    "dsconv2d: offset must be [B, K, H, W] = [", input.size(0), ", ", taps, ", ", input.size(2), ", ",
+                    input.size(3), "], got ", offset.sizes());
+  TORCH_CHECK_VALUE(weight.size(1) == input.size(1), "dsconv2d: weight must have C = ", input.size(1),
+                    " input channels, got shape ", weight.sizes());
+  TORCH_CHECK_VALUE(morph == 0 || morph == 1, "dsconv2d: morph must be 0 or 1, got ", morph);
+  TORCH_CHECK_VALUE(offset.scalar_type() == input.scalar_type() && weight.scalar_type() == input.scalar_type(),
+                    "dsconv2d: input, offset and weight must share a dtype");
+  TORCH_CHECK_VALUE(offset.device() == input.device() && weight.device() == input.device(),
+                    "dsconv2d: input, offset and weight must be on one device");
+  return DSConvShape{input.size(0), input.size(1), weight.size(0), input.size(2), input.size(3), taps,
+                     static_cast<int>(morph), extend_scope};
+}
+
+}  // namespace retina

@@ -1,0 +1,107 @@
+"""`dsconv2d`: dynamic snake convolution (SPEC.md §1) as one op, without the K-times-larger map of samples."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import _checks
+from .._extension import extension_loaded, has_kernel
+from ..reference import dsconv as reference
+
+
+def dsconv2d(
+    input: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    morph: int,
+    extend_scope: float = 1.0,
+) -> torch.Tensor:
+    """Dynamic snake convolution (Qi et al., ICCV 2023), the op inside `retina.nn.DSConv`.
+
+    At every pixel (i, j) the K taps form a snake: the centre tap c = K // 2 stays put and the tap
+    displacement accumulates outwards, Δ_c = 0, Δ_{c±t} = Δ_{c±(t-1)} + offset_{c±t}. Tap k samples the
+    input at (i + s·Δ_k, j + k - c) for morph 0 (snake along rows) or (i + k - c, j + s·Δ_k) for morph 1,
+    each coordinate clamped to the image, bilinearly; out = bias + Σ_{c,k} weight[o, c, k] · sample.
+
+    Args:
+        input: [B, C, H, W] floating.
+        offset: [B, K, H, W], the raw per-tap offsets of the deformed axis (after tanh, before the
+            accumulation), same dtype and device; finite.
+        weight: [O, C, K], K odd >= 3.
+        bias: [O] or None.
+        morph: 0 (the snake bends along rows, taps spread along columns) or 1 (the transpose).
+        extend_scope: s, the scale of the offsets in pixels; finite.
+
+    Returns:
+        [B, O, H, W]. Differentiable in input, offset, weight and bias. CPU: C++ (float16/bfloat16 are
+        computed in float32); elsewhere the plain-PyTorch reference until a GPU kernel exists.
+    """
+    for name, tensor in (("input", input), ("offset", offset), ("weight", weight)):
+        _checks.require_tensor(name, tensor)
+        _checks.require_dtype(name, tensor, _checks.FLOATING)
+    if input.dim() != 4:
+        raise ValueError(f"input must be [B, C, H, W], got shape {tuple(input.shape)}")
+    if weight.dim() != 3:
+        raise ValueError(f"weight must be [O, C, K], got shape {tuple(weight.shape)}")
+    out_channels, channels, taps = weight.shape
+    if taps < 3 or taps % 2 == 0:
+        raise ValueError(f"K (weight.shape[2]) must be odd and >= 3, got {taps}")
+    if channels != input.shape[1]:
+        raise ValueError(f"weight must be [O, C, K] with C = {input.shape[1]} (input channels), got {tuple(weight.shape)}")
+    expected = (input.shape[0], taps, *input.shape[2:])
+    if tuple(offset.shape) != expected:
+        raise ValueError(f"offset must be [B, K, H, W] = {list(expected)}, got {tuple(offset.shape)}")
+    if bias is not None:
+        _checks.require_tensor("bias", bias)
+        if tuple(bias.shape) != (out_channels,):
+            raise ValueError(f"bias must be [O] = [{out_channels}], got {tuple(bias.shape)}")
+    if isinstance(morph, bool) or morph not in (0, 1):
+        raise ValueError(f"morph must be 0 (snake along rows) or 1 (along columns), got {morph!r}")
+    if isinstance(extend_scope, bool) or not isinstance(extend_scope, (int, float)) or not math.isfinite(extend_scope):
+        raise ValueError(f"extend_scope must be a finite number, got {extend_scope!r}")
+    for name, tensor in (("offset", offset), ("weight", weight), ("bias", bias)):
+        if tensor is not None and tensor.device != input.device:
+            raise ValueError(f"{name} is on {tensor.device} but input is on {input.device}")
+    if offset.numel() and not bool(torch.isfinite(offset.detach()).all()):
+        raise ValueError("offset contains NaN or infinity; the sample positions would be undefined")
+    dtype = input.dtype
+    if offset.dtype != dtype or weight.dtype != dtype or (bias is not None and bias.dtype != dtype):
+        raise TypeError(f"offset, weight and bias must have input's dtype {str(dtype).removeprefix('torch.')}")
+
+    if not has_kernel("dsconv2d", input.device.type):
+        return reference.dsconv2d(input, offset, weight, bias, morph=morph, extend_scope=float(extend_scope))
+    if input.device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+        cast = [t.float() if t is not None else None for t in (input, offset, weight, bias)]
+        return torch.ops.retina.dsconv2d(*cast, morph, float(extend_scope)).to(dtype)
+    return torch.ops.retina.dsconv2d(input, offset, weight, bias, morph, float(extend_scope))
+
+
+if extension_loaded():
+
+    @torch.library.register_fake("retina::dsconv2d")
+    def _dsconv2d_fake(input, offset, weight, bias, morph, extend_scope):
+        return input.new_empty((input.shape[0], weight.shape[0], input.shape[2], input.shape[3]))
+
+    @torch.library.register_fake("retina::dsconv2d_backward")
+    def _dsconv2d_backward_fake(grad, input, offset, weight, morph, extend_scope):
+        return torch.empty_like(input), torch.empty_like(offset), torch.empty_like(weight)
+
+    def _setup_context(ctx, inputs, output):
+        input, offset, weight, bias, morph, extend_scope = inputs
+        ctx.save_for_backward(input, offset, weight)
+        ctx.has_bias = bias is not None
+        ctx.morph, ctx.extend_scope = morph, extend_scope
+
+    def _backward(ctx, grad):
+        input, offset, weight = ctx.saved_tensors
+        grad_input, grad_offset, grad_weight = torch.ops.retina.dsconv2d_backward(
+            grad, input, offset, weight, ctx.morph, ctx.extend_scope
+        )
+        grad_bias = grad.sum((0, 2, 3)) if ctx.has_bias else None
+        return grad_input, grad_offset, grad_weight, grad_bias, None, None
+
+    torch.library.register_autograd("retina::dsconv2d", _backward, setup_context=_setup_context)
