@@ -18,17 +18,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's retina_kernels
 
-POINTER_TYPES = {"code_ptr": "*u8"}  # pointer arguments that are not of the data type
+# Pointer arguments that are not of the data type: fixed types, or the accumulation type.
+FIXED_POINTERS = {"code_ptr": "*u8", "low_ptr": "*i32"}
+ACCUMULATOR_POINTERS = {"frac_ptr", "partial_ptr", "grad_x_ptr", "grad_pos_ptr"}
 
 
 def signature(kernel, dtype: str, constexprs: dict) -> dict[str, str]:
-    """Triton signature: pointers of the data type, int32 sizes, the given constexprs."""
+    """Triton signature: pointers of the data type (float32 accumulators for half types), int32 sizes and
+    scalars, the given constexprs."""
+    accumulate = "fp64" if dtype == "fp64" else "fp32"
     types = {}
     for name in inspect.signature(kernel.fn).parameters:
         if name in constexprs:
             types[name] = "constexpr"
+        elif name in FIXED_POINTERS:
+            types[name] = FIXED_POINTERS[name]
+        elif name in ACCUMULATOR_POINTERS:
+            types[name] = f"*{accumulate}"
         elif name.endswith("_ptr"):
-            types[name] = POINTER_TYPES.get(name, f"*{dtype}")
+            types[name] = f"*{dtype}"
         else:
             types[name] = "i32"
     return types
@@ -36,6 +44,7 @@ def signature(kernel, dtype: str, constexprs: dict) -> dict[str, str]:
 
 def variants():
     """(kernel, data type, constexprs) of every specialization the launchers can request."""
+    from retina_kernels.triton_kernels import dsconv
     from retina_kernels.triton_kernels import soft_skeleton as soft
 
     for dz, dtype in itertools.product((0, 1), ("fp32", "fp64")):
@@ -46,6 +55,13 @@ def variants():
             yield soft._backward_skeleton, dtype, {**common, "HAS_BEFORE": has_before}
         yield soft._backward_dilate, dtype, common
         yield soft._backward_erode, dtype, common
+    for dtype in ("fp16", "bf16", "fp32", "fp64"):
+        flags = {"USE_DOT": dtype != "fp64", "IEEE": dtype == "fp32"}
+        blocks = {"BO": dsconv.BLOCK_O, "BP": dsconv.BLOCK_P}
+        for has_bias in (False, True):
+            yield dsconv._forward, dtype, {**flags, **blocks, "HAS_BIAS": has_bias, "BCK": dsconv.BLOCK_CK}
+        yield dsconv._weight_grad, dtype, {**flags, **blocks, "SPLITS": dsconv.WEIGHT_GRAD_SPLITS, "BCK": dsconv.BLOCK_CK}
+        yield dsconv._input_grad, dtype, {**flags, **blocks, "BCH": dsconv.BLOCK_CH}
 
 
 def main() -> int:

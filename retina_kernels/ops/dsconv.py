@@ -7,7 +7,7 @@ import math
 import torch
 
 from .. import _checks
-from .._extension import extension_loaded, has_kernel
+from .._extension import extension_loaded, has_kernel, triton_available
 from ..reference import dsconv as reference
 
 
@@ -38,7 +38,9 @@ def dsconv2d(
 
     Returns:
         [B, O, H, W]. Differentiable in input, offset, weight and bias. CPU: C++ (float16/bfloat16 are
-        computed in float32); elsewhere the plain-PyTorch reference until a GPU kernel exists.
+        computed in float32). CUDA: Triton (tensor cores for float16/bfloat16 with float32
+        accumulation; exact float32 products otherwise); the reference where triton is missing.
+        Autocast-aware: under autocast everything runs in the autocast dtype.
     """
     for name, tensor in (("input", input), ("offset", offset), ("weight", weight)):
         _checks.require_tensor(name, tensor)
@@ -68,6 +70,12 @@ def dsconv2d(
             raise ValueError(f"{name} is on {tensor.device} but input is on {input.device}")
     if offset.numel() and not bool(torch.isfinite(offset.detach()).all()):
         raise ValueError("offset contains NaN or infinity; the sample positions would be undefined")
+    if torch.is_autocast_enabled(input.device.type):
+        # Under autocast the layer's float32 parameters meet low-precision activations: run in the
+        # autocast dtype (accumulating in float32), as convolutions do.
+        dtype = torch.get_autocast_dtype(input.device.type)
+        input, offset, weight = input.to(dtype), offset.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
     dtype = input.dtype
     if offset.dtype != dtype or weight.dtype != dtype or (bias is not None and bias.dtype != dtype):
         raise TypeError(f"offset, weight and bias must have input's dtype {str(dtype).removeprefix('torch.')}")
@@ -105,3 +113,11 @@ if extension_loaded():
         return grad_input, grad_offset, grad_weight, grad_bias, None, None
 
     torch.library.register_autograd("retina::dsconv2d", _backward, setup_context=_setup_context)
+
+    # The CUDA kernel is written in Triton (retina_kernels/triton_kernels/dsconv.py), registered where it
+    # can run so CPU-only installs never import triton.
+    if torch.cuda.is_available() and triton_available():
+        from ..triton_kernels import dsconv as _triton
+
+        torch.library.register_kernel("retina::dsconv2d", "cuda", _triton.dsconv2d_forward)
+        torch.library.register_kernel("retina::dsconv2d_backward", "cuda", _triton.dsconv2d_backward)

@@ -16,22 +16,30 @@ def snake_displacement(offset: torch.Tensor) -> torch.Tensor:
     return torch.cat([below, torch.zeros_like(offset[:, c : c + 1]), above], 1)
 
 
-def sample_coordinates(offset: torch.Tensor, morph: int, extend_scope: float, height: int, width: int):
-    """Where each tap samples, as (row0 [B,K,H,W] long, row weight w [B,K,H,W], col index [K,1,W] long)
-    for morph 0 (morph 1: the same with rows and columns swapped). The deformed coordinate is clamped to
-    the image (its gradient is 0 where clamped), then read bilinearly between row0 and row0 + 1 with
-    weight w; the other coordinate is an integer, clamped, so interpolation along it is exact."""
-    k = offset.shape[1]
+def tap_samples(offset: torch.Tensor, morph: int, extend_scope: float, height: int, width: int):
+    """Where each tap of each pixel samples, (low, high_step, frac, live), each [B, K, H·W] but high_step:
+    the sample is plane[low] + frac · (plane[low + high_step] - plane[low]), plane = one H·W channel.
+
+    The deformed coordinate (rows for morph 0) is clamped to the image and read bilinearly between two
+    neighbouring lines; `live` marks where it was inside (elsewhere its gradient is 0; `frac` keeps
+    autograd's view of that). The other coordinate is an integer, clamped, so reading it is exact."""
+    b, k = offset.shape[:2]
     c = k // 2
     along, across = (height, width) if morph == 0 else (width, height)
+    along_stride, across_stride = (width, 1) if morph == 0 else (1, width)
     base = torch.arange(along, device=offset.device, dtype=offset.dtype)
     base = base.view(1, 1, -1, 1) if morph == 0 else base.view(1, 1, 1, -1)
-    position = (base + extend_scope * snake_displacement(offset)).clamp(0, along - 1)
-    lower = torch.floor(position.detach()).clamp(max=max(along - 2, 0))
-    weight = position - lower
+    position = base + extend_scope * snake_displacement(offset)
+    live = (position >= 0) & (position <= along - 1)
+    clamped = position.clamp(0, along - 1)
+    lower = torch.floor(clamped.detach()).clamp(max=max(along - 2, 0))
+    frac = clamped - lower
     taps = torch.arange(k, device=offset.device).view(k, 1) - c
     across_index = (torch.arange(across, device=offset.device).view(1, -1) + taps).clamp(0, across - 1)
-    return lower.long(), weight, across_index
+    across_index = across_index.view(1, k, 1, -1) if morph == 0 else across_index.view(1, k, -1, 1)
+    low = (lower.long() * along_stride + across_index * across_stride).reshape(b, k, height * width)
+    high_step = along_stride if along > 1 else 0
+    return low, high_step, frac.reshape(b, k, height * width), live.reshape(b, k, height * width)
 
 
 def dsconv2d(
@@ -46,14 +54,11 @@ def dsconv2d(
     """out[b,o,i,j] = bias[o] + Σ_{c,k} weight[o,c,k] · x[b,c] sampled at tap k's snake position."""
     b, ch, h, w = input.shape
     k = offset.shape[1]
-    lower, frac, across = sample_coordinates(offset, morph, extend_scope, h, w)
-    along_stride, across_stride = (w, 1) if morph == 0 else (1, w)
-    across = across.view(1, k, 1, -1) if morph == 0 else across.view(1, k, -1, 1)
-    index0 = (lower * along_stride + across * across_stride).reshape(b, 1, k * h * w)
-    index1 = index0 + (along_stride if (h if morph == 0 else w) > 1 else 0)
+    index, high_step, frac, _ = tap_samples(offset, morph, extend_scope, h, w)
+    index = index.reshape(b, 1, k * h * w)
     flat = input.reshape(b, ch, h * w)
-    low = torch.gather(flat, 2, index0.expand(b, ch, -1)).view(b, ch, k, h * w)
-    high = torch.gather(flat, 2, index1.expand(b, ch, -1)).view(b, ch, k, h * w)
+    low = torch.gather(flat, 2, index.expand(b, ch, -1)).view(b, ch, k, h * w)
+    high = torch.gather(flat, 2, (index + high_step).expand(b, ch, -1)).view(b, ch, k, h * w)
     frac = frac.reshape(b, 1, k, h * w)
     samples = low + frac * (high - low)
     out = torch.einsum("ock,bckp->bop", weight, samples).view(b, -1, h, w)

@@ -1,0 +1,50 @@
+"""The Triton dsconv2d kernels against the reference: CUDA tensors on the GPU machine, CPU tensors under
+TRITON_INTERPRET=1 elsewhere (tests/conftest.py sets it). Small shapes for the interpreter."""
+
+import pytest
+import torch
+
+from retina_kernels.reference import dsconv as reference
+
+from .test_dsconv import random_case, run
+
+pytest.importorskip("triton", reason="triton is not installed (pip install '.[test]' installs it on Linux)")
+from retina_kernels.triton_kernels import dsconv as triton_kernels  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def triton_run(x, offset, weight, bias, grad_out, morph, scope):
+    x, offset, weight, grad_out = (t.to(DEVICE) for t in (x, offset, weight, grad_out))
+    bias = bias.to(DEVICE) if bias is not None else None
+    y = triton_kernels.dsconv2d_forward(x, offset, weight, bias, morph, scope)
+    gx, goff, gw = triton_kernels.dsconv2d_backward(grad_out, x, offset, weight, morph, scope)
+    return [t.cpu() for t in (y, gx, goff, gw)]
+
+
+@pytest.mark.parametrize(
+    "b, c, o, h, w, k, scope, spread, morph, dtype",
+    [
+        (2, 3, 4, 5, 7, 3, 1.0, 1.0, 0, torch.float64),
+        (1, 2, 3, 6, 5, 5, 2.0, 1.0, 1, torch.float64),
+        (1, 3, 2, 1, 9, 3, 1.0, 1.0, 0, torch.float64),    # one row: no second line to read
+        (1, 2, 2, 6, 6, 3, 3.0, 9.0, 1, torch.float64),    # far outside: clamped
+        (2, 3, 5, 5, 6, 5, 1.5, 1.0, 0, torch.float32),    # the tensor-core path (ieee float32)
+    ],
+)
+def test_matches_reference(b, c, o, h, w, k, scope, spread, morph, dtype):
+    x, offset, weight, bias, grad_out = random_case(b, c, o, h, w, k, spread, seed=h + w + k, dtype=dtype)
+    ours = triton_run(x, offset, weight, bias, grad_out, morph, scope)
+    ref = run(reference.dsconv2d, x, offset, weight, bias, grad_out, morph=morph, extend_scope=scope)
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    for name, a, r in zip(("out", "input", "offset", "weight"), ours, ref):
+        assert a.dtype == dtype, name
+        torch.testing.assert_close(a, r, rtol=tol, atol=tol, msg=name)
+
+
+def test_without_bias_and_empty():
+    x, offset, weight, _, grad_out = random_case(1, 2, 3, 4, 5, 3, seed=3)
+    y = triton_kernels.dsconv2d_forward(x.to(DEVICE), offset.to(DEVICE), weight.to(DEVICE), None, 0, 1.0).cpu()
+    torch.testing.assert_close(y, reference.dsconv2d(x, offset, weight, None, morph=0), rtol=0, atol=1e-10)
+    empty = triton_kernels.dsconv2d_forward(x[:0].to(DEVICE), offset[:0].to(DEVICE), weight.to(DEVICE), None, 1, 1.0)
+    assert empty.shape == (0, 3, 4, 5)
