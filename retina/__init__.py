@@ -5,5 +5,7 @@ The compiled kernels live in `retina_kernels`; this package is the user's API ar
 
 from retina_kernels import backends, skeletonize
 
+from . import models, nn
+
 __version__ = "0.1.0"
-__all__ = ["__version__", "backends", "skeletonize"]
+__all__ = ["__version__", "backends", "models", "nn", "skeletonize"]

@@ -1,0 +1,118 @@
+"""Global-aggregation branches for S3-OCTA: each maps [B, C, H, W] -> [B, C, H, W] with a receptive
+field far wider than a convolution's.
+
+- `MiTBlock`: SegFormer's efficient self-attention (keys/values spatially reduced) + Mix-FFN.
+- `SwinBlocks`: a window-attention block and a shifted-window block (Swin Transformer).
+- `ASPP`: atrous spatial pyramid pooling (DeepLab v3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import ConvNormAct
+
+
+class MiTBlock(nn.Module):
+    """One SegFormer (MiT) layer: x + SRA(LN(x)), then x + MixFFN(LN(x)); keys and values come from a
+    `reduction`-strided conv of the map, so attention costs HW·HW/reduction² instead of (HW)²."""
+
+    def __init__(self, channels: int, heads: int = 8, reduction: int = 4, mlp_ratio: int = 4):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
+        self.norm1, self.norm2, self.norm_kv = nn.LayerNorm(channels), nn.LayerNorm(channels), nn.LayerNorm(channels)
+        self.reduce = nn.Conv2d(channels, channels, reduction, stride=reduction)
+        self.attention = nn.MultiheadAttention(channels, heads, batch_first=True)
+        hidden = mlp_ratio * channels
+        self.fc1, self.fc2 = nn.Linear(channels, hidden), nn.Linear(hidden, channels)
+        self.mix = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)  # Mix-FFN's positional depthwise conv
+        self.reduction = reduction
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
+        q = self.norm1(tokens)
+        r = self.reduction
+        pad = ((-w) % r, 0, (-h) % r, 0)
+        kv_map = self.reduce(F.pad(q.transpose(1, 2).reshape(b, c, h, w), (0, pad[0], 0, pad[2]), mode="replicate"))
+        kv = self.norm_kv(kv_map.flatten(2).transpose(1, 2))
+        tokens = tokens + self.attention(q, kv, kv, need_weights=False)[0]
+        hidden = self.fc1(self.norm2(tokens)).transpose(1, 2).reshape(b, -1, h, w)
+        hidden = F.gelu(self.mix(hidden)).flatten(2).transpose(1, 2)
+        tokens = tokens + self.fc2(hidden)
+        return tokens.transpose(1, 2).reshape(b, c, h, w)
+
+
+class _WindowAttention(nn.Module):
+    """x + MHA within non-overlapping windows (shifted by window/2 when `shift`), then x + MLP."""
+
+    def __init__(self, channels: int, heads: int, window: int, shift: bool):
+        super().__init__()
+        self.window, self.shift, self.heads = window, shift, heads
+        self.norm1, self.norm2 = nn.LayerNorm(channels), nn.LayerNorm(channels)
+        self.attention = nn.MultiheadAttention(channels, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        s = self.window
+        ph, pw = (-h) % s, (-w) % s
+        t = F.pad(x, (0, pw, 0, ph)).permute(0, 2, 3, 1)  # [B, H', W', C]
+        hp, wp = h + ph, w + pw
+        # Region labels: padding and, when shifted, the wrapped-around strips must not attend across.
+        region = torch.zeros(hp, wp, device=x.device)
+        region[h:, :] += 1
+        region[:, w:] += 2
+        offset = s // 2 if self.shift and min(hp, wp) > s else 0
+        if offset:
+            t = torch.roll(t, (-offset, -offset), (1, 2))
+            region = torch.roll(region, (-offset, -offset), (0, 1))
+            region[hp - offset :, :] += 4
+            region[:, wp - offset :] += 8
+        windows = t.reshape(b, hp // s, s, wp // s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, s * s, c)
+        labels = region.reshape(hp // s, s, wp // s, s).permute(0, 2, 1, 3).reshape(-1, s * s)
+        blocked = (labels[:, :, None] != labels[:, None, :]).repeat(b, 1, 1)  # [B·windows, s², s²]
+        blocked = blocked.repeat_interleave(self.heads, 0)
+        q = self.norm1(windows)
+        windows = windows + self.attention(q, q, q, attn_mask=blocked, need_weights=False)[0]
+        windows = windows + self.mlp(self.norm2(windows))
+        t = windows.reshape(b, hp // s, wp // s, s, s, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
+        if offset:
+            t = torch.roll(t, (offset, offset), (1, 2))
+        return t[:, :h, :w].permute(0, 3, 1, 2).contiguous()
+
+
+class SwinBlocks(nn.Sequential):
+    """A window-attention block followed by a shifted-window block."""
+
+    def __init__(self, channels: int, heads: int = 8, window: int = 8):
+        super().__init__(_WindowAttention(channels, heads, window, False), _WindowAttention(channels, heads, window, True))
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling: 1x1 and dilated 3x3 convs (rates 6, 12, 18) and image pooling in
+    parallel, concatenated and projected back to `channels`."""
+
+    def __init__(self, channels: int, rates: tuple[int, ...] = (6, 12, 18)):
+        super().__init__()
+        self.branches = nn.ModuleList([ConvNormAct(channels, channels, 1)] +
+                                      [ConvNormAct(channels, channels, 3, dilation=r) for r in rates])
+        self.pooled = nn.Conv2d(channels, channels, 1)
+        self.project = ConvNormAct(channels * (len(rates) + 2), channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = F.relu(self.pooled(x.mean((2, 3), keepdim=True))).expand_as(x)
+        return self.project(torch.cat([branch(x) for branch in self.branches] + [pooled], 1))
+
+
+def make_aggregation(kind: str | None, channels: int) -> nn.Module | None:
+    """The global-aggregation branch by name: "mit", "swin", "aspp", or None for none."""
+    if kind is None:
+        return None
+    factories = {"mit": lambda: MiTBlock(channels), "swin": lambda: SwinBlocks(channels), "aspp": lambda: ASPP(channels)}
+    if kind not in factories:
+        raise ValueError(f"global_aggregation must be one of {sorted(factories)} or None, got {kind!r}")
+    return factories[kind]()

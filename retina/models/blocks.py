@@ -1,0 +1,67 @@
+"""Building blocks shared by the models: conv-GN-ReLU, the three-branch snake block, padding to the
+stride, optional activation checkpointing."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..nn import DSConv
+
+
+def groups_for(channels: int) -> int:
+    """GroupNorm groups: channels / 4 as in DSCNet, falling back to a divisor for odd widths."""
+    groups = max(1, channels // 4)
+    while channels % groups:
+        groups -= 1
+    return groups
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d(k x k, same padding) -> GroupNorm(out/4) -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation),
+            nn.GroupNorm(groups_for(out_channels), out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class SnakeBlock(nn.Module):
+    """DSCNet's block: [conv 3x3 | DSConv morph 0 | DSConv morph 1] side by side, concatenated, fused by a
+    3x3 conv. [B, in, H, W] -> [B, out, H, W]."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, extend_scope: float,
+                 order: tuple[int, int] = (0, 1)):
+        super().__init__()
+        self.conv = ConvNormAct(in_channels, out_channels)
+        self.snakes = nn.ModuleList(DSConv(in_channels, out_channels, kernel_size, extend_scope, m) for m in order)
+        self.fuse = ConvNormAct(3 * out_channels, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([self.conv(x), *(snake(x) for snake in self.snakes)], 1))
+
+
+def run_block(block: nn.Module, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
+    """block(x), recomputed in backward instead of stored when checkpointing (and grad is on)."""
+    if checkpointing and torch.is_grad_enabled() and x.requires_grad:
+        return checkpoint(block, x, use_reentrant=False)
+    return block(x)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Replicate-pads H and W up to a multiple of `multiple`; returns the padded tensor and the original
+    (H, W) to crop back to."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x, (h, w)
+
+
+def upsample_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Bilinear x2 (align_corners=True, as DSCNet) to the spatial size of `like`."""
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=True)

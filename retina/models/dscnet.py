@@ -1,0 +1,44 @@
+"""`DSCNet` (Qi et al., ICCV 2023): a U-Net whose every block runs a plain conv and two snake
+convolutions side by side."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import SnakeBlock, pad_to_multiple, run_block, upsample_to
+
+
+class DSCNet(nn.Module):
+    """DSCNet: 3 max-pool stages, widths n, 2n, 4n, 8n; each block = [conv 3x3 | DSConv morph 0 | DSConv
+    morph 1] -> concat -> fuse conv 3x3; bilinear x2 up (align_corners=True) with skip concatenation;
+    1x1 head. Returns logits (apply sigmoid/softmax in the loss).
+
+    Shapes: [B, in_channels, H, W] (any H, W; padded to 8 internally, cropped back) -> [B, num_classes, H, W].
+    `checkpointing=True` recomputes each block's activations in backward (for small GPUs).
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 1, width: int = 16, kernel_size: int = 9,
+                 extend_scope: float = 1.0, checkpointing: bool = False):
+        super().__init__()
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        self.checkpointing = checkpointing
+        self.encoder = nn.ModuleList(
+            SnakeBlock(c_in, c_out, kernel_size, extend_scope) for c_in, c_out in zip([in_channels, *widths[:-1]], widths)
+        )
+        self.decoder = nn.ModuleList(
+            SnakeBlock(widths[level + 1] + widths[level], widths[level], kernel_size, extend_scope)
+            for level in reversed(range(3))
+        )
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, (h, w) = pad_to_multiple(x, 8)
+        skips = []
+        for level, block in enumerate(self.encoder):
+            x = run_block(block, x if level == 0 else self.pool(x), self.checkpointing)
+            skips.append(x)
+        for block, skip in zip(self.decoder, reversed(skips[:-1])):
+            x = run_block(block, torch.cat([upsample_to(x, skip), skip], 1), self.checkpointing)
+        return self.head(x)[..., :h, :w]

@@ -1,0 +1,44 @@
+"""`UNet`: the plain U-Net baseline (Ronneberger et al., 2015) with GroupNorm."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import ConvNormAct, pad_to_multiple, run_block, upsample_to
+
+
+class UNet(nn.Module):
+    """U-Net: `depth` max-pool stages, widths width·2^level, two conv-GN-ReLU per block, bilinear
+    upsampling with skip concatenation, 1x1 head.
+
+    Shapes: [B, in_channels, H, W] (any H, W: padded to 2^depth internally, cropped back) ->
+    logits [B, num_classes, H, W]. `checkpointing=True` recomputes block activations in backward.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 1, width: int = 32, depth: int = 4,
+                 checkpointing: bool = False):
+        super().__init__()
+        widths = [width * 2**level for level in range(depth + 1)]
+        self.depth, self.checkpointing = depth, checkpointing
+        self.encoder = nn.ModuleList(
+            nn.Sequential(ConvNormAct(c_in, c_out), ConvNormAct(c_out, c_out))
+            for c_in, c_out in zip([in_channels, *widths[:-1]], widths)
+        )
+        self.decoder = nn.ModuleList(
+            nn.Sequential(ConvNormAct(widths[level + 1] + widths[level], widths[level]),
+                          ConvNormAct(widths[level], widths[level]))
+            for level in reversed(range(depth))
+        )
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, (h, w) = pad_to_multiple(x, 2**self.depth)
+        skips = []
+        for level, block in enumerate(self.encoder):
+            x = run_block(block, x if level == 0 else self.pool(x), self.checkpointing)
+            skips.append(x)
+        for block, skip in zip(self.decoder, reversed(skips[:-1])):
+            x = run_block(block, torch.cat([upsample_to(x, skip), skip], 1), self.checkpointing)
+        return self.head(x)[..., :h, :w]

@@ -1,0 +1,60 @@
+"""retina.models: every model and global aggregation runs forward and backward on odd sizes, returns
+logits of the input's size, is batch-independent, and gives the same result with checkpointing."""
+
+import pytest
+import torch
+
+from retina.models import DSCNet, S3OCTA, UNet, create
+
+SMALL = {
+    "unet": dict(in_channels=1, width=8, depth=3),
+    "dscnet": dict(in_channels=1, width=8),
+    "s3octa-mit": dict(in_channels=3, width=16, global_aggregation="mit"),
+    "s3octa-swin": dict(in_channels=3, width=16, global_aggregation="swin"),
+    "s3octa-aspp": dict(in_channels=3, width=16, global_aggregation="aspp"),
+    "s3octa-none-depth4": dict(in_channels=3, width=16, depth=4, global_aggregation=None),
+}
+
+
+def build(key, **extra):
+    torch.manual_seed(0)
+    return create(key.split("-")[0], **SMALL[key], **extra)
+
+
+@pytest.mark.parametrize("key", SMALL)
+def test_forward_backward_any_size(key):
+    model = build(key)
+    x = torch.randn(2, SMALL[key]["in_channels"], 37, 45, requires_grad=True)
+    y = model(x)
+    assert y.shape == (2, 1, 37, 45)
+    y.square().mean().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    trained = [p for p in model.parameters() if p.grad is not None]
+    assert len(trained) > 0.8 * len(list(model.parameters()))  # unused: the other morph's conv in each DSConv
+
+
+@pytest.mark.parametrize("key", ["dscnet", "s3octa-mit"])
+def test_batch_independence_and_checkpointing(key):
+    model = build(key).eval()
+    x = torch.randn(3, SMALL[key]["in_channels"], 24, 40)
+    with torch.no_grad():
+        y = model(x)
+        torch.testing.assert_close(model(x[1:2]), y[1:2], rtol=1e-4, atol=1e-5)
+    model.train()
+    plain, checkpointed = build(key), build(key, checkpointing=True)
+    grads = []
+    for m in (plain, checkpointed):
+        xi = x.clone().requires_grad_()
+        m(xi).sum().backward()
+        grads.append(xi.grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
+
+
+def test_create_and_sizes():
+    assert isinstance(create("DSCNet"), DSCNet) and isinstance(create("s3-octa"), S3OCTA)
+    assert isinstance(create("unet", in_channels=3, num_classes=2), UNet)
+    assert round(sum(p.numel() for p in DSCNet().parameters()) / 1e6, 2) == 2.09  # the paper's 2.09 M at n=16
+    with pytest.raises(ValueError, match="unknown model"):
+        create("resnet")
+    with pytest.raises(ValueError, match="global_aggregation must be one of"):
+        S3OCTA(global_aggregation="vit")
