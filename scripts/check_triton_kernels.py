@@ -56,12 +56,12 @@ def variants():
         yield soft._backward_dilate, dtype, common
         yield soft._backward_erode, dtype, common
     for dtype in ("fp16", "bf16", "fp32", "fp64"):
-        flags = {"USE_DOT": dtype != "fp64", "IEEE": dtype == "fp32"}
-        blocks = {"BO": dsconv.BLOCK_O, "BP": dsconv.BLOCK_P}
+        flags = {"USE_DOT": dtype != "fp64", "PRECISION": "tf32x3" if dtype == "fp32" else "ieee"}
+        blocks = {"BO": dsconv.BLOCK_O, "BP": dsconv.BLOCK_P, "BCH": dsconv.BLOCK_CH}
         for has_bias in (False, True):
-            yield dsconv._forward, dtype, {**flags, **blocks, "HAS_BIAS": has_bias, "BCK": dsconv.BLOCK_CK}
-        yield dsconv._weight_grad, dtype, {**flags, **blocks, "SPLITS": dsconv.WEIGHT_GRAD_SPLITS, "BCK": dsconv.BLOCK_CK}
-        yield dsconv._input_grad, dtype, {**flags, **blocks, "BCH": dsconv.BLOCK_CH}
+            yield dsconv._forward, dtype, {**flags, **blocks, "HAS_BIAS": has_bias}
+        yield dsconv._weight_grad, dtype, {**flags, **blocks, "SPLITS": dsconv.WEIGHT_GRAD_SPLITS}
+        yield dsconv._input_grad, dtype, {**flags, **blocks}
 
 
 def main() -> int:

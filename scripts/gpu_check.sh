@@ -2,7 +2,7 @@
 # Run on the GPU machine (device tool): builds the extension with CUDA for Hopper, runs every test
 # (the CUDA ones included) and the benchmarks, and writes logs and a results table to $OUT.
 # Needs no network: the machine's python3 already has torch, pytest-benchmark, scikit-image, scipy, opencv.
-#   device run: GIT_COMMIT=<sha> BENCH_FILTER=cuda bash scripts/gpu_check.sh
+#   device run: GIT_COMMIT=<sha> [TEST_FILTER=<pytest -k>] [BENCH_FILTER=<pytest -k>] bash scripts/gpu_check.sh
 #   (then copy $OUT/results.md into benchmarks/RESULTS.md)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +30,7 @@ FORCE_CUDA=1 "$python" setup.py build_ext --inplace > "$out/build.log" 2>&1 || {
 "$python" -c "import retina_kernels as r; b = r.backends(); print(b); assert b['cuda'] == 'CUDA', b"  || exit 1
 
 echo "== tests (CUDA included)"
-"$python" -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$out/tests.log" | tail -25
+"$python" -m pytest -q -p no:cacheprovider tests ${TEST_FILTER:+-k "$TEST_FILTER"} 2>&1 | tee "$out/tests.log" | tail -25
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== benchmarks"

@@ -2,9 +2,9 @@
 
 An implicit GEMM: the [C·K, pixels] matrix of samples is never stored. Where each tap samples
 (`tap_samples`: a plane index, the bilinear weight, [B, K, H·W], K times smaller than the samples) is
-computed once per call with PyTorch; the kernels then build tiles of samples in registers and contract them
-with the weight on the tensor cores (float16/bfloat16 inputs, float32 accumulation) or in exact float32 /
-float64 arithmetic otherwise.
+computed once per call with PyTorch; the kernels then build tiles of samples in registers, one tap at a
+time, and contract them with the weight on the tensor cores (float16/bfloat16 with float32 accumulation;
+float32 as tf32x3, which keeps float32 accuracy), or in plain float64 arithmetic.
 
 - forward: out[b, o-tile, p-tile] = bias + Σ over C·K tiles of weight-tile · sample-tile.
 - weight gradient: Σ over pixel tiles of grad_out-tile · sample-tileᵀ, split over programs, summed after.
@@ -23,108 +23,123 @@ import triton.language as tl
 
 from ..reference.dsconv import tap_samples
 
-BLOCK_O, BLOCK_P, BLOCK_CK, BLOCK_CH = 64, 64, 32, 32
+BLOCK_O, BLOCK_P, BLOCK_CH = 64, 64, 32
 WEIGHT_GRAD_SPLITS = 64
 
 
 @triton.jit
-def _samples(x_ptr, low_ptr, frac_ptr, image, channel, tap, pixel, mask, C, K, HW, high_step):
-    """[rows, pixels] tile of samples: channel/tap are [rows, 1], image/pixel [1, pixels] (or broadcast)."""
-    where = (image * K + tap) * HW + pixel + channel * 0  # full [rows, pixels] shape
-    low = tl.load(low_ptr + where, mask=mask, other=0)
-    frac = tl.load(frac_ptr + where, mask=mask, other=0.0)
-    plane = x_ptr + (image * C + channel).to(tl.int64) * HW
-    a = tl.load(plane + low, mask=mask, other=0.0)
-    b = tl.load(plane + low + high_step, mask=mask, other=0.0)
-    return a + frac * (b - a), a, b, frac, low
+def _tap(low_ptr, frac_ptr, image, tap, pixel, mask, K, HW):
+    """Where tap `tap` of each pixel samples: (plane index of the lower line, weight of the upper)."""
+    where = (image * K + tap) * HW + pixel
+    return tl.load(low_ptr + where, mask=mask, other=0), tl.load(frac_ptr + where, mask=mask, other=0.0)
 
 
 @triton.jit
-def _contract(acc, a, b, USE_DOT: tl.constexpr, IEEE: tl.constexpr):
-    """acc + a @ b: tensor cores (exact float32 products when IEEE), or a broadcast sum for float64."""
+def _gather(x_ptr, image, channel, low, frac, mask, C, HW, high_step):
+    """[channels, pixels] samples (and the two values read) of planes `channel` [rows, 1] at `low` [1, pixels]."""
+    plane = x_ptr + (image * C + channel).to(tl.int64) * HW
+    a = tl.load(plane + low, mask=mask, other=0.0)
+    b = tl.load(plane + low + high_step, mask=mask, other=0.0)
+    return a + frac * (b - a), a, b
+
+
+@triton.jit
+def _contract(acc, a, b, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
+    """acc + a @ b on the tensor cores (float32 as tf32x3: three tf32 products, float32 accuracy), or as a
+    broadcast sum for float64, which the tensor cores lack."""
     if USE_DOT:
-        if IEEE:
-            return tl.dot(a, b, acc, input_precision="ieee")
-        return tl.dot(a, b, acc)
+        return tl.dot(a, b, acc, input_precision=PRECISION)
     return acc + tl.sum(a[:, :, None] * b[None, :, :], axis=1)
 
 
 @triton.jit
 def _forward(x_ptr, low_ptr, frac_ptr, w_ptr, bias_ptr, out_ptr, C, K, O, HW, high_step,
-             HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr, IEEE: tl.constexpr,
-             BO: tl.constexpr, BP: tl.constexpr, BCK: tl.constexpr):
+             HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr, PRECISION: tl.constexpr,
+             BO: tl.constexpr, BP: tl.constexpr, BCH: tl.constexpr):
+    """out[image, o-tile, pixel-tile] = bias + Σ_taps Σ_channel-tiles weight[o, ch, tap] · samples[ch, p]."""
     pixel = tl.program_id(0) * BP + tl.arange(0, BP)
     o = tl.program_id(1) * BO + tl.arange(0, BO)
     image = tl.program_id(2)
-    CK = C * K
+    live = pixel < HW
     acc = tl.zeros([BO, BP], tl.float32 if USE_DOT else tl.float64)
-    for start in range(0, CK, BCK):
-        row = start + tl.arange(0, BCK)
-        ok = (row[:, None] < CK) & (pixel[None, :] < HW)
-        s, _, _, _, _ = _samples(x_ptr, low_ptr, frac_ptr, image, row[:, None] // K, row[:, None] % K, pixel[None, :],
-                                 ok, C, K, HW, high_step)
-        w = tl.load(w_ptr + o[:, None] * CK + row[None, :], mask=(o[:, None] < O) & (row[None, :] < CK), other=0.0)
-        acc = _contract(acc, w, s.to(w.dtype), USE_DOT, IEEE)
+    for tap in range(0, K):
+        low, frac = _tap(low_ptr, frac_ptr, image, tap, pixel, live, K, HW)
+        for ch0 in range(0, C, BCH):
+            ch = ch0 + tl.arange(0, BCH)
+            ok = (ch[:, None] < C) & live[None, :]
+            s, _, _ = _gather(x_ptr, image, ch[:, None], low[None, :], frac[None, :], ok, C, HW, high_step)
+            w = tl.load(w_ptr + (o[:, None] * C + ch[None, :]) * K + tap, mask=(o[:, None] < O) & (ch[None, :] < C),
+                        other=0.0)
+            acc = _contract(acc, w, s.to(w.dtype), USE_DOT, PRECISION)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + o, mask=o < O, other=0.0)[:, None].to(acc.dtype)
     out = out_ptr + (image * O + o[:, None]).to(tl.int64) * HW + pixel[None, :]
-    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(o[:, None] < O) & (pixel[None, :] < HW))
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=(o[:, None] < O) & live[None, :])
 
 
 @triton.jit
 def _weight_grad(x_ptr, low_ptr, frac_ptr, grad_ptr, partial_ptr, B, C, K, O, HW, high_step,
-                 USE_DOT: tl.constexpr, IEEE: tl.constexpr, SPLITS: tl.constexpr,
-                 BO: tl.constexpr, BP: tl.constexpr, BCK: tl.constexpr):
-    row = tl.program_id(0) * BCK + tl.arange(0, BCK)
+                 USE_DOT: tl.constexpr, PRECISION: tl.constexpr, SPLITS: tl.constexpr,
+                 BO: tl.constexpr, BP: tl.constexpr, BCH: tl.constexpr):
+    """partial[split, o, ch, tap] = Σ over this split's pixels (whole batch) of grad_out[o, p] · samples[ch, p]."""
+    ch_blocks = tl.cdiv(C, BCH)
+    ch = (tl.program_id(0) % ch_blocks) * BCH + tl.arange(0, BCH)
+    tap = tl.program_id(0) // ch_blocks
     o = tl.program_id(1) * BO + tl.arange(0, BO)
     split = tl.program_id(2)
-    CK = C * K
-    acc = tl.zeros([BO, BCK], tl.float32 if USE_DOT else tl.float64)
+    acc = tl.zeros([BO, BCH], tl.float32 if USE_DOT else tl.float64)
     for start in range(split * BP, B * HW, SPLITS * BP):
-        n = start + tl.arange(0, BP)  # pixels of the whole batch
+        n = start + tl.arange(0, BP)
+        live = n < B * HW
         image, pixel = n // HW, n % HW
-        ok = (row[:, None] < CK) & (n[None, :] < B * HW)
-        s, _, _, _, _ = _samples(x_ptr, low_ptr, frac_ptr, image[None, :], row[:, None] // K, row[:, None] % K,
-                                 pixel[None, :], ok, C, K, HW, high_step)
+        low, frac = _tap(low_ptr, frac_ptr, image, tap, pixel, live, K, HW)
+        ok = (ch[:, None] < C) & live[None, :]
+        s, _, _ = _gather(x_ptr, image[None, :], ch[:, None], low[None, :], frac[None, :], ok, C, HW, high_step)
         g = tl.load(grad_ptr + (image[None, :] * O + o[:, None]).to(tl.int64) * HW + pixel[None, :],
-                    mask=(o[:, None] < O) & (n[None, :] < B * HW), other=0.0)
-        acc = _contract(acc, g, tl.trans(s.to(g.dtype)), USE_DOT, IEEE)
-    tl.store(partial_ptr + (split * O + o[:, None]) * CK + row[None, :], acc, mask=(o[:, None] < O) & (row[None, :] < CK))
+                    mask=(o[:, None] < O) & live[None, :], other=0.0)
+        acc = _contract(acc, g, tl.trans(s.to(g.dtype)), USE_DOT, PRECISION)
+    where = ((split * O + o[:, None]) * C + ch[None, :]) * K + tap
+    tl.store(partial_ptr + where, acc, mask=(o[:, None] < O) & (ch[None, :] < C))
 
 
 @triton.jit
 def _input_grad(x_ptr, low_ptr, frac_ptr, w_ptr, grad_ptr, grad_x_ptr, grad_pos_ptr, C, K, O, HW, high_step,
-                USE_DOT: tl.constexpr, IEEE: tl.constexpr, BO: tl.constexpr, BP: tl.constexpr, BCH: tl.constexpr):
+                USE_DOT: tl.constexpr, PRECISION: tl.constexpr, BO: tl.constexpr, BP: tl.constexpr,
+                BCH: tl.constexpr):
+    """Per pixel tile: G[ch, p] = Σ_o weight[o, ch, tap] · grad_out[o, p] for every tap; G·(1 - frac) and
+    G·frac are added (atomically) to the two input values the sample read, and Σ_ch G·(upper - lower),
+    the gradient of the sample position, to grad_pos, which this program alone owns. Output channels
+    are the outer loop so grad_out is read once per tile; the scatter is linear, so partial sums over
+    output-channel tiles may be scattered one by one."""
     pixel = tl.program_id(0) * BP + tl.arange(0, BP)
     image = tl.program_id(1)
-    live_pixel = pixel < HW
-    CK = C * K
-    for tap in range(0, K):
-        grad_pos = tl.zeros([BP], tl.float32 if USE_DOT else tl.float64)
-        for ch0 in range(0, C, BCH):
-            ch = ch0 + tl.arange(0, BCH)
-            # G[ch, p] = Σ_o weight[o, ch, tap] · grad_out[o, p]
-            g_samples = tl.zeros([BCH, BP], tl.float32 if USE_DOT else tl.float64)
-            for o0 in range(0, O, BO):
-                o = o0 + tl.arange(0, BO)
-                wt = tl.load(w_ptr + o[None, :] * CK + ch[:, None] * K + tap, mask=(o[None, :] < O) & (ch[:, None] < C),
+    live = pixel < HW
+    for o0 in range(0, O, BO):
+        o = o0 + tl.arange(0, BO)
+        g = tl.load(grad_ptr + (image * O + o[:, None]).to(tl.int64) * HW + pixel[None, :],
+                    mask=(o[:, None] < O) & live[None, :], other=0.0)
+        for tap in range(0, K):
+            low, frac = _tap(low_ptr, frac_ptr, image, tap, pixel, live, K, HW)
+            grad_pos = tl.zeros([BP], tl.float32 if USE_DOT else tl.float64)
+            for ch0 in range(0, C, BCH):
+                ch = ch0 + tl.arange(0, BCH)
+                wt = tl.load(w_ptr + (o[None, :] * C + ch[:, None]) * K + tap, mask=(o[None, :] < O) & (ch[:, None] < C),
                              other=0.0)
-                g = tl.load(grad_ptr + (image * O + o[:, None]).to(tl.int64) * HW + pixel[None, :],
-                            mask=(o[:, None] < O) & live_pixel[None, :], other=0.0)
-                g_samples = _contract(g_samples, wt, g.to(wt.dtype), USE_DOT, IEEE)
-            ok = (ch[:, None] < C) & live_pixel[None, :]
-            _, a, b, frac, low = _samples(x_ptr, low_ptr, frac_ptr, image, ch[:, None], tap, pixel[None, :], ok,
-                                          C, K, HW, high_step)
-            grad_pos += tl.sum(tl.where(ok, g_samples * (b - a).to(g_samples.dtype), 0.0), axis=0)
-            plane = grad_x_ptr + (image * C + ch[:, None]).to(tl.int64) * HW
-            share_high = g_samples * frac.to(g_samples.dtype)
-            tl.atomic_add(plane + low, (g_samples - share_high).to(grad_x_ptr.dtype.element_ty), mask=ok)
-            tl.atomic_add(plane + low + high_step, share_high.to(grad_x_ptr.dtype.element_ty), mask=ok)
-        tl.store(grad_pos_ptr + (image * K + tap) * HW + pixel, grad_pos, mask=live_pixel)
+                g_samples = _contract(tl.zeros([BCH, BP], tl.float32 if USE_DOT else tl.float64), wt, g.to(wt.dtype),
+                                      USE_DOT, PRECISION)
+                ok = (ch[:, None] < C) & live[None, :]
+                _, a, b = _gather(x_ptr, image, ch[:, None], low[None, :], frac[None, :], ok, C, HW, high_step)
+                grad_pos += tl.sum(tl.where(ok, g_samples * (b - a).to(g_samples.dtype), 0.0), axis=0)
+                plane = grad_x_ptr + (image * C + ch[:, None]).to(tl.int64) * HW
+                share_high = g_samples * frac[None, :].to(g_samples.dtype)
+                tl.atomic_add(plane + low[None, :], (g_samples - share_high).to(grad_x_ptr.dtype.element_ty), mask=ok)
+                tl.atomic_add(plane + low[None, :] + high_step, share_high.to(grad_x_ptr.dtype.element_ty), mask=ok)
+            where = grad_pos_ptr + (image * K + tap) * HW + pixel
+            tl.store(where, tl.load(where, mask=live, other=0.0) + grad_pos, mask=live)
 
 
 def _flags(dtype: torch.dtype) -> dict:
-    return {"USE_DOT": dtype != torch.float64, "IEEE": dtype == torch.float32}
+    return {"USE_DOT": dtype != torch.float64, "PRECISION": "tf32x3" if dtype == torch.float32 else "ieee"}
 
 
 def _positions(input, offset, morph, extend_scope):
@@ -147,7 +162,7 @@ def dsconv2d_forward(input, offset, weight, bias, morph: int, extend_scope: floa
     grid = (triton.cdiv(h * w, BLOCK_P), triton.cdiv(o, BLOCK_O), b)
     _forward[grid](input.contiguous(), low, frac, weight.contiguous(), bias if bias is not None else weight, out,
                    c, k, o, h * w, high_step, HAS_BIAS=bias is not None, **_flags(input.dtype),
-                   BO=BLOCK_O, BP=BLOCK_P, BCK=BLOCK_CK, num_warps=4)
+                   BO=BLOCK_O, BP=BLOCK_P, BCH=BLOCK_CH, num_warps=4)
     return out
 
 
@@ -162,14 +177,14 @@ def dsconv2d_backward(grad, input, offset, weight, morph: int, extend_scope: flo
     acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     flags = _flags(input.dtype)
 
-    partial = torch.empty((WEIGHT_GRAD_SPLITS, o, c * k), dtype=acc_dtype, device=input.device)
-    grid = (triton.cdiv(c * k, BLOCK_CK), triton.cdiv(o, BLOCK_O), WEIGHT_GRAD_SPLITS)
+    partial = torch.empty((WEIGHT_GRAD_SPLITS, o, c, k), dtype=acc_dtype, device=input.device)
+    grid = (triton.cdiv(c, BLOCK_CH) * k, triton.cdiv(o, BLOCK_O), WEIGHT_GRAD_SPLITS)
     _weight_grad[grid](x, low, frac, g, partial, b, c, k, o, h * w, high_step, **flags, SPLITS=WEIGHT_GRAD_SPLITS,
-                       BO=BLOCK_O, BP=BLOCK_P, BCK=BLOCK_CK, num_warps=4)
-    grad_weight = partial.sum(0).view(o, c, k).to(weight.dtype)
+                       BO=BLOCK_O, BP=BLOCK_P, BCH=BLOCK_CH, num_warps=4)
+    grad_weight = partial.sum(0).to(weight.dtype)
 
     grad_x = torch.zeros((b, c, h, w), dtype=acc_dtype, device=input.device)
-    grad_pos = torch.empty((b, k, h * w), dtype=acc_dtype, device=input.device)
+    grad_pos = torch.zeros((b, k, h * w), dtype=acc_dtype, device=input.device)
     grid = (triton.cdiv(h * w, BLOCK_P), b)
     _input_grad[grid](x, low, frac, wt, g, grad_x, grad_pos, c, k, o, h * w, high_step, **flags,
                       BO=BLOCK_O, BP=BLOCK_P, BCH=BLOCK_CH, num_warps=4)
