@@ -24,6 +24,7 @@ import triton.language as tl
 from ..reference.dsconv import tap_samples
 
 BLOCK_O, BLOCK_P, BLOCK_CH = 64, 64, 32
+NUM_WARPS = 4
 WEIGHT_GRAD_SPLITS = 64
 
 
@@ -162,7 +163,7 @@ def dsconv2d_forward(input, offset, weight, bias, morph: int, extend_scope: floa
     grid = (triton.cdiv(h * w, BLOCK_P), triton.cdiv(o, BLOCK_O), b)
     _forward[grid](input.contiguous(), low, frac, weight.contiguous(), bias if bias is not None else weight, out,
                    c, k, o, h * w, high_step, HAS_BIAS=bias is not None, **_flags(input.dtype),
-                   BO=BLOCK_O, BP=BLOCK_P, BCH=BLOCK_CH, num_warps=4)
+                   BO=BLOCK_O, BP=BLOCK_P, BCH=BLOCK_CH, num_warps=NUM_WARPS)
     return out
 
 
@@ -180,14 +181,14 @@ def dsconv2d_backward(grad, input, offset, weight, morph: int, extend_scope: flo
     partial = torch.empty((WEIGHT_GRAD_SPLITS, o, c, k), dtype=acc_dtype, device=input.device)
     grid = (triton.cdiv(c, BLOCK_CH) * k, triton.cdiv(o, BLOCK_O), WEIGHT_GRAD_SPLITS)
     _weight_grad[grid](x, low, frac, g, partial, b, c, k, o, h * w, high_step, **flags, SPLITS=WEIGHT_GRAD_SPLITS,
-                       BO=BLOCK_O, BP=BLOCK_P, BCH=BLOCK_CH, num_warps=4)
+                       BO=BLOCK_O, BP=BLOCK_P, BCH=BLOCK_CH, num_warps=NUM_WARPS)
     grad_weight = partial.sum(0).to(weight.dtype)
 
     grad_x = torch.zeros((b, c, h, w), dtype=acc_dtype, device=input.device)
     grad_pos = torch.zeros((b, k, h * w), dtype=acc_dtype, device=input.device)
     grid = (triton.cdiv(h * w, BLOCK_P), b)
     _input_grad[grid](x, low, frac, wt, g, grad_x, grad_pos, c, k, o, h * w, high_step, **flags,
-                      BO=BLOCK_O, BP=BLOCK_P, BCH=BLOCK_CH, num_warps=4)
+                      BO=BLOCK_O, BP=BLOCK_P, BCH=BLOCK_CH, num_warps=NUM_WARPS)
 
     # d position_k / d offset_m = extend_scope for the taps k at or beyond m, outwards from the centre.
     grad_disp = (grad_pos * live * extend_scope).view(b, k, h, w)
