@@ -17,7 +17,9 @@ def _extensions():
     from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
 
     sources = ["csrc/ops/ops.cpp", *_sources("csrc/ops/cpu/*.cpp"), *_sources("csrc/core/*.cpp")]
-    cxx_flags = ["-O3", "-Wall"]
+    # -fno-trapping-math: we never read floating-point exception flags, and without it GCC will not turn
+    # the kernels' data-dependent float selects into vector blends (soft_skeleton's backward: 1.5x).
+    cxx_flags = ["-O3", "-Wall", "-fno-trapping-math"]
     force_cuda = os.environ.get("FORCE_CUDA", "0") == "1"
     with_cuda = force_cuda or (torch.version.cuda is not None and CUDA_HOME is not None)
     if os.environ.get("RETINA_NO_CUDA", "0") == "1":

@@ -9,6 +9,13 @@
 #define RETINA_HD inline
 #endif
 
+// Promises the compiler that a pointer is the only way to its data (lets it vectorize gathers/selects).
+#if defined(_MSC_VER)
+#define RETINA_RESTRICT __restrict
+#else
+#define RETINA_RESTRICT __restrict__
+#endif
+
 namespace retina {
 
 RETINA_HD int popcount32(uint32_t v) {

@@ -1,5 +1,7 @@
 #include "soft_skeleton_cpu.h"
 
+#include "portability.h"  // RETINA_RESTRICT
+
 #include <algorithm>
 #include <limits>
 #include <vector>
@@ -45,6 +47,14 @@ class Padded {
         const int64_t o = row_start(row), d = row * shape.width;
         for (int64_t x = 0; x < shape.width; ++x) body(o + x, d + x);
       }
+    });
+  }
+
+  // body(padded offset of the row's first cell, dense offset of it) for every row, split over threads.
+  template <class Body>
+  void for_each_row(const ParallelFor& parallel_for, Body&& body) const {
+    parallel_for(rows, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) body(row_start(row), row * shape.width);
     });
   }
 
@@ -147,6 +157,131 @@ void forward(const T* x, T* skel, const SoftSkeletonShape& shape, int64_t num_it
   g.for_each(pf, [&](int64_t o, int64_t d) { skel[d] = running[o]; });
 }
 
+// The backward's passes, one image row at a time on restrict-qualified pointers (offset to the row's
+// first cell): with no possible aliasing, fully unrolled window loops, unconditional loads and every
+// select of one width, the compiler vectorizes them.
+#if defined(__GNUC__) && !defined(__clang__)
+#define RETINA_UNROLL _Pragma("GCC unroll 32")
+#else
+#define RETINA_UNROLL
+#endif
+
+// open = max of the window, code = its first arg-max (row-major window position).
+template <int kWindow, class T>
+void window_argmax_row(const T* RETINA_RESTRICT xn, T* RETINA_RESTRICT code, T* RETINA_RESTRICT open,
+                       const int64_t (&offset)[kWindow], int64_t n) {
+  for (int64_t x = 0; x < n; ++x) {
+    T best = xn[x + offset[0]], best_k = T(0);
+    RETINA_UNROLL
+    for (int k = 1; k < kWindow; ++k) {
+      const T v = xn[x + offset[k]];
+      const bool better = v > best;
+      best_k = better ? T(k) : best_k;
+      best = better ? v : best;
+    }
+    code[x] = best_k;
+    open[x] = best;
+  }
+}
+
+// Through skel_j = s + relu(delta - s * delta) (skel_0 = delta when !kHasBefore), delta = relu(x_j - open).
+template <bool kHasBefore, class T>
+void skeleton_grad_row(const T* RETINA_RESTRICT xj, const T* RETINA_RESTRICT open, const T* RETINA_RESTRICT skel_before,
+                       T* RETINA_RESTRICT grad_running, T* RETINA_RESTRICT grad_cur, T* RETINA_RESTRICT grad_opened,
+                       int64_t n) {
+  for (int64_t x = 0; x < n; ++x) {
+    const T v = xj[x] - open[x], delta = relu(v), g = grad_running[x];
+    T grad_delta = g;
+    if (kHasBefore) {
+      const T s = skel_before[x], u = delta - s * delta;
+      const T grad_u = u > T(0) ? g : T(0);
+      grad_delta = grad_u - grad_u * s;
+      grad_running[x] = g - grad_u * delta;
+    }
+    const T grad_v = v > T(0) ? grad_delta : T(0);
+    grad_cur[x] = grad_v;
+    grad_opened[x] = -grad_v;
+  }
+}
+
+// grad_next += the open-gradients of the windows whose arg-max this cell is, windows in increasing position.
+template <int kWindow, class T>
+void dilation_gather_row(const T* RETINA_RESTRICT code, const T* RETINA_RESTRICT grad_opened, T* RETINA_RESTRICT grad_next,
+                         const int64_t (&offset)[kWindow], int64_t n) {
+  for (int64_t x = 0; x < n; ++x) {
+    T sum = grad_next[x];
+    RETINA_UNROLL
+    for (int k = kWindow - 1; k >= 0; --k) {
+      const T c = code[x - offset[k]], g = grad_opened[x - offset[k]];
+      sum += c == T(k) ? g : T(0);
+    }
+    grad_next[x] = sum;
+  }
+}
+
+// The 3-wide min-pool (lo, mid, hi): its value and first arg-min (0, 1, 2), by selects.
+template <class T>
+inline void axis_min(T lo, T mid, T hi, T& value, T& code) {
+  const bool mid_lower = mid < lo;
+  const T best = mid_lower ? mid : lo;
+  const bool hi_lower = hi < best;
+  code = hi_lower ? T(2) : (mid_lower ? T(1) : T(0));
+  value = hi_lower ? hi : best;
+}
+
+// Per erosion centre: each axis pool's first arg-min (code) and its share of grad_next, split by
+// torch.min's tie shares from the outside in (x_{j+1} = min(...min(m_0, m_1)..., m_last)). Axes are
+// written out, not looped over: small arrays and loops kept the compiler from vectorizing.
+template <int kAxes, class T>
+void erosion_shares_row(const T* RETINA_RESTRICT xj, const T* RETINA_RESTRICT grad_next, T* RETINA_RESTRICT code,
+                        T* RETINA_RESTRICT share, int64_t plane, const int64_t (&stride)[kAxes], int64_t n) {
+  const int64_t s0 = stride[0], s1 = stride[1], s2 = stride[kAxes - 1];
+  for (int64_t x = 0; x < n; ++x) {
+    const T mid = xj[x];
+    T m0, c0, m1, c1;
+    axis_min(xj[x - s0], mid, xj[x + s0], m0, c0);
+    axis_min(xj[x - s1], mid, xj[x + s1], m1, c1);
+    T grad = grad_next[x];
+    if constexpr (kAxes == 3) {
+      T m2, c2;
+      axis_min(xj[x - s2], mid, xj[x + s2], m2, c2);
+      const T prefix = m1 < m0 ? m1 : m0;
+      code[2 * plane + x] = c2;
+      share[2 * plane + x] = grad * min_share(m2, prefix);
+      grad = grad * min_share(prefix, m2);
+    }
+    code[x] = c0;
+    code[plane + x] = c1;
+    share[plane + x] = grad * min_share(m1, m0);
+    share[x] = grad * min_share(m0, m1);
+  }
+}
+
+// What the pools of one axis centred at x - d * s (d = 1, 0, -1: increasing position) route to x.
+template <class T>
+inline T pooled_share(const T* RETINA_RESTRICT code, const T* RETINA_RESTRICT share, int64_t x, int64_t s) {
+  const T k_below = code[x - s], k_here = code[x], k_above = code[x + s];
+  const T g_below = share[x - s], g_here = share[x], g_above = share[x + s];
+  T pooled = k_below == T(2) ? g_below : T(0);
+  pooled += k_here == T(1) ? g_here : T(0);
+  pooled += k_above == T(0) ? g_above : T(0);
+  return pooled;
+}
+
+// grad_out = grad_cur + what each axis pool routes to x, axes in order.
+template <int kAxes, class T>
+void erosion_gather_row(const T* RETINA_RESTRICT grad_cur, const T* RETINA_RESTRICT code, const T* RETINA_RESTRICT share,
+                        T* RETINA_RESTRICT grad_out, int64_t plane, const int64_t (&stride)[kAxes], int64_t n) {
+  const int64_t s0 = stride[0], s1 = stride[1], s2 = stride[kAxes - 1];
+  for (int64_t x = 0; x < n; ++x) {
+    T sum = grad_cur[x];
+    sum += pooled_share(code, share, x, s0);
+    sum += pooled_share(code + plane, share + plane, x, s1);
+    if constexpr (kAxes == 3) sum += pooled_share(code + 2 * plane, share + 2 * plane, x, s2);
+    grad_out[x] = sum;
+  }
+}
+
 template <int kDims, class T>
 void backward(const T* x, const T* grad_skel, T* grad_x, const SoftSkeletonShape& shape, int64_t num_iter,
               const ParallelFor& pf) {
@@ -175,18 +310,19 @@ void backward(const T* x, const T* grad_skel, T* grad_x, const SoftSkeletonShape
   std::vector<T> grad_next_plane = g.template plane<T>(), grad_cur_plane = g.template plane<T>();
   std::vector<T> grad_axis_planes = g.template plane<T>();  // kAxes planes back to back
   grad_axis_planes.resize(static_cast<size_t>(G::kAxes * g.total));
-  std::vector<uint8_t> window_code_plane = g.template plane<uint8_t>(G::kNoCode);
-  std::vector<uint8_t> axis_code_planes(static_cast<size_t>(G::kAxes * g.total), G::kNoCode);
-  // Raw pointers and local copies of the geometry: the code planes are bytes, and a byte store may alias
-  // anything, so members and vector internals would otherwise be reloaded after every store.
+  // Codes are stored as T, not bytes: same-width lanes let the compiler vectorize the selects and gathers.
+  std::vector<T> window_code_plane = g.template plane<T>(T(G::kNoCode));
+  std::vector<T> axis_code_planes(static_cast<size_t>(G::kAxes * g.total), T(G::kNoCode));
+  // Raw pointers and local copies of the geometry, so that no store forces members or vector internals
+  // to be reloaded inside the loops.
   T* const grad_running = grad_running_plane.data();
   T* const grad_opened = grad_opened_plane.data();
   T* const grad_next = grad_next_plane.data();
   T* const grad_cur = grad_cur_plane.data();
   T* const grad_axis = grad_axis_planes.data();
-  uint8_t* const window_code = window_code_plane.data();
-  uint8_t* const axis_code = axis_code_planes.data();
-  const int64_t total = g.total;
+  T* const window_code = window_code_plane.data();
+  T* const axis_code = axis_code_planes.data();
+  const int64_t total = g.total, width = shape.width;
   int64_t window_offset[G::kWindow], axis_stride[G::kAxes];
   std::copy(g.window_offset, g.window_offset + G::kWindow, window_offset);
   std::copy(g.axis_stride, g.axis_stride + G::kAxes, axis_stride);
@@ -197,82 +333,26 @@ void backward(const T* x, const T* grad_skel, T* grad_x, const SoftSkeletonShape
     const T* const xn = xs[j + 1].data();
     const T* const skel_before = j > 0 ? skels[j - 1].data() : nullptr;
     T* const open = opened.data();
-    // open_j = dilate(x_{j+1}), keeping each window's first arg-max (row-major window order).
+    // open_j = dilate(x_{j+1}) with each window's first arg-max, then the gradient through the update.
     g.fill_border(xs[j + 1], -kInf<T>);
-    g.for_each(pf, [&](int64_t o, int64_t) {
-      int best = 0;
-      T best_value = xn[o + window_offset[0]];
-      for (int k = 1; k < G::kWindow; ++k) {  // selects, not branches: the winner is data-dependent
-        const T v = xn[o + window_offset[k]];
-        const bool better = v > best_value;
-        best = better ? k : best;
-        best_value = better ? v : best_value;
-      }
-      window_code[o] = static_cast<uint8_t>(best);
-      open[o] = best_value;
+    g.for_each_row(pf, [&](int64_t o, int64_t) {
+      window_argmax_row<G::kWindow>(xn + o, window_code + o, open + o, window_offset, width);
+      if (skel_before)
+        skeleton_grad_row<true>(xj + o, open + o, skel_before + o, grad_running + o, grad_cur + o, grad_opened + o, width);
+      else
+        skeleton_grad_row<false>(xj + o, open + o, static_cast<const T*>(nullptr), grad_running + o, grad_cur + o, grad_opened + o, width);
     });
-    // Through skel_j = s + relu(delta - s * delta) (or skel_0 = delta) and delta = relu(x_j - open_j).
-    g.for_each(pf, [&](int64_t o, int64_t) {
-      const T v = xj[o] - open[o], delta = relu(v);
-      T grad_delta = grad_running[o];
-      if (skel_before) {
-        const T s = skel_before[o], u = delta - s * delta;
-        const T grad_u = u > T(0) ? grad_running[o] : T(0);
-        grad_delta = grad_u - grad_u * s;
-        grad_running[o] = grad_running[o] - grad_u * delta;
-      }
-      const T grad_v = v > T(0) ? grad_delta : T(0);
-      grad_cur[o] = grad_v;
-      grad_opened[o] = -grad_v;
+    // Dilation backward as a gather (x_{j+1} receives the windows whose arg-max it is): now d/dx_{j+1}.
+    g.for_each_row(pf, [&](int64_t o, int64_t) {
+      dilation_gather_row<G::kWindow>(window_code + o, grad_opened + o, grad_next + o, window_offset, width);
     });
-    // Dilation backward as a gather: x_{j+1}[o] receives the windows whose arg-max it is, in the order
-    // the reference's scatter adds them (windows in increasing position).
-    g.for_each(pf, [&](int64_t o, int64_t) {
-      T sum = grad_next[o];
-      for (int k = G::kWindow - 1; k >= 0; --k) {
-        const int64_t w = o - window_offset[k];
-        sum += window_code[w] == k ? grad_opened[w] : T(0);
-      }
-      grad_next[o] = sum;  // now d/dx_{j+1}
-    });
-    // Erosion backward: x_{j+1} = min(...min(m_0, m_1)..., m_last); split the gradient by torch.min's
-    // shares from the outside in, then route each axis pool's share to that pool's first arg-min.
+    // Erosion backward: shares per pool, then each cell gathers what its pools route to it: d/dx_j.
     g.fill_border(xs[j], kInf<T>);
-    g.for_each(pf, [&](int64_t o, int64_t) {
-      T m[G::kAxes];
-      for (int a = 0; a < G::kAxes; ++a) {
-        const int64_t s = axis_stride[a];
-        const T lo = xj[o - s], mid = xj[o], hi = xj[o + s];
-        const bool mid_lower = mid < lo;
-        int k = mid_lower ? 1 : 0;
-        T best = mid_lower ? mid : lo;
-        const bool hi_lower = hi < best;
-        k = hi_lower ? 2 : k;
-        best = hi_lower ? hi : best;
-        axis_code[a * total + o] = static_cast<uint8_t>(k);
-        m[a] = best;
-      }
-      T grad = grad_next[o];
-      for (int a = G::kAxes - 1; a >= 1; --a) {
-        T prefix = m[0];
-        for (int b = 1; b < a; ++b) prefix = std::min(prefix, m[b]);
-        grad_axis[a * total + o] = grad * min_share(m[a], prefix);
-        grad = grad * min_share(prefix, m[a]);
-      }
-      grad_axis[o] = grad;
+    g.for_each_row(pf, [&](int64_t o, int64_t) {
+      erosion_shares_row<G::kAxes>(xj + o, grad_next + o, axis_code + o, grad_axis + o, total, axis_stride, width);
     });
-    g.for_each(pf, [&](int64_t o, int64_t) {
-      T sum = grad_cur[o];
-      for (int a = 0; a < G::kAxes; ++a) {
-        const int64_t s = axis_stride[a];
-        const uint8_t* code = axis_code + a * total;
-        const T* share = grad_axis + a * total;
-        T pooled = T(0);
-        for (int d = 1; d >= -1; --d)  // pools centred at o - d*s, in increasing position
-          pooled += code[o - d * s] == d + 1 ? share[o - d * s] : T(0);
-        sum += pooled;
-      }
-      grad_next[o] = sum;  // now d/dx_j
+    g.for_each_row(pf, [&](int64_t o, int64_t) {
+      erosion_gather_row<G::kAxes>(grad_cur + o, axis_code + o, grad_axis + o, grad_next + o, total, axis_stride, width);
     });
   }
   g.for_each(pf, [&](int64_t o, int64_t d) { grad_x[d] = grad_next[o]; });
