@@ -364,20 +364,30 @@ template <class T>
 void soft_skeleton_forward_cpu(const T* x, T* skel, const SoftSkeletonShape& shape, int64_t num_iter,
                                const ParallelFor& pf) {
   if (shape.images * shape.depth * shape.height * shape.width == 0) return;
-  if (shape.dims == 3)
-    forward<3>(x, skel, shape, num_iter, pf);
-  else
-    forward<2>(x, skel, shape, num_iter, pf);
+  // One image at a time (rows in parallel): its planes stay in cache and memory does not grow with the batch.
+  const SoftSkeletonShape one{1, shape.depth, shape.height, shape.width, shape.dims};
+  const int64_t plane = shape.depth * shape.height * shape.width;
+  for (int64_t n = 0; n < shape.images; ++n) {
+    if (shape.dims == 3)
+      forward<3>(x + n * plane, skel + n * plane, one, num_iter, pf);
+    else
+      forward<2>(x + n * plane, skel + n * plane, one, num_iter, pf);
+  }
 }
 
 template <class T>
 void soft_skeleton_backward_cpu(const T* x, const T* grad_skel, T* grad_x, const SoftSkeletonShape& shape,
                                 int64_t num_iter, const ParallelFor& pf) {
   if (shape.images * shape.depth * shape.height * shape.width == 0) return;
-  if (shape.dims == 3)
-    backward<3>(x, grad_skel, grad_x, shape, num_iter, pf);
-  else
-    backward<2>(x, grad_skel, grad_x, shape, num_iter, pf);
+  // One image at a time, as the forward: the 2 * num_iter + 2 recomputed planes of one image fit in cache.
+  const SoftSkeletonShape one{1, shape.depth, shape.height, shape.width, shape.dims};
+  const int64_t plane = shape.depth * shape.height * shape.width;
+  for (int64_t n = 0; n < shape.images; ++n) {
+    if (shape.dims == 3)
+      backward<3>(x + n * plane, grad_skel + n * plane, grad_x + n * plane, one, num_iter, pf);
+    else
+      backward<2>(x + n * plane, grad_skel + n * plane, grad_x + n * plane, one, num_iter, pf);
+  }
 }
 
 template void soft_skeleton_forward_cpu<float>(const float*, float*, const SoftSkeletonShape&, int64_t, const ParallelFor&);
