@@ -1,0 +1,135 @@
+"""retina.metrics against scikit-learn / scikit-image / SciPy on random inputs and generated vessels."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from skimage.measure import euler_number, label
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+import retina_kernels
+from retina import metrics
+from retina.data import vessel_mask, vessel_volume
+
+
+def random_masks(n, h, w, seed, density=0.5):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, h, w, generator=gen) < density
+
+
+def test_overlap_scores_match_the_definitions():
+    pred, target = random_masks(4, 23, 31, 0), random_masks(4, 23, 31, 1)
+    fov = random_masks(1, 23, 31, 2, 0.8)
+    scores = metrics.overlap_scores(pred, target, fov)
+    for i in range(4):
+        p, t, f = pred[i].numpy(), target[i].numpy(), fov[0].numpy()
+        tp, fp = (p & t & f).sum(), (p & ~t & f).sum()
+        fn, tn = (~p & t & f).sum(), (~p & ~t & f).sum()
+        assert scores["dice"][i] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+        assert scores["jaccard"][i] == pytest.approx(tp / (tp + fp + fn))
+        assert scores["precision"][i] == pytest.approx(tp / (tp + fp))
+        assert scores["recall"][i] == pytest.approx(tp / (tp + fn))
+        assert scores["specificity"][i] == pytest.approx(tn / (tn + fp))
+        assert scores["accuracy"][i] == pytest.approx((tp + tn) / (tp + fp + fn + tn))
+    pooled = metrics.overlap_scores(pred, target, fov, pooled=True)
+    counts = metrics.confusion(pred, target, fov).sum(0)
+    assert pooled["dice"] == pytest.approx(float(2 * counts[0] / (2 * counts[0] + counts[1] + counts[2])))
+    empty = metrics.overlap_scores(torch.zeros(1, 5, 5, dtype=torch.bool), torch.zeros(1, 5, 5, dtype=torch.bool))
+    assert empty["dice"].item() == 1.0  # two empty masks agree
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_roc_and_pr_auc_match_scikit_learn(ties):
+    gen = torch.Generator().manual_seed(3)
+    prob = torch.rand(3, 40, 50, generator=gen, dtype=torch.float64)
+    if ties:
+        prob = (prob * 8).round() / 8  # many equal scores
+    target = (prob + 0.6 * torch.rand(3, 40, 50, generator=gen, dtype=torch.float64)) > 0.8
+    fov = random_masks(3, 40, 50, 4, 0.7)
+    inside = fov.numpy()
+    expected_roc = roc_auc_score(target.numpy()[inside], prob.numpy()[inside])
+    expected_ap = average_precision_score(target.numpy()[inside], prob.numpy()[inside])
+    assert metrics.roc_auc(prob, target, fov).item() == pytest.approx(expected_roc, abs=1e-12)
+    assert metrics.pr_auc(prob, target, fov).item() == pytest.approx(expected_ap, abs=1e-12)
+
+
+def test_iou_per_class():
+    gen = torch.Generator().manual_seed(5)
+    pred, target = torch.randint(0, 4, (2, 20, 30), generator=gen), torch.randint(0, 4, (2, 20, 30), generator=gen)
+    iou = metrics.iou_per_class(pred, target, 5)
+    for c in range(4):
+        p, t = pred == c, target == c
+        assert iou[c].item() == pytest.approx(((p & t).sum() / (p | t).sum()).item())
+    assert torch.isnan(iou[4])  # absent from both
+    assert metrics.mean_iou(pred, target, 5).item() == pytest.approx(iou[:4].mean().item())
+    with pytest.raises(ValueError, match="class indices outside"):
+        metrics.iou_per_class(pred, target, 3)
+
+
+def test_hd95_against_scipy_distance_transform():
+    a = torch.from_numpy(vessel_mask(64, 80, seed=1))
+    b = torch.from_numpy(ndimage.binary_dilation(vessel_mask(64, 80, seed=1), iterations=2))
+    got = metrics.hd95(a[None], b[None]).item()
+
+    def surface(m):
+        return m & ~ndimage.binary_erosion(m, np.ones((3, 3)), border_value=0)
+
+    def directed(x, y):
+        return ndimage.distance_transform_edt(~surface(y))[surface(x)]
+
+    expected = max(np.percentile(directed(a.numpy(), b.numpy()), 95), np.percentile(directed(b.numpy(), a.numpy()), 95))
+    assert got == pytest.approx(expected, abs=1e-3)
+    assert metrics.hd95(torch.zeros(1, 8, 8), torch.zeros(1, 8, 8)).item() == 0
+    assert metrics.hd95(torch.zeros(1, 8, 8), torch.ones(1, 8, 8)).item() == float("inf")
+
+
+def test_cldice_metric():
+    target = torch.from_numpy(vessel_mask(96, 96, seed=2))[None]
+    assert metrics.cldice(target, target).item() == pytest.approx(1.0)
+    broken = target.clone()
+    broken[:, 40:56, :] = False
+    sp = retina_kernels.skeletonize(broken[:, None]).squeeze(1)
+    st = retina_kernels.skeletonize(target[:, None]).squeeze(1)
+    tprec = (sp & target).sum() / sp.sum()
+    tsens = (st & broken).sum() / st.sum()
+    expected = (2 * tprec * tsens / (tprec + tsens)).item()
+    assert metrics.cldice(broken, target).item() == pytest.approx(expected) and expected < 0.99
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_betti_numbers_2d_against_skimage(seed):
+    mask = random_masks(1, 37, 41, seed, 0.45)[0].numpy()
+    b0, b1 = metrics.betti_numbers(torch.from_numpy(mask)).tolist()
+    assert b0 == label(mask, connectivity=2).max()
+    assert b0 - b1 == euler_number(mask, connectivity=2)
+    padded = np.pad(~mask, 1, constant_values=True)
+    assert b1 == label(padded, connectivity=1).max() - 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_betti_numbers_3d_against_skimage(seed):
+    mask = random_masks(9, 10, 11, seed, 0.4).numpy()
+    b0, b1, b2 = metrics.betti_numbers(torch.from_numpy(mask)[None, None]).squeeze(0).tolist()
+    assert b0 == label(mask, connectivity=3).max()
+    assert b2 == label(np.pad(~mask, 1, constant_values=True), connectivity=1).max() - 1
+    assert b0 - b1 + b2 == euler_number(mask, connectivity=3)
+    assert metrics.euler_characteristic(torch.from_numpy(mask)[None]).item() == euler_number(mask, connectivity=3)
+
+
+def test_betti_of_known_shapes_and_errors():
+    ring = torch.zeros(9, 9, dtype=torch.bool)
+    ring[2:7, 2:7] = True
+    ring[4, 4] = False
+    assert metrics.betti_numbers(ring).tolist() == [1, 1]
+    vessels = torch.from_numpy(vessel_mask(128, 128, seed=0))
+    assert metrics.betti_numbers(vessels)[0].item() == label(vessels.numpy(), connectivity=2).max()
+    hollow = torch.ones(1, 1, 5, 5, 5, dtype=torch.bool)
+    hollow[0, 0, 2, 2, 2] = False
+    assert metrics.betti_numbers(hollow).tolist() == [[1, 0, 1]]
+    broken = ring.clone()
+    broken[2:4, 4] = False  # opens the hole to the outside
+    assert metrics.betti_errors(broken[None], ring[None]).tolist() == [[0, 1]]
+    volume = torch.from_numpy(vessel_volume(16, 24, 24, seed=1))[None, None]
+    assert metrics.betti_numbers(volume)[0, 0].item() == label(volume[0, 0].numpy(), connectivity=3).max()
+    with pytest.raises(ValueError, match="mask must be"):
+        metrics.betti_numbers(torch.zeros(2, 3, 4, 5))
