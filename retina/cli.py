@@ -2,6 +2,8 @@
 
     retina demo [--out DIR]              skeletonize a generated vessel image, save a PNG, print the topology
     retina skeletonize MASK OUT          skeleton of a binary mask image
+    retina evaluate PRED LABEL [--fov DIR] [--protocol s3octa|iternet] [--out DIR]
+                                         score a folder of predictions against a folder of labels
     retina info                          which kernels serve each device
 """
 
@@ -70,6 +72,17 @@ def cmd_skeletonize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .metrics import evaluate
+
+    summary = evaluate(args.pred, args.label, fov=args.fov, protocol=args.protocol, min_size=args.min_size,
+                       out_dir=args.out)
+    for key, value in summary.items():
+        print(f"{key}: {value:.4f}")
+    print(f"wrote {Path(args.out) / 'per_image.csv'} and {Path(args.out) / 'summary.json'}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     for key, value in retina_kernels.backends().items():
         print(f"{key}: {value}")
@@ -95,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     skel.add_argument("--max-iter", type=int, default=None, help="stop after this many outer iterations")
     skel.add_argument("--device", default=default_device)
     skel.set_defaults(func=cmd_skeletonize)
+
+    evaluate = sub.add_parser("evaluate", help="score predictions against labels (per-image CSV + summary)")
+    evaluate.add_argument("pred", help="folder of prediction images (8-bit probabilities), matched by file stem")
+    evaluate.add_argument("label", help="folder of label images (> 127 = vessel)")
+    evaluate.add_argument("--fov", default=None, help="folder of field-of-view masks (optional)")
+    evaluate.add_argument("--protocol", default="s3octa", choices=["s3octa", "iternet"])
+    evaluate.add_argument("--min-size", type=int, default=20, help="s3octa: drop components below this many pixels")
+    evaluate.add_argument("--out", default="evaluation", help="output folder (default: evaluation)")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     info = sub.add_parser("info", help="which kernels serve each device")
     info.set_defaults(func=cmd_info)

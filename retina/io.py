@@ -24,6 +24,23 @@ def read_image(path: str | os.PathLike, *, grayscale: bool = False) -> np.ndarra
     return image
 
 
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes `data` to a temporary file beside `path`, syncs it, then renames it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Writes an image (gray [H, W] or RGB [H, W, 3]) atomically: encode, write a temporary file beside
     the target, then rename over it."""
@@ -33,15 +50,4 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     ok, encoded = cv2.imencode(path.suffix or ".png", image)
     if not ok:
         raise ValueError(f"cannot encode an image as {path.suffix!r} for {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, encoded.tobytes())

@@ -133,3 +133,45 @@ def test_betti_of_known_shapes_and_errors():
     assert metrics.betti_numbers(volume)[0, 0].item() == label(volume[0, 0].numpy(), connectivity=3).max()
     with pytest.raises(ValueError, match="mask must be"):
         metrics.betti_numbers(torch.zeros(2, 3, 4, 5))
+
+
+def test_evaluate_folders_and_tensors(tmp_path):
+    from retina import io
+
+    labels = [vessel_mask(48, 56, seed=i) for i in range(3)]
+    for i, m in enumerate(labels):
+        io.write_image(tmp_path / "label" / f"img{i}.png", (m * 255).astype(np.uint8))
+        noisy = np.clip(m * 0.9 + 0.3 * np.random.default_rng(i).random(m.shape), 0, 1)
+        io.write_image(tmp_path / "pred" / f"img{i}.png", (noisy * 255).astype(np.uint8))
+    summary = metrics.evaluate(tmp_path / "pred", tmp_path / "label", protocol="iternet", out_dir=tmp_path / "out")
+    assert 0.5 < summary["roc_auc"] <= 1 and 0 < summary["dice"] <= 1
+    rows = (tmp_path / "out" / "per_image.csv").read_text().splitlines()
+    assert rows[0].startswith("id,dice,jaccard") and [r.split(",")[0] for r in rows[1:]] == ["img0", "img1", "img2"]
+    assert '"protocol": "iternet"' in (tmp_path / "out" / "summary.json").read_text()
+    perfect = torch.from_numpy(np.stack(labels)).double()
+    s3 = metrics.evaluate(perfect, perfect > 0.5, protocol="s3octa", min_size=5)
+    assert s3["dice"] == pytest.approx(1.0) and s3["cldice"] == pytest.approx(1.0) and s3["hd95"] == 0
+    speck = perfect.clone()
+    isolated = ndimage.binary_dilation(labels[0], iterations=2) == 0  # 2 px away from every vessel
+    y, x = np.argwhere(isolated)[0]
+    speck[0, y, x] = 1.0  # a one-pixel component: removed by the S3-OCTA protocol
+    assert metrics.evaluate(speck, perfect > 0.5, protocol="s3octa", min_size=5)["dice"] == pytest.approx(1.0)
+    assert metrics.evaluate(speck, perfect > 0.5, protocol="s3octa", min_size=1)["dice"] < 1
+    (tmp_path / "label" / "img2.png").unlink()
+    with pytest.raises(ValueError, match="no label for prediction"):
+        metrics.evaluate(tmp_path / "pred", tmp_path / "label")
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        metrics.evaluate(perfect, perfect, protocol="drive")
+
+
+def test_evaluate_command(tmp_path, capsys):
+    from retina import io
+    from retina.cli import main
+
+    for i in range(2):
+        m = vessel_mask(40, 40, seed=i)
+        io.write_image(tmp_path / "label" / f"{i}.png", (m * 255).astype(np.uint8))
+        io.write_image(tmp_path / "pred" / f"{i}.png", (m * 230).astype(np.uint8))
+    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "label"), "--out", str(tmp_path / "ev")])
+    assert code == 0 and "dice: 1.0000" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "nowhere"), str(tmp_path / "label")]) == 2
