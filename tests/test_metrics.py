@@ -175,3 +175,11 @@ def test_evaluate_command(tmp_path, capsys):
     code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "label"), "--out", str(tmp_path / "ev")])
     assert code == 0 and "dice: 1.0000" in capsys.readouterr().out
     assert main(["evaluate", str(tmp_path / "nowhere"), str(tmp_path / "label")]) == 2
+
+
+def test_propagated_labelling_matches_opencv_in_2d():
+    from retina.metrics.topology import _components, _propagated_components
+
+    masks = random_masks(3, 30, 33, 9, 0.5)
+    for full in (True, False):
+        assert torch.equal(_propagated_components(masks, full), _components(masks, full))
