@@ -65,3 +65,17 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
 def upsample_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Bilinear x2 (align_corners=True, as DSCNet) to the spatial size of `like`."""
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=True)
+
+
+def encoder_decoder(x: torch.Tensor, encoder: nn.ModuleList, decoder: nn.ModuleList, pool: nn.Module, head: nn.Module,
+                    multiple: int, checkpointing: bool) -> torch.Tensor:
+    """The U-shape both DSCNet and UNet share: pad to `multiple`, encoder blocks with pooling between
+    them, decoder blocks on [upsampled, skip], 1x1 head, crop back."""
+    x, (h, w) = pad_to_multiple(x, multiple)
+    skips = []
+    for level, block in enumerate(encoder):
+        x = run_block(block, x if level == 0 else pool(x), checkpointing)
+        skips.append(x)
+    for block, skip in zip(decoder, reversed(skips[:-1])):
+        x = run_block(block, torch.cat([upsample_to(x, skip), skip], 1), checkpointing)
+    return head(x)[..., :h, :w]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ConvNormAct, pad_to_multiple, run_block, upsample_to
+from .blocks import ConvNormAct, encoder_decoder
 
 
 class UNet(nn.Module):
@@ -34,11 +34,4 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, (h, w) = pad_to_multiple(x, 2**self.depth)
-        skips = []
-        for level, block in enumerate(self.encoder):
-            x = run_block(block, x if level == 0 else self.pool(x), self.checkpointing)
-            skips.append(x)
-        for block, skip in zip(self.decoder, reversed(skips[:-1])):
-            x = run_block(block, torch.cat([upsample_to(x, skip), skip], 1), self.checkpointing)
-        return self.head(x)[..., :h, :w]
+        return encoder_decoder(x, self.encoder, self.decoder, self.pool, self.head, 2**self.depth, self.checkpointing)
