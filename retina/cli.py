@@ -4,6 +4,8 @@
     retina skeletonize MASK OUT          skeleton of a binary mask image
     retina evaluate PRED LABEL [--fov DIR] [--protocol s3octa|iternet] [--out DIR]
                                          score a folder of predictions against a folder of labels
+    retina convert-vgg JSON IMAGES OUT --classes A,B,...
+                                         VGG Image Annotator polygons -> class-map PNG masks
     retina info                          which kernels serve each device
 """
 
@@ -83,6 +85,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_vgg(args: argparse.Namespace) -> int:
+    from .data.vgg import polygons_to_masks
+
+    classes = [name.strip() for name in args.classes.split(",") if name.strip()]
+    if not classes:
+        raise ValueError("--classes must name at least one class (class 0 first, usually 'background')")
+    written = polygons_to_masks(args.json, args.images, args.out, classes, attribute=args.attribute)
+    print(f"wrote {len(written)} class-map mask(s) to {args.out} ({len(classes)} classes: {', '.join(classes)})")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     for key, value in retina_kernels.backends().items():
         print(f"{key}: {value}")
@@ -117,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--min-size", type=int, default=20, help="s3octa: drop components below this many pixels")
     evaluate.add_argument("--out", default="evaluation", help="output folder (default: evaluation)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    convert = sub.add_parser("convert-vgg", help="VGG Image Annotator polygons -> class-map PNG masks")
+    convert.add_argument("json", help="VIA export (JSON) with polygon regions")
+    convert.add_argument("images", help="folder of the annotated images (gives each mask its size)")
+    convert.add_argument("out", help="output folder: one <image stem>.png of class indices per image")
+    convert.add_argument("--classes", required=True,
+                         help="comma-separated class names in index order, e.g. background,NFL,GCL+IPL,...")
+    convert.add_argument("--attribute", default=None,
+                         help="region attribute holding the class name (default: the only one)")
+    convert.set_defaults(func=cmd_convert_vgg)
 
     info = sub.add_parser("info", help="which kernels serve each device")
     info.set_defaults(func=cmd_info)

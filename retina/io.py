@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
 from pathlib import Path
@@ -11,17 +12,45 @@ import numpy as np
 
 
 def read_image(path: str | os.PathLike, *, grayscale: bool = False) -> np.ndarray:
-    """Reads an image with OpenCV (RGB order for colour). Raises FileNotFoundError / ValueError naming the file."""
+    """Reads an image with OpenCV: png, jpg, bmp, tif (8/16-bit), gif (first frame), ppm/pgm, and any of
+    them gzip-compressed (`.ppm.gz`, as STARE ships). Colour comes back in RGB(A) order, [H, W, 3|4];
+    gray as [H, W], in the file's dtype. Raises FileNotFoundError / ValueError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     flags = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_UNCHANGED
-    image = cv2.imread(str(path), flags)
+    if path.suffix.lower() == ".gz":
+        try:
+            data = gzip.decompress(path.read_bytes())
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"cannot read {path}: not a valid gzip file ({exc})") from None
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    else:
+        image = cv2.imread(str(path), flags)
+    if image is None and path.suffix.lower() == ".gif":
+        image = _read_gif_with_pillow(path, grayscale)
     if image is None:
         raise ValueError(f"cannot read {path} as an image (unsupported or corrupt file)")
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     return image
+
+
+def _read_gif_with_pillow(path: Path, grayscale: bool) -> np.ndarray | None:
+    """OpenCV builds without the gif codec (before 4.12, some distributions) read nothing; Pillow,
+    where installed, does. Returns BGR like cv2, or None when neither can."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise ValueError(f"cannot read {path}: this OpenCV has no gif codec; install opencv-python-headless>=4.12 "
+                         f"or pillow") from None
+    try:
+        with Image.open(path) as gif:
+            if grayscale:
+                return np.asarray(gif.convert("L"))
+            return np.ascontiguousarray(np.asarray(gif.convert("RGB"))[..., ::-1])
+    except (UnidentifiedImageError, OSError):
+        return None
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

@@ -169,7 +169,7 @@ def test_evaluate_command(tmp_path, capsys):
     from retina.cli import main
 
     for i in range(2):
-        m = vessel_mask(40, 40, seed=i)
+        m = vessel_mask(96, 96, seed=i)  # no component below the protocol's 20 pixels
         io.write_image(tmp_path / "label" / f"{i}.png", (m * 255).astype(np.uint8))
         io.write_image(tmp_path / "pred" / f"{i}.png", (m * 230).astype(np.uint8))
     code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "label"), "--out", str(tmp_path / "ev")])

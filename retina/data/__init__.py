@@ -1,5 +1,14 @@
-"""Data: synthetic vessels (built-in data); dataset loaders, preprocessing and augmentation come next."""
+"""Data: datasets (OCTA-500, ROSE, DRIVE, STARE, CHASE-DB1, CAVRI-C, OCT layers, image folders,
+synthetic), synthetic generators with exact labels, preprocessing and paired augmentation."""
 
-from .synthetic import TreeStyle, vessel_mask, vessel_volume
+from .augment import PairedAugment
+from .datasets import (CAVRIC, CHASEDB1, DRIVE, OCTA500, OCTID_LAYERS, ROSE1, ROSE2, STARE, FileDataset,
+                       ImageFolderDataset, OCTLayers, SyntheticFundus, SyntheticOCTA)
+from .preprocess import clahe, equalize_histogram, estimate_fov, green_channel, normalize
+from .synthetic import TreeStyle, fundus_image, octa_image, vessel_mask, vessel_volume
+from .vgg import mask_from_regions, polygons_to_masks
 
-__all__ = ["TreeStyle", "vessel_mask", "vessel_volume"]
+__all__ = ["CAVRIC", "CHASEDB1", "DRIVE", "FileDataset", "ImageFolderDataset", "OCTA500", "OCTID_LAYERS", "OCTLayers",
+           "PairedAugment", "ROSE1", "ROSE2", "STARE", "SyntheticFundus", "SyntheticOCTA", "TreeStyle", "clahe",
+           "equalize_histogram", "estimate_fov", "fundus_image", "green_channel", "mask_from_regions", "normalize",
+           "octa_image", "polygons_to_masks", "vessel_mask", "vessel_volume"]

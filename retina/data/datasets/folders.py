@@ -1,0 +1,80 @@
+"""Datasets kept as plain folders: a generic image/mask folder pair, CAVRI-C style cross-validation
+folders, and OCT layer segmentation (class-map masks, e.g. made by `retina.data.vgg.polygons_to_masks`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .base import FileDataset, Label, PathLike, Record, Transform, files_by_stem, pair_by_stem
+
+
+class ImageFolderDataset(FileDataset):
+    """`root/images/*` and `root/masks/*` matched by file stem (optional `root/<fov>/*` FOV masks).
+    `gray`: single-channel images; `class_map`: masks hold class indices (int64 [H, W]) rather than a
+    binary foreground (float32 [1, H, W])."""
+
+    def __init__(self, root: PathLike, *, images: str = "images", masks: str = "masks", fov: Optional[str] = None,
+                 gray: bool = False, class_map: bool = False, ids: Optional[list[str]] = None,
+                 transform: Optional[Transform] = None):
+        root = Path(root)
+        image_files = files_by_stem(root / images, "images")
+        mask_files = files_by_stem(root / masks, "masks")
+        stems = pair_by_stem(image_files, mask_files, root / images, root / masks)
+        fov_files = None
+        if fov is not None:
+            fov_files = files_by_stem(root / fov, "FOV masks")
+            pair_by_stem(image_files, fov_files, root / images, root / fov)
+        if ids is not None:
+            unknown = sorted(set(ids) - set(stems))
+            if unknown:
+                raise ValueError(f"ids {unknown[:5]} not in {root / images}")
+            stems = list(ids)
+        records = [Record(id=s, images=(image_files[s],), labels=(Label(mask_files[s]),),
+                          fov=None if fov_files is None else fov_files[s]) for s in stems]
+        super().__init__(records, gray=gray, class_map=class_map, transform=transform)
+
+
+class CAVRIC(ImageFolderDataset):
+    """CAVRI-C style OCT fundus reconstructions (bmp), evaluated by 6-fold cross-validation:
+    `root/images/*.bmp` and `root/labels/*.bmp`, matched by stem. The samples, sorted by id, are cut
+    into `folds` contiguous folds; `split="test"` is fold `fold`, `split="train"` the others."""
+
+    def __init__(self, root: PathLike, fold: int = 0, split: str = "train", *, folds: int = 6,
+                 transform: Optional[Transform] = None):
+        if not 0 <= fold < folds:
+            raise ValueError(f"fold must be in [0, {folds}), got {fold}")
+        if split not in ("train", "test", "all"):
+            raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+        stems = sorted(files_by_stem(Path(root) / "images", "CAVRI-C images"))
+        if len(stems) < folds:
+            raise ValueError(f"CAVRI-C: {len(stems)} images in {Path(root) / 'images'}, fewer than {folds} folds")
+        parts = np.array_split(np.arange(len(stems)), folds)
+        chosen = {"test": parts[fold], "train": np.concatenate([p for k, p in enumerate(parts) if k != fold]),
+                  "all": np.arange(len(stems))}[split]
+        super().__init__(root, images="images", masks="labels", gray=True,
+                         ids=[stems[i] for i in chosen], transform=transform)
+
+
+OCTID_LAYERS = ("background", "NFL", "GCL+IPL", "INL", "OPL", "ONL", "IS", "OS", "RPE")
+
+
+class OCTLayers(ImageFolderDataset):
+    """OCT B-scans with layer class maps: `root/images/*` (gray) and `root/masks/*.png` whose pixel
+    values are class indices 0..len(classes)-1 (`retina convert-vgg` writes them from VGG-JSON
+    polygons). `mask` is int64 [H, W]; a value outside the classes is an error naming the file."""
+
+    def __init__(self, root: PathLike, *, classes: tuple[str, ...] = OCTID_LAYERS, ids: Optional[list[str]] = None,
+                 transform: Optional[Transform] = None):
+        self.classes = tuple(classes)
+        super().__init__(root, images="images", masks="masks", gray=True, class_map=True, ids=ids,
+                         transform=transform)
+
+    def _read_labels(self, record: Record, size: tuple[int, int]) -> np.ndarray:
+        labels = super()._read_labels(record, size)
+        if labels.max(initial=0) >= len(self.classes):
+            raise ValueError(f"{record.labels[0].path}: class {int(labels.max())} in the mask, but only "
+                             f"{len(self.classes)} classes {self.classes}")
+        return labels
