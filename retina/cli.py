@@ -23,7 +23,7 @@ import torch
 import retina_kernels
 
 from . import io
-from .data import vessel_mask
+from .data import octa_image, vessel_mask
 
 
 def _topology(mask: np.ndarray) -> tuple[int, int]:
@@ -61,7 +61,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"vessel mask {args.size}x{args.size} (seed {args.seed}): {int(mask.sum())} px -> skeleton {int(skeleton.sum())} px "
           f"in {1e3 * elapsed:.1f} ms on {args.device}")
     print(f"components {before[0]} -> {after[0]}, holes {before[1]} -> {after[1]} (must be equal)")
-    print(f"wrote {out / 'vessels.png'} and {path}")
+    scan = octa_image(304, seed=args.seed)
+    io.write_image(out / "octa.png", np.rint(scan.image[0] * 255).astype(np.uint8))
+    labels = np.zeros(scan.faz.shape + (3,), np.uint8)  # artery red, vein blue, FAZ green
+    labels[scan.artery, 0], labels[scan.vein, 2], labels[scan.faz, 1] = 255, 255, 255
+    io.write_image(out / "octa_labels.png", labels)
+    print(f"wrote {out / 'vessels.png'}, {path}, and a synthetic OCTA scan with its labels "
+          f"({out / 'octa.png'}, {out / 'octa_labels.png'})")
     return 0 if before == after else 1
 
 

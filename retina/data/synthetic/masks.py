@@ -15,7 +15,8 @@ from .trees import Segments, TreeStyle, draw, grow, roots_on_faces
 def _tree(rng: np.random.Generator, extent: np.ndarray, style: TreeStyle, scale: float) -> Segments:
     start, heading = roots_on_faces(rng, extent, style.roots, extent / 2.0, extent.mean() / 6)
     radius = rng.uniform(*style.root_radius, style.roots) * scale
-    return grow(rng, start, heading, radius, extent, style, scale)
+    budget = int(40 * extent.sum() / style.step)  # bounds the vessel density whatever the random draws
+    return grow(rng, start, heading, radius, extent, style, scale, max_segments=budget)
 
 
 def vessel_mask(height: int, width: int, seed: int = 0, style: TreeStyle = TreeStyle()) -> np.ndarray:
