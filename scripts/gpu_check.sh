@@ -33,6 +33,9 @@ echo "== tests (CUDA included)"
 "$python" -m pytest -q -p no:cacheprovider tests ${TEST_FILTER:+-k "$TEST_FILTER"} 2>&1 | tee "$out/tests.log" | tail -25
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
+echo "== S3-OCTA step memory by module, ours vs reference op (1x304²)"
+PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --device cuda 2>&1 | tee "$out/memory.txt"
+
 echo "== benchmarks"
 "$python" -m pytest -q -p no:cacheprovider benchmarks ${BENCH_FILTER:+-k "$BENCH_FILTER"} \
   --benchmark-json="$out/bench.json" --benchmark-columns=min,median,max > "$out/bench.log" 2>&1

@@ -248,3 +248,16 @@ def test_read_image_errors_name_the_file(tmp_path):
     ok, data = cv2.imencode(".pgm", np.arange(12, dtype=np.uint8).reshape(3, 4))
     (tmp_path / "x.pgm.gz").write_bytes(gzip.compress(data.tobytes()))
     assert np.array_equal(io.read_image(tmp_path / "x.pgm.gz"), np.arange(12).reshape(3, 4))
+
+
+def test_gif_falls_back_to_pillow_without_the_opencv_codec(tmp_path, monkeypatch):
+    from PIL import Image
+
+    labels = (np.arange(35).reshape(5, 7) % 2 * 255).astype(np.uint8)
+    Image.fromarray(labels).save(tmp_path / "m.gif")
+    monkeypatch.setattr(io.cv2, "imread", lambda *a, **k: None)  # an OpenCV built without gif
+    assert np.array_equal(io.read_image(tmp_path / "m.gif")[..., 0], labels)
+    assert np.array_equal(io.read_image(tmp_path / "m.gif", grayscale=True), labels)
+    (tmp_path / "bad.gif").write_bytes(b"GIF89a junk")
+    with pytest.raises(ValueError, match="bad.gif"):
+        io.read_image(tmp_path / "bad.gif")

@@ -48,6 +48,22 @@ def test_octa500_6m_splits_and_release_names(tmp_path):
     assert OCTA500(tmp_path / "OCTA_6mm", "6M", "val")[0]["id"] == "10181"  # root may be the subset folder
 
 
+def test_octa500_flat_tree_with_both_subsets(tmp_path):
+    """S3-OCTA's layout: ProjectionMaps/ and RV/ directly under the root, 3M and 6M ids side by side."""
+    for subset in ("3M", "6M"):
+        trees.octa500(tmp_path, subset, size=6)
+    for subset in ("OCTA_3mm", "OCTA_6mm"):
+        for folder in (tmp_path / subset).rglob("*.bmp"):
+            target = tmp_path / folder.relative_to(tmp_path / subset)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            folder.rename(target)
+        for d in sorted((tmp_path / subset).rglob("*"), reverse=True):
+            d.rmdir()
+        (tmp_path / subset).rmdir()
+    assert (tmp_path / "ProjectionMaps/OCTA(FULL)/10001.bmp").is_file() and (tmp_path / "GroundTruth/RV").is_dir()
+    assert len(OCTA500(tmp_path, "3M", "test")) == 50 and OCTA500(tmp_path, "6M", "test").ids[0] == "10201"
+
+
 def test_octa500_combined_label(tmp_path):
     written = trees.octa500(tmp_path, "3M", size=10, combined=True)
     sample = OCTA500(tmp_path, "3M", "test", labels=("RV", "FAZ"), combined=True)[3]

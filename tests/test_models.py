@@ -6,6 +6,8 @@ import torch
 
 from retina.models import DSCNet, S3OCTA, UNet, create
 
+from .conftest import requires_cuda
+
 SMALL = {
     "unet": dict(in_channels=1, width=8, depth=3),
     "dscnet": dict(in_channels=1, width=8),
@@ -58,3 +60,33 @@ def test_create_and_sizes():
         create("resnet")
     with pytest.raises(ValueError, match="global_aggregation must be one of"):
         S3OCTA(global_aggregation="vit")
+
+
+@pytest.mark.parametrize("heads,masked", [(8, False), (8, True), (4, False)])
+def test_attend_equals_multihead_attention(heads, masked):
+    """Our padded-width SDPA attention is nn.MultiheadAttention's function (float64, 1e-12)."""
+    from retina.models.aggregation import attend
+
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(72, heads, batch_first=True).double()
+    q, kv = torch.randn(3, 50, 72, dtype=torch.float64), torch.randn(3, 20, 72, dtype=torch.float64)
+    blocked = None
+    if masked:
+        blocked = torch.rand(3, 50, 20) < 0.5
+        blocked[..., 0] = False  # every query attends somewhere
+    expected = mha(q, kv, kv, attn_mask=None if blocked is None else blocked.repeat_interleave(heads, 0),
+                   need_weights=False)[0]
+    assert torch.allclose(attend(mha, q, kv, kv, blocked), expected, atol=1e-12)
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_s3octa_attention_runs_on_the_memory_efficient_kernel():
+    """Width 72 over 8 heads is 9 per head; padded to 16 the fused kernel accepts it (this raises if
+    the math fallback, which stores the full attention matrix, were needed)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = S3OCTA(in_channels=3, width=72, global_aggregation="mit").cuda()
+    x = torch.rand(1, 3, 96, 96, device="cuda")
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+        model(x).sum().backward()

@@ -64,6 +64,9 @@ class OCTA500(FileDataset):
         OCTA_3mm/GroundTruth/RV/10301.bmp               (also Artery, Vein, FAZ, Capillary; or GT_LargeVessel, ...)
         OCTA_3mm/GroundTruth/GT_RV_FAZ/10301.bmp        (older combined label: RV = 255, FAZ = 100)
 
+    Without an `OCTA_3mm` / `OCTA_6mm` folder, `root` itself is searched (the flat tree S3-OCTA's code
+    uses, `ProjectionMaps/OCTA(FULL)/` and `RV/` with both subsets' ids side by side).
+
     `projections` are the channels of `image` (default the three OCTA projections; OCT(FULL) etc. work too).
     `labels` are the channels of `mask`, from their own folders, or `combined=True` to cut RV and FAZ out
     of the older single label image. Every file of every id in the split must exist."""
@@ -84,8 +87,10 @@ class OCTA500(FileDataset):
             raise ValueError(f"labels {unknown} not available{' in the combined label' if combined else ''}; "
                              f"choose from {list(known)}")
         base = require_dir(Path(root), "OCTA-500 root")
-        subset_dir = _find_dir(base, _SUBSET_DIRS[subset], f"OCTA-500 {subset}", max_depth=1) \
-            if not any(base.name.lower() == n.lower() for n in _SUBSET_DIRS[subset]) else base
+        # the release has one folder per subset; some re-packagings put both subsets' ids in one flat tree
+        named = {n.lower() for n in _SUBSET_DIRS[subset]}
+        subset_dirs = [d for d in sorted(base.iterdir()) if d.is_dir() and d.name.lower() in named]
+        subset_dir = subset_dirs[0] if len(subset_dirs) == 1 else base
         image_dirs = [_find_dir(subset_dir, (name,), f"OCTA-500 projection {name}") for name in projections]
         if combined:
             label_dirs = {name: _find_dir(subset_dir, _COMBINED_DIRS, "OCTA-500 combined label") for name in labels}

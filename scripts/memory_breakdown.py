@@ -1,0 +1,78 @@
+"""Where a model's training-step memory goes: bytes saved for backward per module type, and the step's
+peak, with our dsconv2d and with the reference op (which materialises the samples).
+
+    python scripts/memory_breakdown.py [--model s3octa|dscnet] [--size 304] [--batch 1] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+
+import retina_kernels  # noqa: E402
+from memory import peak_mib  # noqa: E402
+from retina.models import DSCNet, S3OCTA  # noqa: E402
+from retina_kernels.reference import dsconv as reference  # noqa: E402
+
+
+def saved_by_module(model: torch.nn.Module, x: torch.Tensor) -> collections.Counter:
+    """MiB of distinct storages saved for backward during one forward, by the innermost module type."""
+    saved: collections.Counter = collections.Counter()
+    stack: list[str] = []
+    hooks = []
+    def enter(module, inputs):
+        stack.append(type(module).__name__)
+
+    def leave(module, inputs, output):
+        stack.pop()
+
+    for module in model.modules():
+        hooks += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    seen = set()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            saved[stack[-1] if stack else "(top)"] += storage.nbytes() / 2**20
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    del out
+    for hook in hooks:
+        hook.remove()
+    return saved
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="s3octa", choices=["s3octa", "dscnet"])
+    parser.add_argument("--size", type=int, default=304)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    ours = retina_kernels.dsconv2d
+    for impl, op in (("ours", ours), ("reference", reference.dsconv2d)):
+        retina_kernels.dsconv2d = op
+        torch.manual_seed(0)
+        model = (S3OCTA(in_channels=3) if args.model == "s3octa" else DSCNet(in_channels=1)).to(device)
+        x = torch.rand(args.batch, 3 if args.model == "s3octa" else 1, args.size, args.size, device=device)
+        saved = saved_by_module(model, x)
+        peak = peak_mib(lambda: model(x).float().mean().backward(), device)
+        print(f"{impl}: {args.model} {args.batch}x{args.size}² on {device}: step peak {peak:.0f} MiB, "
+              f"saved for backward {sum(saved.values()):.0f} MiB")
+        for name, mib in saved.most_common(8):
+            print(f"    {name:24s} {mib:8.1f} MiB")
+    retina_kernels.dsconv2d = ours
+
+
+if __name__ == "__main__":
+    main()
