@@ -78,8 +78,7 @@ class PairedAugment:
         generator = torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
         batched = {k: (v[None] if torch.is_tensor(v) else v) for k, v in sample.items()}
         out = self.batch(batched, generator)
-        return {k: (v[0] if torch.is_tensor(v) and k in sample and torch.is_tensor(sample[k]) else v)
-                for k, v in out.items()}
+        return {k: v[0] if torch.is_tensor(v) else v for k, v in out.items()}
 
     def batch(self, batch: dict, generator: Optional[torch.Generator] = None) -> dict:
         """Augments a batch ([N, C, H, W] image; [N, K, H, W] or [N, H, W] labels) on its device.

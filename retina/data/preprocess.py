@@ -48,24 +48,18 @@ def green_channel(image: np.ndarray) -> np.ndarray:
     return image[..., 1]
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return image
-    return green_channel(image)
-
-
 def clahe(image: np.ndarray, clip_limit: float = 2.0, tile_grid: tuple[int, int] = (8, 8)) -> np.ndarray:
     """uint8 [H, W]: contrast-limited adaptive histogram equalization (of the green channel of colour input)."""
     if clip_limit <= 0:
         raise ValueError(f"clip_limit must be > 0, got {clip_limit}")
-    gray = _as_uint8(_gray(image))
+    gray = _as_uint8(green_channel(image))
     return cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=tuple(int(t) for t in tile_grid)).apply(gray)
 
 
 def equalize_histogram(image: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
     """uint8 [H, W]: global histogram equalization; with `mask`, the histogram of the pixels inside it
     (the black outside of a fundus FOV would otherwise take a large share of the grey levels)."""
-    gray = _as_uint8(_gray(image))
+    gray = _as_uint8(green_channel(image))
     if mask is None:
         return cv2.equalizeHist(gray)
     mask = _check_mask(mask, gray.shape)

@@ -9,7 +9,7 @@ Every dataset returns dicts:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -39,7 +39,6 @@ class Record:
     images: tuple[Path, ...]
     labels: tuple[Label, ...] = ()
     fov: Optional[Path] = None
-    meta: dict = field(default_factory=dict, compare=False)
 
 
 Transform = Callable[[dict], dict]

@@ -7,14 +7,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
 from ..preprocess import estimate_fov
 from .base import FileDataset, Label, PathLike, Record, Transform, require_dir
-
-
-def _estimated_fov(image: np.ndarray) -> np.ndarray:
-    return estimate_fov(image)
 
 
 def _numbered(folder: Path, pattern: str, what: str) -> dict[str, Path]:
@@ -90,7 +84,7 @@ class STARE(FileDataset):
         half = len(ids) // 2
         ids = {"train": ids[:half], "test": ids[half:], "all": ids}[split]
         records = [Record(id=i, images=(images[i],), labels=(Label(labels[i]),)) for i in ids]
-        super().__init__(records, gray=False, fov_fn=_estimated_fov, transform=transform)
+        super().__init__(records, gray=False, fov_fn=estimate_fov, transform=transform)
 
 
 class CHASEDB1(FileDataset):
@@ -116,4 +110,4 @@ class CHASEDB1(FileDataset):
         ids = sorted(images)
         ids = {"train": ids[:20], "test": ids[20:], "all": ids}[split]
         records = [Record(id=i, images=(images[i],), labels=(Label(labels[i]),)) for i in ids]
-        super().__init__(records, gray=False, fov_fn=_estimated_fov, transform=transform)
+        super().__init__(records, gray=False, fov_fn=estimate_fov, transform=transform)

@@ -93,7 +93,8 @@ class OCTA500(FileDataset):
         subset_dir = subset_dirs[0] if len(subset_dirs) == 1 else base
         image_dirs = [_find_dir(subset_dir, (name,), f"OCTA-500 projection {name}") for name in projections]
         if combined:
-            label_dirs = {name: _find_dir(subset_dir, _COMBINED_DIRS, "OCTA-500 combined label") for name in labels}
+            combined_dir = _find_dir(subset_dir, _COMBINED_DIRS, "OCTA-500 combined label")
+            label_dirs = {name: combined_dir for name in labels}
         else:
             label_dirs = {name: _find_dir(subset_dir, _LABEL_DIRS[name], f"OCTA-500 label {name}") for name in labels}
 

@@ -13,7 +13,7 @@ of view outside which the image is black; sensor noise. Labels are the drawn set
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -74,7 +74,7 @@ def fundus_image(height: int = 584, width: int = 565, seed: int = 0) -> FundusSa
     trees = grow(rng, start, heading, radius, np.array(shape, float), ARCADES, scale, blocked=outside_fov)
     vein_tree = trees.tree % 2 == 1
     radius_factor = np.where(vein_tree, 1.25, 0.9)  # veins are the wider of a pair
-    trees = type(trees)(trees.start, trees.end, trees.radius * radius_factor, trees.tree)
+    trees = replace(trees, radius=trees.radius * radius_factor)
     artery = draw(np.zeros(shape, np.uint8), trees.select(~vein_tree)).astype(bool) & fov
     vein = draw(np.zeros(shape, np.uint8), trees.select(vein_tree)).astype(bool) & fov
 
