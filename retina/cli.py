@@ -4,6 +4,8 @@
     retina skeletonize MASK OUT          skeleton of a binary mask image
     retina evaluate PRED LABEL [--fov DIR] [--protocol s3octa|iternet] [--out DIR]
                                          score a folder of predictions against a folder of labels
+    retina synthesize OUT [--kind octa|fundus] [--count N]
+                                         write a synthetic dataset (images/ + masks/, ImageFolderDataset layout)
     retina convert-vgg JSON IMAGES OUT --classes A,B,...
                                          VGG Image Annotator polygons -> class-map PNG masks
     retina info                          which kernels serve each device
@@ -91,6 +93,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from .data import fundus_image
+
+    if args.count < 1:
+        raise ValueError(f"--count must be >= 1, got {args.count}")
+    out = Path(args.out)
+    label_names = ("vessel", "artery", "vein", "faz") if args.kind == "octa" else ("vessel", "artery", "vein", "fov")
+    start = time.perf_counter()
+    for i in range(args.count):
+        seed = args.seed + i
+        name = f"{args.kind}-{seed:05d}.png"
+        if (out / "images" / name).is_file() and all((out / label / name).is_file() for label in label_names):
+            continue  # written by an earlier, interrupted run: files are complete (written atomically)
+        if args.kind == "octa":
+            sample = octa_image(args.size, seed)
+            image = np.rint(sample.image[0] * 255).astype(np.uint8)  # the FULL projection
+        else:
+            sample = fundus_image(args.size, args.size, seed)
+            image = np.rint(sample.image.transpose(1, 2, 0) * 255).astype(np.uint8)
+        for label in label_names:  # labels first: the image is the marker that a sample is complete
+            io.write_image(out / label / name, getattr(sample, label).astype(np.uint8) * 255)
+        io.write_image(out / "images" / name, image)
+        if (i + 1) % max(1, args.count // 10) == 0 or i + 1 == args.count:
+            print(f"  {i + 1}/{args.count} images ({time.perf_counter() - start:.1f} s)", flush=True)
+    print(f"wrote {args.count} {args.kind} images to {out / 'images'} with labels in "
+          f"{', '.join(str(out / label) for label in label_names)}")
+    return 0
+
+
 def cmd_convert_vgg(args: argparse.Namespace) -> int:
     from .data.vgg import polygons_to_masks
 
@@ -136,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--min-size", type=int, default=20, help="s3octa: drop components below this many pixels")
     evaluate.add_argument("--out", default="evaluation", help="output folder (default: evaluation)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    synth = sub.add_parser("synthesize", help="write a synthetic OCTA or fundus dataset with exact labels")
+    synth.add_argument("out", help="output folder: images/ and one folder per label (vessel, artery, vein, ...)")
+    synth.add_argument("--kind", default="octa", choices=["octa", "fundus"])
+    synth.add_argument("--count", type=int, default=20)
+    synth.add_argument("--size", type=int, default=304, help="image side in pixels (default: 304)")
+    synth.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed + i")
+    synth.set_defaults(func=cmd_synthesize)
 
     convert = sub.add_parser("convert-vgg", help="VGG Image Annotator polygons -> class-map PNG masks")
     convert.add_argument("json", help="VIA export (JSON) with polygon regions")

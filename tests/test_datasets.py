@@ -290,3 +290,25 @@ def test_synthetic_octa_dataset():
         ds[5]
     with pytest.raises(ValueError, match="labels"):
         SyntheticOCTA(2, labels=("optic_disc",))
+
+
+def test_synthesize_command_writes_a_loadable_dataset(tmp_path, capsys):
+    out = tmp_path / "synth"
+    assert cli.main(["synthesize", str(out), "--kind", "octa", "--count", "3", "--size", "64", "--seed", "5"]) == 0
+    assert "3/3 images" in capsys.readouterr().out
+    dataset = ImageFolderDataset(out, masks="faz", gray=True)
+    assert dataset.ids == ["octa-00005", "octa-00006", "octa-00007"]
+    from retina.data import octa_image
+
+    drawn = octa_image(64, 6)
+    assert np.array_equal(dataset[1]["mask"][0].numpy(), drawn.faz)
+    assert torch.equal(dataset[1]["image"][0], torch.from_numpy(np.rint(drawn.image[0] * 255) / 255).float())
+    # a rerun skips complete samples and redoes an interrupted one
+    (out / "images" / "octa-00006.png").unlink()
+    before = (out / "images" / "octa-00005.png").stat().st_mtime_ns
+    assert cli.main(["synthesize", str(out), "--count", "3", "--size", "64", "--seed", "5"]) == 0
+    assert (out / "images" / "octa-00006.png").is_file()
+    assert (out / "images" / "octa-00005.png").stat().st_mtime_ns == before
+    assert cli.main(["synthesize", str(tmp_path / "f"), "--kind", "fundus", "--count", "1", "--size", "64"]) == 0
+    assert len(ImageFolderDataset(tmp_path / "f", masks="vessel", fov="fov")) == 1
+    assert cli.main(["synthesize", str(out), "--count", "0"]) == 2
