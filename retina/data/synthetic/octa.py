@@ -14,7 +14,7 @@ Labels are exactly the drawn sets; artefacts never move anatomy, so they never m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -24,7 +24,7 @@ from .trees import TreeStyle, draw, grow
 
 PROJECTIONS = ("FULL", "ILM_OPL", "OPL_BM")  # OCTA-500's names: full depth, superficial, deep
 
-LARGE_VESSELS = TreeStyle(roots=8, root_radius=(2.2, 3.6), step=4.0, tortuosity=0.15, taper=0.982,
+LARGE_VESSELS = TreeStyle(roots=8, root_radius=(2.2, 3.6), step=4.0, tortuosity=0.15, taper=0.982,  # taper: per scan
                           branch_probability=0.07, branch_angle=(0.4, 1.1), min_radius=0.6)
 
 
@@ -80,8 +80,12 @@ def octa_image(size: int = 304, seed: int = 0, *, field_mm: float = 3.0) -> Octa
     direction = np.stack([np.sin(angle), np.cos(angle)], 1)
     start = np.clip(np.array(centre) + direction * size * 0.75, 0, size - 1)
     heading = np.array(centre) - start + rng.normal(0, size * 0.12, (roots, 2))
-    radius = rng.uniform(*LARGE_VESSELS.root_radius, roots) * scale
-    trees = grow(rng, start, heading, radius, np.array([size, size], float), LARGE_VESSELS, scale, blocked=in_guard)
+    # A wider field reaches out to bigger vessels, which must still taper to capillary calibre by the
+    # time they reach the fovea: trunk radius grows with sqrt(field), taper spreads over the path length.
+    radius = rng.uniform(*LARGE_VESSELS.root_radius, roots) * scale * math.sqrt(field_mm / 3.0)
+    steps_to_fovea = 0.5 * size / (LARGE_VESSELS.step * scale)
+    style = replace(LARGE_VESSELS, taper=0.5 ** (1.0 / steps_to_fovea))  # half the radius on the way in
+    trees = grow(rng, start, heading, radius, np.array([size, size], float), style, scale, blocked=in_guard)
 
     artery = draw(np.zeros((size, size), np.uint8), trees.select(trees.tree % 2 == 0)).astype(bool)
     vein = draw(np.zeros((size, size), np.uint8), trees.select(trees.tree % 2 == 1)).astype(bool)
