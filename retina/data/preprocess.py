@@ -17,10 +17,14 @@ import cv2
 import numpy as np
 
 
+def _channels_first(image: np.ndarray) -> bool:
+    """[C, H, W] (what the datasets return) rather than [H, W, C]: at most 4 leading channels and a
+    trailing axis too long to be channels."""
+    return image.ndim == 3 and image.shape[0] <= 4 < image.shape[2]
+
+
 def _channels_last(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):
-        return image.transpose(1, 2, 0)
-    return image
+    return image.transpose(1, 2, 0) if _channels_first(image) else image
 
 
 def _as_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -83,7 +87,7 @@ def normalize(image: np.ndarray, mask: Optional[np.ndarray] = None, mode: str = 
     x = image.astype(np.float32)
     if np.isnan(x).any():
         raise ValueError("image contains NaN")
-    channels_first = x.ndim == 3 and x.shape[0] <= 4 and x.shape[2] > 4
+    channels_first = _channels_first(x)
     if mask is None:
         values = x
     else:

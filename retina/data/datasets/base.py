@@ -155,14 +155,12 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def files_by_stem(folder: Path, what: str, suffixes: Optional[Sequence[str]] = None) -> dict[str, Path]:
+def files_by_stem(folder: Path, what: str) -> dict[str, Path]:
     """{stem: file} of the image files in `folder` (hidden files skipped); duplicates are an error."""
     require_dir(folder, what)
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if not path.is_file() or path.name.startswith("."):
-            continue
-        if suffixes is not None and path.suffix.lower() not in suffixes:
             continue
         stem = path.name[: -len(".gz")] if path.name.lower().endswith(".gz") else path.name
         stem = Path(stem).stem

@@ -14,7 +14,6 @@ OCTA500_SPLITS = {
     "3M": {"train": (10301, 10440), "val": (10441, 10450), "test": (10451, 10500)},
     "6M": {"train": (10001, 10180), "val": (10181, 10200), "test": (10201, 10300)},
 }
-OCTA500_SIZE = {"3M": 304, "6M": 400}
 # folder names as released, and as several public re-packagings name them
 _SUBSET_DIRS = {"3M": ("OCTA_3mm", "OCTA_3M", "OCTA-500_3M"), "6M": ("OCTA_6mm", "OCTA_6M", "OCTA-500_6M")}
 _LABEL_DIRS = {

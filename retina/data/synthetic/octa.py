@@ -22,9 +22,7 @@ import numpy as np
 from .texture import smooth_noise
 from .trees import TreeStyle, draw, grow
 
-PROJECTIONS = ("FULL", "ILM_OPL", "OPL_BM")  # OCTA-500's names: full depth, superficial, deep
-
-LARGE_VESSELS = TreeStyle(roots=8, root_radius=(2.2, 3.6), step=4.0, tortuosity=0.15, taper=0.982,  # taper: per scan
+LARGE_VESSELS = TreeStyle(roots=8, root_radius=(2.2, 3.6), step=4.0, tortuosity=0.15, taper=0.982,  # taper: set per scan
                           branch_probability=0.07, branch_angle=(0.4, 1.1), min_radius=0.6)
 
 

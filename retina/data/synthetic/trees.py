@@ -89,7 +89,7 @@ def grow(rng: np.random.Generator, start: np.ndarray, heading: np.ndarray, radiu
             pos = np.concatenate([pos, pos[branching]])
             head = np.concatenate([head, child_head])
             rad = np.concatenate([rad, child_rad])
-            tree = np.concatenate([tree, tree[:len(branching)][branching]])
+            tree = np.concatenate([tree, tree[branching]])
         alive = rad >= style.min_radius
         pos, head, rad, tree = pos[alive], head[alive], rad[alive], tree[alive]
     if not pieces:
