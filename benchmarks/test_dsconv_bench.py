@@ -1,5 +1,6 @@
 """dsconv2d, one layer C = O = 64, K = 9, morph 0: forward, and forward + backward (the backward time is
-their difference), ours vs the plain-PyTorch reference (which materialises the samples). Issue #3
+their difference), ours vs the plain-PyTorch reference (which materialises the samples) and, on CUDA,
+beside the Triton kernels when the compiled CUDA kernel is "ours". Issue #3
 targets on the H100 at 304²: forward <= 0.5 ms, backward <= 2 ms, peak fwd+bwd <= 150 MiB; CPU at
 1×64×128²: forward + backward >= 2× faster than the reference."""
 
@@ -8,6 +9,7 @@ import torch
 
 import retina_kernels
 from conftest import DEVICES
+from retina_kernels._extension import triton_available
 from retina_kernels.reference import dsconv as reference
 
 CASES = {  # name: (device, size, dtype)
@@ -28,15 +30,30 @@ def layer_inputs(device, size, dtype, channels=64, taps=9):
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("impl", ["ours", "reference"])
+@pytest.mark.parametrize("impl", ["ours", "reference", "triton"])
 @pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
 def test_dsconv_layer(measure, case, impl, pass_):
     device, size, dtype = CASES[case]
     if device not in DEVICES:
         pytest.skip(f"no {device} device")
     x, offset, weight, bias = layer_inputs(device, size, dtype)
-    fn = retina_kernels.dsconv2d if impl == "ours" else reference.dsconv2d
     grad = torch.randn(x.shape, device=device, dtype=dtype)
+    if impl == "triton":
+        # The Triton kernels beside the compiled ones, where "ours" is the compiled CUDA kernel.
+        if device != "cuda" or retina_kernels.backends()["cuda dsconv2d"] != "CUDA" or not triton_available():
+            pytest.skip("the Triton kernels are compared on CUDA, beside the compiled kernel")
+        from retina_kernels.triton_kernels import dsconv as triton_kernels
+
+        def triton_step():
+            with torch.no_grad():
+                out = triton_kernels.dsconv2d_forward(x, offset, weight, bias, 0, 1.0)
+                if pass_ == "fwd+bwd":
+                    triton_kernels.dsconv2d_backward(grad, x, offset, weight, 0, 1.0)
+            return out
+
+        measure(triton_step, device, group=f"dsconv {pass_} {case}", impl=impl, rounds=5)
+        return
+    fn = retina_kernels.dsconv2d if impl == "ours" else reference.dsconv2d
 
     def step():
         if pass_ == "fwd":

@@ -54,14 +54,16 @@ def triton_available() -> bool:
 
 def backends() -> dict[str, str]:
     """What serves each device: "C++" / "CUDA" compiled kernels or the plain-PyTorch "reference"."""
-    cuda = soft_skeleton_cuda = "unavailable (torch has no CUDA device)"
+    cuda = soft_skeleton_cuda = dsconv_cuda = "unavailable (torch has no CUDA device)"
     if torch.cuda.is_available():
         cuda = "CUDA" if has_kernel("skeletonize", "cuda") else "reference"
         soft_skeleton_cuda = "Triton" if has_kernel("soft_skeleton", "cuda") else "reference"
+        from .ops.dsconv import CUDA_IMPLEMENTATION as dsconv_cuda
     return {
         "extension": "loaded" if extension_error is None else f"missing: {extension_error}",
         "cpu": "C++" if has_kernel("skeletonize", "cpu") else "reference",
         "cuda": cuda,
         "cuda soft_skeleton": soft_skeleton_cuda,
+        "cuda dsconv2d": dsconv_cuda,
         "triton": "available" if triton_available() else "not installed",
     }

@@ -7,6 +7,7 @@ import torch
 
 import retina_kernels
 from retina.nn import DSConv
+from retina_kernels._extension import triton_available
 from retina_kernels.reference import dsconv as reference
 
 from .conftest import requires_cuda
@@ -135,12 +136,79 @@ def test_module_errors():
         DSConv(3, 8, morph=3)
 
 
+CUDA_CASES = [  # b, c, o, h, w, k, scope, spread: each tile shape the CUDA launcher picks, partial tiles
+    (2, 8, 8, 37, 45, 9, 2.0, 1.0),
+    (1, 1, 16, 19, 23, 9, 1.0, 1.0),      # one input channel (DSCNet's first layer)
+    (2, 37, 70, 21, 17, 11, 3.0, 1.0),    # 64-row tiles, partial in C and O
+    (1, 24, 30, 1, 33, 5, 1.0, 1.0),      # one row: the two interpolated lines coincide
+    (3, 4, 5, 12, 14, 7, 7.0, 20.0),      # offsets far outside the image
+]
+
+
 @pytest.mark.cuda
 @requires_cuda
+@pytest.mark.parametrize("case", CUDA_CASES)
 @pytest.mark.parametrize("morph", [0, 1])
-def test_cuda_matches_cpu(morph):
-    case = random_case(2, 8, 8, 37, 45, 9, dtype=torch.float32)
-    cpu = run(retina_kernels.dsconv2d, *case, morph=morph, extend_scope=2.0)
-    cuda = run(retina_kernels.dsconv2d, *[t.cuda() for t in case], morph=morph, extend_scope=2.0)
+def test_cuda_matches_cpu(case, morph):
+    b, c, o, h, w, k, scope, spread = case
+    tensors = random_case(b, c, o, h, w, k, spread, seed=h + w, dtype=torch.float32)
+    cpu = run(retina_kernels.dsconv2d, *tensors, morph=morph, extend_scope=scope)
+    cuda = run(retina_kernels.dsconv2d, *[t.cuda() for t in tensors], morph=morph, extend_scope=scope)
     for name, a, r in zip(("out", "input", "offset", "weight", "bias"), cuda, cpu):
         torch.testing.assert_close(a.cpu(), r, rtol=1e-4, atol=1e-4, msg=name)
+    tensors64 = [t.double().cuda() for t in tensors]
+    cuda64 = run(retina_kernels.dsconv2d, *tensors64, morph=morph, extend_scope=scope)
+    ref64 = run(reference.dsconv2d, *tensors64, morph=morph, extend_scope=scope)
+    for name, a, r in zip(("out", "input", "offset", "weight", "bias"), cuda64, ref64):
+        torch.testing.assert_close(a, r, rtol=0, atol=1e-9, msg=name)
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_gradcheck_opcheck_empty_and_non_contiguous():
+    x, offset, weight, bias, _ = [t.cuda() for t in random_case(2, 3, 4, 6, 7, 5, seed=2)]
+    for morph in (0, 1):
+        inputs = [t.clone().requires_grad_() for t in (x, offset * 0.8, weight, bias)]
+        assert torch.autograd.gradcheck(
+            lambda *a: retina_kernels.dsconv2d(*a, morph=morph, extend_scope=1.3), inputs, atol=1e-6
+        )
+    if retina_kernels.extension_loaded():
+        torch.library.opcheck(torch.ops.retina.dsconv2d.default, (x.float(), offset.float(), weight.float(), bias.float(), 0, 1.0))
+    y = retina_kernels.dsconv2d(x, offset, weight, bias, morph=1)
+    view = x.transpose(2, 3).contiguous().transpose(2, 3)
+    torch.testing.assert_close(retina_kernels.dsconv2d(view, offset, weight, bias, morph=1), y, rtol=0, atol=0)
+    empty = retina_kernels.dsconv2d(x[:0].requires_grad_(), offset[:0], weight, bias, morph=0)
+    assert empty.shape == (0, 4, 6, 7)
+    empty.sum().backward()
+
+
+@pytest.mark.cuda
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_half_precision_accumulates_in_float32(dtype):
+    tensors = random_case(2, 32, 24, 29, 31, 9, seed=5, dtype=torch.float32)
+    tensors = [t.to(dtype).float() for t in tensors]  # representable in both
+    ref = run(retina_kernels.dsconv2d, *tensors, morph=0, extend_scope=1.0)
+    half = run(retina_kernels.dsconv2d, *[t.cuda().to(dtype) for t in tensors], morph=0, extend_scope=1.0)
+    tol = 2e-2 if dtype == torch.float16 else 8e-2
+    for name, a, r in zip(("out", "input", "offset", "weight", "bias"), half, ref):
+        assert a.dtype == dtype, name
+        scale = r.abs().max().item()
+        assert (a.float().cpu() - r).abs().max().item() <= tol * scale, name
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_kernel_matches_triton_kernel():
+    if retina_kernels.backends()["cuda dsconv2d"] != "CUDA" or not triton_available():
+        pytest.skip("needs both the compiled CUDA kernel and triton")
+    from retina_kernels.triton_kernels import dsconv as triton_kernels
+
+    x, offset, weight, bias, grad = [t.cuda() for t in random_case(2, 20, 40, 33, 29, 11, seed=7)]
+    ours = torch.ops.retina.dsconv2d(x, offset, weight, bias, 1, 3.0)
+    theirs = triton_kernels.dsconv2d_forward(x, offset, weight, bias, 1, 3.0)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-9)
+    for name, a, r in zip(("input", "offset", "weight"),
+                          torch.ops.retina.dsconv2d_backward(grad, x, offset, weight, 1, 3.0),
+                          triton_kernels.dsconv2d_backward(grad, x, offset, weight, 1, 3.0)):
+        torch.testing.assert_close(a, r, rtol=0, atol=1e-9, msg=name)

@@ -1,20 +1,12 @@
 #include "dsconv_cpu.h"
 
 #include <algorithm>
-#include <cmath>
 #include <vector>
+
+#include "dsconv_taps.h"
 
 namespace retina {
 namespace {
-
-// Geometry in the snake's frame: `along` is the deformed axis (rows for morph 0), `across` the other.
-// A pixel (u, v) in that frame sits at plane index u * stride_u + v * stride_v.
-struct Frame {
-  int64_t along, across, stride_u, stride_v;
-  explicit Frame(const DSConvShape& s)
-      : along(s.morph == 0 ? s.height : s.width), across(s.morph == 0 ? s.width : s.height),
-        stride_u(s.morph == 0 ? s.width : 1), stride_v(s.morph == 0 ? 1 : s.width) {}
-};
 
 // Work is cut into strips of `strip` consecutive `across` positions (all `along` positions), and strips
 // into tiles of a few `along` lines. Tap k of a pixel reads across positions v + k - c only, so a strip's
@@ -22,7 +14,7 @@ struct Frame {
 // strip width is at least K - 1, and backward runs the even strips, then the odd ones, without locks.
 struct Tiling {
   int64_t strip, strips_per_image, lines_per_tile, max_tile;
-  Tiling(const DSConvShape& s, const Frame& f) {
+  Tiling(const DSConvShape& s, const SnakeFrame& f) {
     strip = std::min<int64_t>(f.across, std::max<int64_t>(16, s.taps - 1));
     strips_per_image = (f.across + strip - 1) / strip;
     lines_per_tile = std::max<int64_t>(1, 256 / strip);  // ~256 pixels: the tile's samples stay in cache
@@ -45,34 +37,23 @@ struct TapPositions {
 
 // Fills `pos` for the pixels (u, v), u in [u0, u1), v in [v0, v1) of image b.
 template <class T>
-void locate(const T* offset_b, const DSConvShape& s, const Frame& f, int64_t u0, int64_t u1, int64_t v0, int64_t v1,
-            TapPositions<T>& pos) {
-  const int64_t K = s.taps, c = K / 2, plane = s.height * s.width, width = v1 - v0;
+void locate(const T* offset_b, const DSConvShape& s, const SnakeFrame& f, int64_t u0, int64_t u1, int64_t v0,
+            int64_t v1, TapPositions<T>& pos) {
+  const int64_t plane = s.height * s.width, width = v1 - v0;
   const int64_t P = (u1 - u0) * width;
-  const T scope = static_cast<T>(s.extend_scope), top = static_cast<T>(f.along - 1);
-  const int64_t high_step = f.along > 1 ? f.stride_u : 0, last_low = std::max<int64_t>(f.along - 2, 0);
   pos.count = P;
   for (int64_t q = 0; q < P; ++q) {
     const int64_t u = u0 + q / width, v = v0 + q % width, p = u * f.stride_u + v * f.stride_v;
     pos.pixel[q] = p;
-    // The displacement accumulates outwards from the centre tap, in the reference's order.
-    for (int side = 0; side < 2; ++side) {
-      T displacement = T(0);
-      for (int64_t t = 0; t <= c; ++t) {
-        const int64_t k = side == 0 ? c + t : c - t;
-        if (t > 0) displacement += offset_b[k * plane + p];
-        if (side == 1 && t == 0) continue;  // the centre tap was placed by side 0
-        const T position = static_cast<T>(u) + scope * displacement;
-        const T clamped = std::min(std::max(position, T(0)), top);
-        const int64_t lower = std::min<int64_t>(static_cast<int64_t>(std::floor(clamped)), last_low);
-        const int64_t across = std::min<int64_t>(std::max<int64_t>(v + k - c, 0), f.across - 1);
-        const int64_t i = k * P + q;
-        pos.low[i] = lower * f.stride_u + across * f.stride_v;
-        pos.high[i] = pos.low[i] + high_step;
-        pos.frac[i] = clamped - static_cast<T>(lower);
-        pos.live[i] = position >= T(0) && position <= top;
-      }
-    }
+    for_each_tap(
+        f, s.taps, static_cast<T>(s.extend_scope), u, v, [&](int64_t k) { return offset_b[k * plane + p]; },
+        [&](int64_t k, const TapSample<T>& tap) {
+          const int64_t i = k * P + q;
+          pos.low[i] = tap.low;
+          pos.high[i] = tap.low + f.high_step;
+          pos.frac[i] = tap.frac;
+          pos.live[i] = tap.live;
+        });
   }
 }
 
@@ -107,7 +88,7 @@ std::vector<std::pair<int64_t, int64_t>> units(const DSConvShape& s, const Tilin
 // body(b, u0, u1, v0, v1) for every tile of the given units; units are dealt round-robin to `workers`
 // workers, and body also receives its worker index (for private accumulators).
 template <class Body>
-void for_each_tile(const Frame& f, const Tiling& t, const std::vector<std::pair<int64_t, int64_t>>& list,
+void for_each_tile(const SnakeFrame& f, const Tiling& t, const std::vector<std::pair<int64_t, int64_t>>& list,
                    int64_t workers, const ParallelFor& parallel_for, Body&& body) {
   parallel_for(workers, [&](int64_t begin, int64_t end) {
     for (int64_t worker = begin; worker < end; ++worker)
@@ -127,7 +108,7 @@ void dsconv2d_forward_cpu(const T* input, const T* offset, const T* weight, cons
                           const DSConvShape& s, int64_t threads, const Gemm<T>& gemm, const ParallelFor& parallel_for) {
   const int64_t plane = s.height * s.width, CK = s.channels * s.taps, O = s.out_channels;
   if (s.batch * plane * O == 0) return;
-  const Frame f(s);
+  const SnakeFrame f(s.height, s.width, s.morph);
   const Tiling t(s, f);
   const auto list = units(s, t, -1);
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, static_cast<int64_t>(list.size())));
@@ -157,7 +138,7 @@ void dsconv2d_backward_cpu(const T* grad_out, const T* input, const T* offset, c
   std::fill(grad_offset, grad_offset + s.batch * K * plane, T(0));
   std::fill(grad_weight, grad_weight + O * CK, T(0));
   if (s.batch * plane * O == 0) return;
-  const Frame f(s);
+  const SnakeFrame f(s.height, s.width, s.morph);
   const Tiling t(s, f);
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, s.batch * t.strips_per_image));
   std::vector<TapPositions<T>> positions(workers, TapPositions<T>(K, t.max_tile));

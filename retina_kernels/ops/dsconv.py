@@ -10,6 +10,9 @@ from .. import _checks
 from .._extension import extension_loaded, has_kernel, triton_available
 from ..reference import dsconv as reference
 
+# What serves retina::dsconv2d on CUDA devices: "CUDA" (compiled), "Triton" or the "reference".
+CUDA_IMPLEMENTATION = "reference"
+
 
 def dsconv2d(
     input: torch.Tensor,
@@ -38,8 +41,8 @@ def dsconv2d(
 
     Returns:
         [B, O, H, W]. Differentiable in input, offset, weight and bias. CPU: C++ (float16/bfloat16 are
-        computed in float32). CUDA: Triton (tensor cores for float16/bfloat16 with float32
-        accumulation; exact float32 products otherwise); the reference where triton is missing.
+        computed in float32). CUDA: compiled kernels (float32 accumulation for float16/bfloat16), or
+        Triton where the extension was built without CUDA; the reference where neither is available.
         Autocast-aware: under autocast everything runs in the autocast dtype.
     """
     for name, tensor in (("input", input), ("offset", offset), ("weight", weight)):
@@ -114,10 +117,14 @@ if extension_loaded():
 
     torch.library.register_autograd("retina::dsconv2d", _backward, setup_context=_setup_context)
 
-    # The CUDA kernel is written in Triton (retina_kernels/triton_kernels/dsconv.py), registered where it
-    # can run so CPU-only installs never import triton.
-    if torch.cuda.is_available() and triton_available():
+    # CUDA: the compiled kernels (csrc/core/dsconv_cuda.cu) where the extension was built with CUDA;
+    # otherwise the Triton version (retina_kernels/triton_kernels/dsconv.py), registered only where it can
+    # run so CPU-only installs never import triton.
+    if has_kernel("dsconv2d", "cuda"):
+        CUDA_IMPLEMENTATION = "CUDA"
+    elif torch.cuda.is_available() and triton_available():
         from ..triton_kernels import dsconv as _triton
 
         torch.library.register_kernel("retina::dsconv2d", "cuda", _triton.dsconv2d_forward)
         torch.library.register_kernel("retina::dsconv2d_backward", "cuda", _triton.dsconv2d_backward)
+        CUDA_IMPLEMENTATION = "Triton"

@@ -1,0 +1,193 @@
+// CUDA dynamic snake convolution: the kernels wrap the block bodies of dsconv_cuda_tiles.h (tested on the
+// CPU in csrc/tests/test_dsconv_tiles.cpp); this file chooses tile shapes and grids.
+#include <type_traits>
+
+#include "dsconv_cuda.h"
+#include "dsconv_cuda_tiles.h"
+
+namespace retina {
+namespace {
+
+using namespace dsconv_tiles;
+
+// The hardware block behind the tiles' Block interface.
+struct DeviceBlock {
+  __device__ int thread() const { return static_cast<int>(threadIdx.x); }
+  __device__ int64_t index(int axis) const { return axis == 0 ? blockIdx.x : (axis == 1 ? blockIdx.y : blockIdx.z); }
+  __device__ void sync() const { __syncthreads(); }
+  template <class A>
+  __device__ void atomic_add(A* at, A value) const {
+    atomicAdd(at, value);
+  }
+};
+
+template <class T, class Acc>
+__global__ void __launch_bounds__(256) locate_kernel(LocateArgs<T, Acc> a) {
+  const int64_t total = a.batch * a.height * a.width;
+  for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < total; n += int64_t(gridDim.x) * blockDim.x)
+    locate_pixel(a, n);
+}
+
+template <class T, class Acc, int TM, int TN>
+__global__ void __launch_bounds__(kThreads) forward_kernel(ForwardArgs<T, Acc> a) {
+  using S = Tile<TM, TN>;
+  __shared__ __align__(16) Acc shared_w[S::kSharedA];
+  __shared__ __align__(16) Acc shared_s[S::kSharedB];
+  forward_tile<T, Acc, TM, TN>(a, shared_w, shared_s, DeviceBlock{});
+}
+
+template <class T, class Acc, int TM, int TN>
+__global__ void __launch_bounds__(kThreads) input_grad_kernel(InputGradArgs<T, Acc> a) {
+  using S = Tile<TM, TN>;
+  __shared__ __align__(16) Acc shared_w[S::kSharedA];
+  __shared__ __align__(16) Acc shared_g[S::kSharedB];
+  __shared__ Acc partial[S::kSharedPartials];
+  __shared__ Acc running[S::kCols];
+  input_grad_tile<T, Acc, TM, TN>(a, shared_w, shared_g, partial, running, DeviceBlock{});
+}
+
+template <class T, class Acc, int TM, int TN>
+__global__ void __launch_bounds__(kThreads) weight_grad_kernel(WeightGradArgs<T, Acc> a) {
+  using S = Tile<TM, TN>;
+  __shared__ __align__(16) Acc shared_s[S::kSharedA];
+  __shared__ __align__(16) Acc shared_g[S::kSharedB];
+  weight_grad_tile<T, Acc, TM, TN>(a, shared_s, shared_g, DeviceBlock{});
+}
+
+template <int N>
+using Int = std::integral_constant<int, N>;
+
+// Tiles of kGrid * n rows, n in {1, 2, 4}: the smallest that covers `extent` (output or input channels),
+// so narrow layers do not compute padding. Narrow tiles are wider in pixels (the other dimension).
+template <class Launch>
+void with_pixel_tile(int64_t extent, Launch&& launch) {
+  if (extent <= kGrid)
+    launch(Int<1>{}, Int<8>{});
+  else if (extent <= 2 * kGrid)
+    launch(Int<2>{}, Int<8>{});
+  else
+    launch(Int<4>{}, Int<4>{});
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Blocks the weight gradient aims for: a few waves of a large GPU.
+constexpr int64_t kWeightGradBlocks = 512;
+// A split sums at least this many pixel chunks (fewer, and the partial sums cost more than they save).
+constexpr int64_t kMinChunksPerSplit = 8;
+
+// Tile of the weight gradient: 64 (tap, channel) rows by 16 * TN output channels.
+template <class Launch>
+void with_weight_tile(int64_t out_channels, Launch&& launch) {
+  if (out_channels <= kGrid)
+    launch(Int<4>{}, Int<1>{});
+  else if (out_channels <= 2 * kGrid)
+    launch(Int<4>{}, Int<2>{});
+  else
+    launch(Int<4>{}, Int<4>{});
+}
+
+int weight_cols(int64_t out_channels) {
+  return out_channels <= kGrid ? kGrid : (out_channels <= 2 * kGrid ? 2 * kGrid : 4 * kGrid);
+}
+
+}  // namespace
+
+int64_t dsconv2d_weight_grad_splits(const DSConvShape& s) {
+  const int64_t tiles = ceil_div(s.channels * s.taps, 4 * kGrid) * ceil_div(s.out_channels, weight_cols(s.out_channels));
+  const int64_t chunks = ceil_div(s.batch * s.height * s.width, kChunk);
+  int64_t splits = ceil_div(kWeightGradBlocks, tiles > 0 ? tiles : 1);
+  if (splits > chunks / kMinChunksPerSplit) splits = chunks / kMinChunksPerSplit;
+  if (splits > kDSConvMaxBatch) splits = kDSConvMaxBatch;
+  return splits < 1 ? 1 : splits;
+}
+
+template <class T>
+cudaError_t dsconv2d_locate_cuda(const T* offset, int32_t* low, dsconv_acc_t<T>* frac, uint8_t* live,
+                                 const DSConvShape& s, cudaStream_t stream) {
+  using Acc = dsconv_acc_t<T>;
+  const int64_t total = s.batch * s.height * s.width;
+  if (total == 0) return cudaSuccess;
+  const LocateArgs<T, Acc> a{offset, low, frac, live, s.batch, s.height, s.width, s.taps, s.morph,
+                             static_cast<Acc>(s.extend_scope)};
+  const int64_t blocks = ceil_div(total, 256);
+  locate_kernel<T, Acc><<<static_cast<unsigned>(blocks < (1 << 20) ? blocks : (1 << 20)), 256, 0, stream>>>(a);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t dsconv2d_forward_cuda(const T* input, const int32_t* low, const dsconv_acc_t<T>* frac,
+                                  const T* weight_kco, const T* bias, T* out, const DSConvShape& s,
+                                  cudaStream_t stream) {
+  using Acc = dsconv_acc_t<T>;
+  const int64_t pixels = s.height * s.width;
+  if (s.batch * pixels * s.out_channels == 0) return cudaSuccess;
+  if (s.batch > kDSConvMaxBatch) return cudaErrorInvalidValue;
+  const ForwardArgs<T, Acc> a{input, {low, frac, nullptr}, weight_kco, bias, out, s.channels, s.out_channels, s.taps,
+                              pixels, SnakeFrame(s.height, s.width, s.morph).high_step};
+  with_pixel_tile(s.out_channels, [&](auto tm, auto tn) {
+    using S = Tile<decltype(tm)::value, decltype(tn)::value>;
+    const dim3 grid(static_cast<unsigned>(ceil_div(pixels, S::kCols)),
+                    static_cast<unsigned>(ceil_div(s.out_channels, S::kRows)), static_cast<unsigned>(s.batch));
+    forward_kernel<T, Acc, decltype(tm)::value, decltype(tn)::value><<<grid, kThreads, 0, stream>>>(a);
+  });
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t dsconv2d_input_grad_cuda(const T* grad_out, const T* input, const int32_t* low,
+                                     const dsconv_acc_t<T>* frac, const uint8_t* live, const T* weight_okc,
+                                     dsconv_acc_t<T>* grad_input, dsconv_acc_t<T>* grad_offset, const DSConvShape& s,
+                                     cudaStream_t stream) {
+  using Acc = dsconv_acc_t<T>;
+  const int64_t pixels = s.height * s.width;
+  if (s.batch * pixels == 0) return cudaSuccess;
+  if (s.batch > kDSConvMaxBatch) return cudaErrorInvalidValue;
+  const InputGradArgs<T, Acc> a{grad_out,    input,        {low, frac, live}, weight_okc, grad_input,
+                                grad_offset, s.channels,   s.out_channels,    s.taps,     pixels,
+                                SnakeFrame(s.height, s.width, s.morph).high_step, static_cast<Acc>(s.extend_scope)};
+  with_pixel_tile(s.channels, [&](auto tm, auto tn) {
+    using S = Tile<decltype(tm)::value, decltype(tn)::value>;
+    const dim3 grid(static_cast<unsigned>(ceil_div(pixels, S::kCols)), static_cast<unsigned>(s.batch));
+    input_grad_kernel<T, Acc, decltype(tm)::value, decltype(tn)::value><<<grid, kThreads, 0, stream>>>(a);
+  });
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t dsconv2d_weight_grad_cuda(const T* grad_out, const T* input, const int32_t* low,
+                                      const dsconv_acc_t<T>* frac, dsconv_acc_t<T>* partial, int64_t splits,
+                                      const DSConvShape& s, cudaStream_t stream) {
+  using Acc = dsconv_acc_t<T>;
+  const int64_t pixels = s.height * s.width, rows = s.channels * s.taps;
+  if (rows * s.out_channels == 0) return cudaSuccess;
+  if (splits < 1 || splits > kDSConvMaxBatch) return cudaErrorInvalidValue;
+  const WeightGradArgs<T, Acc> a{grad_out, input,  {low, frac, nullptr}, partial, s.batch,
+                                 s.channels, s.out_channels, s.taps, pixels, SnakeFrame(s.height, s.width, s.morph).high_step,
+                                 splits};
+  with_weight_tile(s.out_channels, [&](auto tm, auto tn) {
+    using S = Tile<decltype(tm)::value, decltype(tn)::value>;
+    const dim3 grid(static_cast<unsigned>(ceil_div(rows, S::kRows)),
+                    static_cast<unsigned>(ceil_div(s.out_channels, S::kCols)), static_cast<unsigned>(splits));
+    weight_grad_kernel<T, Acc, decltype(tm)::value, decltype(tn)::value><<<grid, kThreads, 0, stream>>>(a);
+  });
+  return cudaGetLastError();
+}
+
+#define RETINA_DSCONV_INSTANTIATE(T)                                                                            \
+  template cudaError_t dsconv2d_locate_cuda<T>(const T*, int32_t*, dsconv_acc_t<T>*, uint8_t*, const DSConvShape&, \
+                                               cudaStream_t);                                                    \
+  template cudaError_t dsconv2d_forward_cuda<T>(const T*, const int32_t*, const dsconv_acc_t<T>*, const T*,       \
+                                                const T*, T*, const DSConvShape&, cudaStream_t);                 \
+  template cudaError_t dsconv2d_input_grad_cuda<T>(const T*, const T*, const int32_t*, const dsconv_acc_t<T>*,    \
+                                                   const uint8_t*, const T*, dsconv_acc_t<T>*, dsconv_acc_t<T>*, \
+                                                   const DSConvShape&, cudaStream_t);                            \
+  template cudaError_t dsconv2d_weight_grad_cuda<T>(const T*, const T*, const int32_t*, const dsconv_acc_t<T>*,   \
+                                                    dsconv_acc_t<T>*, int64_t, const DSConvShape&, cudaStream_t);
+
+RETINA_DSCONV_INSTANTIATE(float)
+RETINA_DSCONV_INSTANTIATE(double)
+RETINA_DSCONV_INSTANTIATE(__half)
+RETINA_DSCONV_INSTANTIATE(__nv_bfloat16)
+
+}  // namespace retina

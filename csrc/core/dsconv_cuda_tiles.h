@@ -1,0 +1,360 @@
+// The thread-block bodies of the CUDA dynamic snake convolution (SPEC.md §1). Each is written once against
+// a small `Block` interface — thread(), index(axis), sync(), atomic_add(ptr, value) — so the same code runs
+// as CUDA kernels (dsconv_cuda.cu, where Block is the hardware block) and on the CPU with one std::thread
+// per CUDA thread and a barrier (csrc/tests/test_dsconv_tiles.cpp), which is how CI checks the kernels'
+// indexing, staging and synchronisation against the CPU core without a GPU.
+//
+// All three passes are implicit matrix products whose operand of samples is built in shared memory, one
+// chunk of the reduction at a time, and never stored in global memory:
+//   forward       out[o, p]        = Σ_r weight[r, o] · S[r, p]        (rows o, columns p, reduce r)
+//   input grad    G[r, p]          = Σ_o weight[o, r] · grad_out[o, p] (rows c of one tap, columns p, reduce o),
+//                 scattered to the two input lines each sample read, and reduced with their difference
+//                 into the position gradient, then the offset gradient (sums outwards from the centre)
+//   weight grad   grad_w[r, o]     = Σ_n S[r, n] · grad_out[o, n]      (rows r, columns o, reduce pixels n)
+// where r = k * C + c runs over (tap, channel) pairs tap-major and S[r, p] is channel c sampled at tap k
+// of pixel p. Tap positions (`low`, `frac`, `live`, [B, K, H·W]) are computed once per call by
+// `locate_pixel`, K/C times less data than the samples.
+#pragma once
+
+#include <cstdint>
+
+#include "dsconv_taps.h"
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#define RETINA_TILE __device__ __forceinline__
+#define RETINA_UNROLL _Pragma("unroll")
+#else
+#define RETINA_TILE inline
+#define RETINA_UNROLL
+#endif
+
+namespace retina {
+namespace dsconv_tiles {
+
+constexpr int kThreads = 256;  // a 16 x 16 grid of threads, each owning TM x TN results
+constexpr int kGrid = 16;
+constexpr int kChunk = 16;  // reduction depth staged in shared memory per step
+constexpr int kPad = 4;     // shared rows are padded: keeps 16-byte alignment, spreads transposed stores over banks
+
+// A block computes a kRows x kCols tile; shared operands are [kChunk][kRows + pad] and [kChunk][kCols + pad].
+template <int TM, int TN>
+struct Tile {
+  static constexpr int kRows = kGrid * TM, kCols = kGrid * TN;
+  static constexpr int kLdA = kRows + kPad, kLdB = kCols + kPad;
+  static constexpr int kSharedA = kChunk * kLdA, kSharedB = kChunk * kLdB, kSharedPartials = kGrid * kCols;
+  static_assert(kThreads % kCols == 0, "a thread stages whole columns");
+};
+
+// Loads and stores in the accumulation type: float for float/half/bfloat16, double for double.
+RETINA_TILE float to_acc(float v) { return v; }
+RETINA_TILE double to_acc(double v) { return v; }
+template <class T, class Acc>
+RETINA_TILE T from_acc(Acc v) {
+  return static_cast<T>(v);
+}
+#if defined(__CUDACC__)
+RETINA_TILE float to_acc(__half v) { return __half2float(v); }
+RETINA_TILE float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <>
+RETINA_TILE __half from_acc<__half, float>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+RETINA_TILE __nv_bfloat16 from_acc<__nv_bfloat16, float>(float v) {
+  return __float2bfloat16_rn(v);
+}
+#endif
+
+// Tap positions of every pixel: [B, K, H·W] each.
+template <class Acc>
+struct TapPlanes {
+  const int32_t* low;   // plane index of the lower line
+  const Acc* frac;      // weight of the upper line, at low + high_step
+  const uint8_t* live;  // 1 where the deformed coordinate was inside the image
+};
+
+// Channel `plane` sampled at (low, frac).
+template <class T, class Acc>
+RETINA_TILE Acc lerp_sample(const T* plane, int32_t low, int64_t high_step, Acc frac) {
+  const Acc a = to_acc(plane[low]);
+  return a + frac * (to_acc(plane[low + high_step]) - a);
+}
+
+// acc[i][j] += Σ_kk a[kk][tr*TM + i] · b[kk][tc*TN + j] over one staged chunk.
+template <int TM, int TN, class Acc>
+RETINA_TILE void multiply_chunk(Acc (&acc)[TM][TN], const Acc* a, const Acc* b, int tr, int tc) {
+  using S = Tile<TM, TN>;
+  RETINA_UNROLL
+  for (int kk = 0; kk < kChunk; ++kk) {
+    Acc ra[TM], rb[TN];
+    RETINA_UNROLL
+    for (int i = 0; i < TM; ++i) ra[i] = a[kk * S::kLdA + tr * TM + i];
+    RETINA_UNROLL
+    for (int j = 0; j < TN; ++j) rb[j] = b[kk * S::kLdB + tc * TN + j];
+    RETINA_UNROLL
+    for (int i = 0; i < TM; ++i) {
+      RETINA_UNROLL
+      for (int j = 0; j < TN; ++j) acc[i][j] += ra[i] * rb[j];
+    }
+  }
+}
+
+// ---- tap positions: one thread per pixel ------------------------------------------------------------
+
+template <class T, class Acc>
+struct LocateArgs {
+  const T* offset;  // [B, K, H, W]
+  int32_t* low;
+  Acc* frac;
+  uint8_t* live;  // [B, K, H·W] each
+  int64_t batch, height, width, taps;
+  int morph;
+  Acc scope;
+};
+
+// Tap positions of pixel n of the flattened [B, H·W].
+template <class T, class Acc>
+RETINA_TILE void locate_pixel(const LocateArgs<T, Acc>& a, int64_t n) {
+  const int64_t pixels = a.height * a.width, b = n / pixels, p = n % pixels;
+  const SnakeFrame f(a.height, a.width, a.morph);
+  const T* offset = a.offset + b * a.taps * pixels + p;
+  const int64_t base = b * a.taps * pixels + p;
+  for_each_tap(
+      f, a.taps, a.scope, f.u_of(p), f.v_of(p), [&](int64_t k) { return to_acc(offset[k * pixels]); },
+      [&](int64_t k, const TapSample<Acc>& tap) {
+        a.low[base + k * pixels] = static_cast<int32_t>(tap.low);
+        a.frac[base + k * pixels] = tap.frac;
+        a.live[base + k * pixels] = tap.live ? 1 : 0;
+      });
+}
+
+// ---- forward ----------------------------------------------------------------------------------------
+
+template <class T, class Acc>
+struct ForwardArgs {
+  const T* input;  // [B, C, H·W]
+  TapPlanes<Acc> taps;
+  const T* weight;  // [K, C, O]: weight[o, c, k] at (k * C + c) * O + o
+  const T* bias;    // [O] or nullptr
+  T* out;           // [B, O, H·W]
+  int64_t channels, out_channels, num_taps, pixels, high_step;
+};
+
+// Block (index(0), index(1), index(2)) = (pixel tile, output-channel tile, image). Shared: kSharedA, kSharedB.
+template <class T, class Acc, int TM, int TN, class Block>
+RETINA_TILE void forward_tile(const ForwardArgs<T, Acc>& a, Acc* shared_w, Acc* shared_s, const Block& blk) {
+  using S = Tile<TM, TN>;
+  const int t = blk.thread(), tr = t / kGrid, tc = t % kGrid;
+  const int64_t p0 = blk.index(0) * S::kCols, o0 = blk.index(1) * S::kRows, b = blk.index(2);
+  const int64_t C = a.channels, O = a.out_channels, HW = a.pixels, rows = C * a.num_taps;
+  const T* x = a.input + b * C * HW;
+  const int32_t* low = a.taps.low + b * a.num_taps * HW;
+  const Acc* frac = a.taps.frac + b * a.num_taps * HW;
+
+  // Each thread builds the samples of one pixel; its tap position is reloaded only when the tap changes
+  // (rows are tap-major, so once per C rows).
+  const int q = t % S::kCols;
+  const int64_t p = p0 + q;
+  int64_t tap = -1;
+  int32_t tap_low = 0;
+  Acc tap_frac = Acc(0);
+
+  Acc acc[TM][TN] = {};
+  for (int64_t r0 = 0; r0 < rows; r0 += kChunk) {
+    for (int kk = t / S::kCols; kk < kChunk; kk += kThreads / S::kCols) {
+      const int64_t r = r0 + kk;
+      Acc sample = Acc(0);
+      if (p < HW && r < rows) {
+        const int64_t k = r / C, c = r - k * C;
+        if (k != tap) {
+          tap = k;
+          tap_low = low[k * HW + p];
+          tap_frac = frac[k * HW + p];
+        }
+        sample = lerp_sample(x + c * HW, tap_low, a.high_step, tap_frac);
+      }
+      shared_s[kk * S::kLdB + q] = sample;
+    }
+    for (int e = t; e < kChunk * S::kRows; e += kThreads) {
+      const int kk = e / S::kRows, m = e % S::kRows;
+      const int64_t r = r0 + kk, o = o0 + m;
+      shared_w[kk * S::kLdA + m] = r < rows && o < O ? to_acc(a.weight[r * O + o]) : Acc(0);
+    }
+    blk.sync();
+    multiply_chunk<TM, TN>(acc, shared_w, shared_s, tr, tc);
+    blk.sync();
+  }
+  RETINA_UNROLL
+  for (int i = 0; i < TM; ++i) {
+    const int64_t o = o0 + tr * TM + i;
+    if (o >= O) continue;
+    const Acc add = a.bias ? to_acc(a.bias[o]) : Acc(0);
+    RETINA_UNROLL
+    for (int j = 0; j < TN; ++j) {
+      const int64_t pj = p0 + tc * TN + j;
+      if (pj < HW) a.out[(b * O + o) * HW + pj] = from_acc<T>(acc[i][j] + add);
+    }
+  }
+}
+
+// ---- input and offset gradients ---------------------------------------------------------------------
+
+template <class T, class Acc>
+struct InputGradArgs {
+  const T* grad_out;  // [B, O, H·W]
+  const T* input;     // [B, C, H·W]
+  TapPlanes<Acc> taps;
+  const T* weight;   // [O, K, C]: weight[o, c, k] at (o * K + k) * C + c
+  Acc* grad_input;   // [B, C, H·W], zeroed by the caller, accumulated atomically
+  Acc* grad_offset;  // [B, K, H·W], overwritten
+  int64_t channels, out_channels, num_taps, pixels, high_step;
+  Acc scope;
+};
+
+// Shared: kSharedA, kSharedB, then kSharedPartials (position-gradient partials) and kCols (running sums).
+// Block (index(0), index(1)) = (pixel tile, image). Taps run outermost, from the ends of the snake towards
+// its centre (K-1 .. c, then 0 .. c-1), so the offset gradient — the position gradient summed outwards
+// from the centre — is a running sum finished tap by tap, with no [K, pixels] buffer.
+template <class T, class Acc, int TM, int TN, class Block>
+RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, Acc* shared_w, Acc* shared_g, Acc* partial,
+                                 Acc* running, const Block& blk) {
+  using S = Tile<TM, TN>;
+  const int t = blk.thread(), tr = t / kGrid, tc = t % kGrid;
+  const int64_t p0 = blk.index(0) * S::kCols, b = blk.index(1);
+  const int64_t C = a.channels, O = a.out_channels, K = a.num_taps, HW = a.pixels, centre = K / 2;
+  const T* x = a.input + b * C * HW;
+  const T* g = a.grad_out + b * O * HW;
+  Acc* gx = a.grad_input + b * C * HW;
+  const int64_t tap_base = b * K * HW;
+
+  for (int64_t n = 0; n < K; ++n) {
+    const int64_t k = n <= centre ? K - 1 - n : n - centre - 1;
+    if ((n == 0 || n == centre + 1) && t < S::kCols) running[t] = Acc(0);  // a new side of the snake
+
+    int32_t tap_low[TN];
+    Acc tap_frac[TN];
+    bool inside[TN];
+    RETINA_UNROLL
+    for (int j = 0; j < TN; ++j) {
+      const int64_t p = p0 + tc * TN + j;
+      inside[j] = p < HW;
+      tap_low[j] = inside[j] ? a.taps.low[tap_base + k * HW + p] : 0;
+      tap_frac[j] = inside[j] ? a.taps.frac[tap_base + k * HW + p] : Acc(0);
+    }
+    Acc grad_position[TN] = {};
+
+    for (int64_t c0 = 0; c0 < C; c0 += S::kRows) {
+      Acc acc[TM][TN] = {};
+      for (int64_t o0 = 0; o0 < O; o0 += kChunk) {
+        for (int e = t; e < kChunk * S::kRows; e += kThreads) {
+          const int kk = e / S::kRows, m = e % S::kRows;
+          const int64_t o = o0 + kk, c = c0 + m;
+          shared_w[kk * S::kLdA + m] = o < O && c < C ? to_acc(a.weight[(o * K + k) * C + c]) : Acc(0);
+        }
+        for (int e = t; e < kChunk * S::kCols; e += kThreads) {
+          const int kk = e / S::kCols, j = e % S::kCols;
+          const int64_t o = o0 + kk, p = p0 + j;
+          shared_g[kk * S::kLdB + j] = o < O && p < HW ? to_acc(g[o * HW + p]) : Acc(0);
+        }
+        blk.sync();
+        multiply_chunk<TM, TN>(acc, shared_w, shared_g, tr, tc);
+        blk.sync();
+      }
+      // acc[i][j] is the gradient of channel c's sample at tap k of pixel p: split between the two lines
+      // it interpolated, and times their difference towards the sample position.
+      RETINA_UNROLL
+      for (int i = 0; i < TM; ++i) {
+        const int64_t c = c0 + tr * TM + i;
+        if (c >= C) continue;
+        const T* plane = x + c * HW;
+        Acc* grad_plane = gx + c * HW;
+        RETINA_UNROLL
+        for (int j = 0; j < TN; ++j) {
+          if (!inside[j]) continue;
+          const Acc v = acc[i][j], upper = v * tap_frac[j];
+          blk.atomic_add(grad_plane + tap_low[j], v - upper);
+          blk.atomic_add(grad_plane + tap_low[j] + a.high_step, upper);
+          grad_position[j] += v * (to_acc(plane[tap_low[j] + a.high_step]) - to_acc(plane[tap_low[j]]));
+        }
+      }
+    }
+    // Sum the position gradient over the 16 row groups, then extend the running sum outwards-in.
+    RETINA_UNROLL
+    for (int j = 0; j < TN; ++j) partial[tr * S::kCols + tc * TN + j] = grad_position[j];
+    blk.sync();
+    if (t < S::kCols && p0 + t < HW) {
+      const int64_t p = p0 + t;
+      Acc total = Acc(0);
+      for (int row = 0; row < kGrid; ++row) total += partial[row * S::kCols + t];
+      if (k != centre && a.taps.live[tap_base + k * HW + p]) running[t] += a.scope * total;
+      a.grad_offset[tap_base + k * HW + p] = k == centre ? Acc(0) : running[t];
+    }
+    blk.sync();
+  }
+}
+
+// ---- weight gradient --------------------------------------------------------------------------------
+
+template <class T, class Acc>
+struct WeightGradArgs {
+  const T* grad_out;  // [B, O, H·W]
+  const T* input;     // [B, C, H·W]
+  TapPlanes<Acc> taps;
+  Acc* partial;  // [splits, K, C, O]: this split's sum for weight[o, c, k] at ((split * K + k) * C + c) * O + o
+  int64_t batch, channels, out_channels, num_taps, pixels, high_step, splits;
+};
+
+// Block (index(0), index(1), index(2)) = ((tap, channel) row tile, output-channel tile, split). Split s sums
+// the pixel chunks s, s + splits, ... of the flattened [B, H·W]; every (row, o) of its tile is written.
+template <class T, class Acc, int TM, int TN, class Block>
+RETINA_TILE void weight_grad_tile(const WeightGradArgs<T, Acc>& a, Acc* shared_s, Acc* shared_g, const Block& blk) {
+  using S = Tile<TM, TN>;
+  const int t = blk.thread(), tr = t / kGrid, tc = t % kGrid;
+  const int64_t r0 = blk.index(0) * S::kRows, o0 = blk.index(1) * S::kCols, split = blk.index(2);
+  const int64_t C = a.channels, O = a.out_channels, K = a.num_taps, HW = a.pixels;
+  const int64_t rows = C * K, total = a.batch * HW;
+
+  Acc acc[TM][TN] = {};
+  for (int64_t n0 = split * kChunk; n0 < total; n0 += a.splits * kChunk) {
+    // Consecutive threads take consecutive pixels, so the gathers of a row are coalesced.
+    for (int e = t; e < kChunk * S::kRows; e += kThreads) {
+      const int kk = e % kChunk, m = e / kChunk;
+      const int64_t n = n0 + kk, r = r0 + m;
+      Acc sample = Acc(0);
+      if (n < total && r < rows) {
+        const int64_t b = n / HW, p = n - b * HW, k = r / C, c = r - k * C;
+        const int64_t at = (b * K + k) * HW + p;
+        sample = lerp_sample(a.input + (b * C + c) * HW, a.taps.low[at], a.high_step, a.taps.frac[at]);
+      }
+      shared_s[kk * S::kLdA + m] = sample;
+    }
+    for (int e = t; e < kChunk * S::kCols; e += kThreads) {
+      const int kk = e % kChunk, m = e / kChunk;
+      const int64_t n = n0 + kk, o = o0 + m;
+      Acc value = Acc(0);
+      if (n < total && o < O) {
+        const int64_t b = n / HW, p = n - b * HW;
+        value = to_acc(a.grad_out[(b * O + o) * HW + p]);
+      }
+      shared_g[kk * S::kLdB + m] = value;
+    }
+    blk.sync();
+    multiply_chunk<TM, TN>(acc, shared_s, shared_g, tr, tc);
+    blk.sync();
+  }
+  RETINA_UNROLL
+  for (int i = 0; i < TM; ++i) {
+    const int64_t r = r0 + tr * TM + i;
+    if (r >= rows) continue;
+    RETINA_UNROLL
+    for (int j = 0; j < TN; ++j) {
+      const int64_t o = o0 + tc * TN + j;
+      if (o < O) a.partial[(split * rows + r) * O + o] = acc[i][j];
+    }
+  }
+}
+
+}  // namespace dsconv_tiles
+}  // namespace retina

@@ -1,0 +1,250 @@
+// The CUDA dynamic snake convolution's block bodies (csrc/core/dsconv_cuda_tiles.h), run on the CPU and
+// compared with the CPU core (dsconv2d_forward_cpu / dsconv2d_backward_cpu). A "block" is 256 std::threads
+// sharing the tile's shared-memory arrays and a barrier for __syncthreads(); shared memory is filled with
+// NaN before every block, so reading an element no thread wrote this block shows up in the results.
+// Every tile shape the CUDA launcher can choose is run. Built with ASan/UBSan in CI (ctest).
+#include <array>
+#include <atomic>
+#include <barrier>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "../core/dsconv_cpu.h"
+#include "../core/dsconv_cuda_tiles.h"
+
+namespace {
+
+using namespace retina;
+using namespace retina::dsconv_tiles;
+
+int failures = 0;
+
+struct HostBlock {
+  int tid;
+  std::array<int64_t, 3> block;
+  std::barrier<>* barrier;
+  int thread() const { return tid; }
+  int64_t index(int axis) const { return block[axis]; }
+  void sync() const { barrier->arrive_and_wait(); }
+  template <class A>
+  void atomic_add(A* at, A value) const {
+    std::atomic_ref<A>(*at).fetch_add(value);
+  }
+};
+
+// Runs body(block) for every block of `grid`, one block at a time, on kThreads threads; `shared` is
+// poisoned with NaN before each block.
+template <class Acc, class Body>
+void launch(std::array<int64_t, 3> grid, std::vector<std::vector<Acc>*> shared, Body&& body) {
+  std::barrier<> barrier(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int64_t z = 0; z < grid[2]; ++z)
+        for (int64_t y = 0; y < grid[1]; ++y)
+          for (int64_t x = 0; x < grid[0]; ++x) {
+            if (t == 0)
+              for (auto* s : shared) std::fill(s->begin(), s->end(), std::numeric_limits<Acc>::quiet_NaN());
+            barrier.arrive_and_wait();
+            body(HostBlock{t, {x, y, z}, &barrier});
+            barrier.arrive_and_wait();
+          }
+    });
+  for (auto& th : threads) th.join();
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <class T>
+void naive_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+                int64_t ldb, T beta, T* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      T sum = 0;
+      for (int64_t l = 0; l < k; ++l) sum += (ta ? a[l * lda + i] : a[i * lda + l]) * (tb ? b[j * ldb + l] : b[l * ldb + j]);
+      c[i * ldc + j] = alpha * sum + (beta == T(0) ? T(0) : beta * c[i * ldc + j]);
+    }
+}
+
+struct Case {
+  int64_t batch, channels, out_channels, height, width, taps;
+  int morph;
+  double scope, spread;  // offsets uniform in [-spread, spread]
+};
+
+template <class T>
+bool close(const std::vector<T>& got, const std::vector<T>& want, double tol, const char* what, const Case& c,
+           int tm, int tn) {
+  double scale = 1;
+  for (T v : want) scale = std::max(scale, std::abs(static_cast<double>(v)));
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double err = std::abs(static_cast<double>(got[i]) - static_cast<double>(want[i]));
+    if (!(err <= tol * scale)) {  // also catches NaN
+      std::fprintf(stderr,
+                   "%s (%s, tile %dx%d) differs at %zu: %.12g vs %.12g; case B=%lld C=%lld O=%lld %lldx%lld K=%lld "
+                   "morph=%d scope=%g\n",
+                   what, sizeof(T) == 8 ? "double" : "float", tm, tn, i, static_cast<double>(got[i]),
+                   static_cast<double>(want[i]), (long long)c.batch, (long long)c.channels, (long long)c.out_channels,
+                   (long long)c.height, (long long)c.width, (long long)c.taps, c.morph, c.scope);
+      ++failures;
+      return false;
+    }
+  }
+  return true;
+}
+
+template <class T>
+struct Problem {
+  Case c;
+  DSConvShape shape;
+  std::vector<T> input, offset, weight, bias, grad_out;
+  // CPU core results
+  std::vector<T> out, grad_input, grad_offset, grad_weight;
+  // tap positions
+  std::vector<int32_t> low;
+  std::vector<T> frac;
+  std::vector<uint8_t> live;
+  // permuted weights: [K, C, O] and [O, K, C]
+  std::vector<T> weight_kco, weight_okc;
+
+  explicit Problem(const Case& cs, uint32_t seed)
+      : c(cs), shape{cs.batch, cs.channels, cs.out_channels, cs.height, cs.width, cs.taps, cs.morph, cs.scope} {
+    std::mt19937 gen(seed);
+    std::uniform_real_distribution<double> unit(-1.0, 1.0);
+    const int64_t HW = c.height * c.width, B = c.batch, C = c.channels, O = c.out_channels, K = c.taps;
+    auto fill = [&](std::vector<T>& v, int64_t n, double scale) {
+      v.resize(n);
+      for (auto& x : v) x = static_cast<T>(scale * unit(gen));
+    };
+    fill(input, B * C * HW, 1.0);
+    fill(offset, B * K * HW, c.spread);
+    fill(weight, O * C * K, 0.3);
+    fill(bias, O, 1.0);
+    fill(grad_out, B * O * HW, 1.0);
+    const Gemm<T> gemm = naive_gemm<T>;
+    out.resize(B * O * HW);
+    dsconv2d_forward_cpu<T>(input.data(), offset.data(), weight.data(), bias.data(), out.data(), shape, 1, gemm, serial_for);
+    grad_input.resize(input.size());
+    grad_offset.resize(offset.size());
+    grad_weight.resize(weight.size());
+    dsconv2d_backward_cpu<T>(grad_out.data(), input.data(), offset.data(), weight.data(), grad_input.data(),
+                             grad_offset.data(), grad_weight.data(), shape, 1, gemm, serial_for);
+
+    low.resize(B * K * HW);
+    frac.resize(B * K * HW);
+    live.resize(B * K * HW);
+    const LocateArgs<T, T> locate{offset.data(), low.data(), frac.data(), live.data(), B, c.height, c.width, K,
+                                  c.morph, static_cast<T>(c.scope)};
+    for (int64_t n = 0; n < B * HW; ++n) locate_pixel(locate, n);
+    weight_kco.resize(weight.size());
+    weight_okc.resize(weight.size());
+    for (int64_t o = 0; o < O; ++o)
+      for (int64_t ch = 0; ch < C; ++ch)
+        for (int64_t k = 0; k < K; ++k) {
+          const T w = weight[(o * C + ch) * K + k];
+          weight_kco[(k * C + ch) * O + o] = w;
+          weight_okc[(o * K + k) * C + ch] = w;
+        }
+  }
+  int64_t high_step() const { return SnakeFrame(c.height, c.width, c.morph).high_step; }
+};
+
+template <class T, int TM, int TN>
+void check_forward(Problem<T>& pr, double tol) {
+  using S = Tile<TM, TN>;
+  const Case& c = pr.c;
+  const int64_t HW = c.height * c.width;
+  std::vector<T> out(pr.out.size(), std::numeric_limits<T>::quiet_NaN());
+  const ForwardArgs<T, T> a{pr.input.data(), {pr.low.data(), pr.frac.data(), nullptr}, pr.weight_kco.data(),
+                            pr.bias.data(), out.data(), c.channels, c.out_channels, c.taps, HW, pr.high_step()};
+  std::vector<T> sa(S::kSharedA), sb(S::kSharedB);
+  launch<T>({ceil_div(HW, S::kCols), ceil_div(c.out_channels, S::kRows), c.batch}, {&sa, &sb},
+            [&](const HostBlock& blk) { forward_tile<T, T, TM, TN>(a, sa.data(), sb.data(), blk); });
+  close(out, pr.out, tol, "forward", c, TM, TN);
+}
+
+template <class T, int TM, int TN>
+void check_input_grad(Problem<T>& pr, double tol) {
+  using S = Tile<TM, TN>;
+  const Case& c = pr.c;
+  const int64_t HW = c.height * c.width;
+  std::vector<T> grad_input(pr.grad_input.size(), T(0));
+  std::vector<T> grad_offset(pr.grad_offset.size(), std::numeric_limits<T>::quiet_NaN());
+  const InputGradArgs<T, T> a{pr.grad_out.data(), pr.input.data(), {pr.low.data(), pr.frac.data(), pr.live.data()},
+                              pr.weight_okc.data(), grad_input.data(), grad_offset.data(), c.channels,
+                              c.out_channels, c.taps, HW, pr.high_step(), static_cast<T>(c.scope)};
+  std::vector<T> sa(S::kSharedA), sb(S::kSharedB), partial(S::kSharedPartials), running(S::kCols);
+  launch<T>({ceil_div(HW, S::kCols), c.batch, 1}, {&sa, &sb, &partial, &running}, [&](const HostBlock& blk) {
+    input_grad_tile<T, T, TM, TN>(a, sa.data(), sb.data(), partial.data(), running.data(), blk);
+  });
+  close(grad_input, pr.grad_input, tol, "grad_input", c, TM, TN);
+  close(grad_offset, pr.grad_offset, tol, "grad_offset", c, TM, TN);
+}
+
+template <class T, int TM, int TN>
+void check_weight_grad(Problem<T>& pr, double tol, int64_t splits) {
+  using S = Tile<TM, TN>;
+  const Case& c = pr.c;
+  const int64_t HW = c.height * c.width, rows = c.channels * c.taps, O = c.out_channels;
+  std::vector<T> partial(splits * rows * O, std::numeric_limits<T>::quiet_NaN());
+  const WeightGradArgs<T, T> a{pr.grad_out.data(), pr.input.data(), {pr.low.data(), pr.frac.data(), nullptr},
+                               partial.data(), c.batch, c.channels, O, c.taps, HW, pr.high_step(), splits};
+  std::vector<T> sa(S::kSharedA), sb(S::kSharedB);
+  launch<T>({ceil_div(rows, S::kRows), ceil_div(O, S::kCols), splits}, {&sa, &sb},
+            [&](const HostBlock& blk) { weight_grad_tile<T, T, TM, TN>(a, sa.data(), sb.data(), blk); });
+  std::vector<T> grad_weight(pr.grad_weight.size(), T(0));
+  for (int64_t s = 0; s < splits; ++s)
+    for (int64_t k = 0; k < c.taps; ++k)
+      for (int64_t ch = 0; ch < c.channels; ++ch)
+        for (int64_t o = 0; o < O; ++o)
+          grad_weight[(o * c.channels + ch) * c.taps + k] += partial[((s * c.taps + k) * c.channels + ch) * O + o];
+  close(grad_weight, pr.grad_weight, tol, "grad_weight", c, TM, TN);
+}
+
+template <class T>
+void check_case(const Case& c, uint32_t seed, double tol) {
+  Problem<T> pr(c, seed);
+  // Every tile shape dsconv_cuda.cu can choose.
+  check_forward<T, 1, 8>(pr, tol);
+  check_forward<T, 2, 8>(pr, tol);
+  check_forward<T, 4, 4>(pr, tol);
+  check_input_grad<T, 1, 8>(pr, tol);
+  check_input_grad<T, 2, 8>(pr, tol);
+  check_input_grad<T, 4, 4>(pr, tol);
+  check_weight_grad<T, 4, 1>(pr, tol, 1);
+  check_weight_grad<T, 4, 2>(pr, tol, 3);
+  check_weight_grad<T, 4, 4>(pr, tol, 2);
+}
+
+}  // namespace
+
+int main() {
+  const Case cases[] = {
+      // batch, C, O, H, W, K, morph, scope, spread
+      {2, 5, 7, 11, 13, 9, 0, 1.0, 1.0},
+      {2, 5, 7, 11, 13, 9, 1, 1.0, 1.0},
+      {1, 37, 70, 9, 7, 5, 0, 3.0, 1.0},    // partial row tiles (C, O not multiples of 16/32/64)
+      {1, 37, 70, 9, 7, 5, 1, 3.0, 1.0},
+      {3, 1, 20, 6, 17, 3, 1, 2.0, 4.0},    // one input channel; offsets far outside the image
+      {1, 3, 2, 1, 19, 7, 0, 1.0, 2.0},     // one row thick: the two lines coincide
+      {1, 3, 2, 19, 1, 7, 1, 1.0, 2.0},
+      {2, 18, 33, 12, 12, 11, 0, 3.0, 1.0},
+  };
+  uint32_t seed = 1;
+  for (const Case& c : cases) {
+    check_case<double>(c, seed, 1e-11);
+    check_case<float>(c, seed, 2e-5);
+    ++seed;
+  }
+  if (failures) {
+    std::fprintf(stderr, "%d failure(s)\n", failures);
+    return 1;
+  }
+  std::puts("dsconv tiles: all checks passed");
+  return 0;
+}
