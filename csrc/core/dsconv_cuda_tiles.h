@@ -75,6 +75,20 @@ struct TapPlanes {
   const uint8_t* live;  // 1 where the deformed coordinate was inside the image
 };
 
+// The (tap, channel) pair of a row r = tap * C + channel of the tap-major reduction, moved forward
+// without dividing (a few steps per row tile).
+struct RowCursor {
+  int64_t tap, channel;
+  RETINA_TILE RowCursor(int64_t row, int64_t channels) : tap(row / channels), channel(row % channels) {}
+  RETINA_TILE void advance(int64_t rows, int64_t channels) {
+    channel += rows;
+    while (channel >= channels) {
+      channel -= channels;
+      ++tap;
+    }
+  }
+};
+
 // Channel `plane` sampled at (low, frac).
 template <class T, class Acc>
 RETINA_TILE Acc lerp_sample(const T* plane, int32_t low, int64_t high_step, Acc frac) {
@@ -153,30 +167,33 @@ RETINA_TILE void forward_tile(const ForwardArgs<T, Acc>& a, Acc* shared_w, Acc* 
   const int32_t* low = a.taps.low + b * a.num_taps * HW;
   const Acc* frac = a.taps.frac + b * a.num_taps * HW;
 
-  // Each thread builds the samples of one pixel; its tap position is reloaded only when the tap changes
-  // (rows are tap-major, so once per C rows).
-  const int q = t % S::kCols;
+  // Each thread builds the samples of one pixel, rows first, first + step, ... of every chunk. The
+  // (tap, channel) of its rows is tracked incrementally (no 64-bit division per sample), and the tap
+  // position is reloaded only when the tap changes (rows are tap-major: once per C rows).
+  constexpr int step = kThreads / S::kCols;
+  const int first = t / S::kCols, q = t % S::kCols;
   const int64_t p = p0 + q;
+  RowCursor chunk_row(first, C);  // (tap, channel) of row r0 + first
   int64_t tap = -1;
   int32_t tap_low = 0;
   Acc tap_frac = Acc(0);
 
   Acc acc[TM][TN] = {};
   for (int64_t r0 = 0; r0 < rows; r0 += kChunk) {
-    for (int kk = t / S::kCols; kk < kChunk; kk += kThreads / S::kCols) {
-      const int64_t r = r0 + kk;
+    RowCursor row = chunk_row;
+    for (int kk = first; kk < kChunk; kk += step, row.advance(step, C)) {
       Acc sample = Acc(0);
-      if (p < HW && r < rows) {
-        const int64_t k = r / C, c = r - k * C;
-        if (k != tap) {
-          tap = k;
-          tap_low = low[k * HW + p];
-          tap_frac = frac[k * HW + p];
+      if (p < HW && r0 + kk < rows) {
+        if (row.tap != tap) {
+          tap = row.tap;
+          tap_low = low[tap * HW + p];
+          tap_frac = frac[tap * HW + p];
         }
-        sample = lerp_sample(x + c * HW, tap_low, a.high_step, tap_frac);
+        sample = lerp_sample(x + row.channel * HW, tap_low, a.high_step, tap_frac);
       }
       shared_s[kk * S::kLdB + q] = sample;
     }
+    chunk_row.advance(kChunk, C);
     for (int e = t; e < kChunk * S::kRows; e += kThreads) {
       const int kk = e / S::kRows, m = e % S::kRows;
       const int64_t r = r0 + kk, o = o0 + m;
@@ -316,29 +333,40 @@ RETINA_TILE void weight_grad_tile(const WeightGradArgs<T, Acc>& a, Acc* shared_s
   const int64_t C = a.channels, O = a.out_channels, K = a.num_taps, HW = a.pixels;
   const int64_t rows = C * K, total = a.batch * HW;
 
+  // The rows this thread stages are the same in every chunk: find their (tap, channel) once.
+  constexpr int kLanes = kThreads / kChunk, kSampleRows = S::kRows / kLanes;
+  static_assert(S::kRows % kLanes == 0, "rows split evenly over the threads of a pixel");
+  const int kk = t % kChunk;
+  int64_t row_tap[kSampleRows], row_channel[kSampleRows];
+  bool row_in[kSampleRows];
+  RETINA_UNROLL
+  for (int i = 0; i < kSampleRows; ++i) {
+    const int64_t r = r0 + t / kChunk + kLanes * i;
+    row_in[i] = r < rows;
+    row_tap[i] = row_in[i] ? r / C : 0;
+    row_channel[i] = row_in[i] ? r % C : 0;
+  }
+
   Acc acc[TM][TN] = {};
   for (int64_t n0 = split * kChunk; n0 < total; n0 += a.splits * kChunk) {
-    // Consecutive threads take consecutive pixels, so the gathers of a row are coalesced.
-    for (int e = t; e < kChunk * S::kRows; e += kThreads) {
-      const int kk = e % kChunk, m = e / kChunk;
-      const int64_t n = n0 + kk, r = r0 + m;
+    // Thread t stages pixel n0 + t % kChunk (consecutive threads, consecutive pixels: coalesced gathers) for
+    // the rows and output channels t / kChunk + kLanes * i; one division per chunk finds its image.
+    const int64_t n = n0 + kk;
+    const bool pixel_in = n < total;
+    const int64_t b = pixel_in ? n / HW : 0, p = n - b * HW;
+    RETINA_UNROLL
+    for (int i = 0; i < kSampleRows; ++i) {
+      const int m = t / kChunk + kLanes * i;
       Acc sample = Acc(0);
-      if (n < total && r < rows) {
-        const int64_t b = n / HW, p = n - b * HW, k = r / C, c = r - k * C;
-        const int64_t at = (b * K + k) * HW + p;
-        sample = lerp_sample(a.input + (b * C + c) * HW, a.taps.low[at], a.high_step, a.taps.frac[at]);
+      if (pixel_in && row_in[i]) {
+        const int64_t at = (b * K + row_tap[i]) * HW + p;
+        sample = lerp_sample(a.input + (b * C + row_channel[i]) * HW, a.taps.low[at], a.high_step, a.taps.frac[at]);
       }
       shared_s[kk * S::kLdA + m] = sample;
     }
-    for (int e = t; e < kChunk * S::kCols; e += kThreads) {
-      const int kk = e % kChunk, m = e / kChunk;
-      const int64_t n = n0 + kk, o = o0 + m;
-      Acc value = Acc(0);
-      if (n < total && o < O) {
-        const int64_t b = n / HW, p = n - b * HW;
-        value = to_acc(a.grad_out[(b * O + o) * HW + p]);
-      }
-      shared_g[kk * S::kLdB + m] = value;
+    for (int m = t / kChunk; m < S::kCols; m += kLanes) {
+      const int64_t o = o0 + m;
+      shared_g[kk * S::kLdB + m] = pixel_in && o < O ? to_acc(a.grad_out[(b * O + o) * HW + p]) : Acc(0);
     }
     blk.sync();
     multiply_chunk<TM, TN>(acc, shared_s, shared_g, tr, tc);
