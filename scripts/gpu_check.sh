@@ -27,7 +27,7 @@ cat "$out/env.txt"
 
 echo "== build (CUDA, arch $TORCH_CUDA_ARCH_LIST)"
 FORCE_CUDA=1 "$python" setup.py build_ext --inplace > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; echo "BUILD FAILED"; exit 1; }
-"$python" -c "import retina_kernels as r; b = r.backends(); print(b); assert b['cuda'] == 'CUDA', b"  || exit 1
+"$python" -c "import retina_kernels as r; b = r.backends(); print(b); assert b['cuda'] == 'CUDA' and b['cuda dsconv2d'] == 'CUDA', b"  || exit 1
 
 echo "== tests (CUDA included)"
 "$python" -m pytest -q -p no:cacheprovider tests ${TEST_FILTER:+-k "$TEST_FILTER"} 2>&1 | tee "$out/tests.log" | tail -25
