@@ -212,3 +212,20 @@ def test_cuda_kernel_matches_triton_kernel():
                           torch.ops.retina.dsconv2d_backward(grad, x, offset, weight, 1, 3.0),
                           triton_kernels.dsconv2d_backward(grad, x, offset, weight, 1, 3.0)):
         torch.testing.assert_close(a, r, rtol=0, atol=1e-9, msg=name)
+
+
+@pytest.mark.parametrize("threads, c", [(6, 5), (3, 7)])
+@pytest.mark.parametrize("morph", [0, 1])
+def test_cpu_backward_splits_channels_across_threads(threads, c, morph):
+    # One strip per parity and more threads than strips: the CPU backward splits the channels into groups
+    # (here 5 groups of 1, or 3, 3, 1) and sums their position gradients.
+    case = random_case(1, c, 4, 23, 20, 9, spread=2.0, seed=c)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ours = run(retina_kernels.dsconv2d, *case, morph=morph, extend_scope=1.5)
+    finally:
+        torch.set_num_threads(before)
+    ref = run(reference.dsconv2d, *case, morph=morph, extend_scope=1.5)
+    for name, a, r in zip(("out", "input", "offset", "weight", "bias"), ours, ref):
+        torch.testing.assert_close(a, r, rtol=0, atol=1e-10, msg=name)

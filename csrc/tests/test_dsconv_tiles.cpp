@@ -2,7 +2,8 @@
 // compared with the CPU core (dsconv2d_forward_cpu / dsconv2d_backward_cpu). A "block" is 256 std::threads
 // sharing the tile's shared-memory arrays and a barrier for __syncthreads(); shared memory is filled with
 // NaN before every block, so reading an element no thread wrote this block shows up in the results.
-// Every tile shape the CUDA launcher can choose is run. Built with ASan/UBSan in CI (ctest).
+// Every tile shape the CUDA launcher can choose is run. Also checks the CPU backward's channel groups.
+// Built with ASan/UBSan in CI (ctest).
 #include <array>
 #include <atomic>
 #include <barrier>
@@ -206,9 +207,22 @@ void check_weight_grad(Problem<T>& pr, double tol, int64_t splits) {
   close(grad_weight, pr.grad_weight, tol, "grad_weight", c, TM, TN);
 }
 
+// The CPU backward split into channel groups (more workers than strips of one parity; serial_for runs
+// the workers one after another) against the unsplit one.
+template <class T>
+void check_cpu_channel_groups(const Problem<T>& pr, double tol) {
+  std::vector<T> grad_input(pr.grad_input.size()), grad_offset(pr.grad_offset.size()), grad_weight(pr.grad_weight.size());
+  dsconv2d_backward_cpu<T>(pr.grad_out.data(), pr.input.data(), pr.offset.data(), pr.weight.data(), grad_input.data(),
+                           grad_offset.data(), grad_weight.data(), pr.shape, 5, naive_gemm<T>, serial_for);
+  close(grad_input, pr.grad_input, tol, "cpu grouped grad_input", pr.c, 0, 0);
+  close(grad_offset, pr.grad_offset, tol, "cpu grouped grad_offset", pr.c, 0, 0);
+  close(grad_weight, pr.grad_weight, tol, "cpu grouped grad_weight", pr.c, 0, 0);
+}
+
 template <class T>
 void check_case(const Case& c, uint32_t seed, double tol) {
   Problem<T> pr(c, seed);
+  check_cpu_channel_groups(pr, tol);
   // Every tile shape dsconv_cuda.cu can choose.
   check_forward<T, 1, 8>(pr, tol);
   check_forward<T, 2, 8>(pr, tol);
