@@ -169,11 +169,12 @@ def test_cuda_gradcheck_opcheck_empty_and_non_contiguous():
     x, offset, weight, bias, _ = [t.cuda() for t in random_case(2, 3, 4, 6, 7, 5, seed=2)]
     for morph in (0, 1):
         inputs = [t.clone().requires_grad_() for t in (x, offset * 0.8, weight, bias)]
+        # The input gradient is accumulated with atomics: repeated backwards agree to rounding, not bitwise.
         assert torch.autograd.gradcheck(
-            lambda *a: retina_kernels.dsconv2d(*a, morph=morph, extend_scope=1.3), inputs, atol=1e-6
+            lambda *a: retina_kernels.dsconv2d(*a, morph=morph, extend_scope=1.3), inputs, atol=1e-6, nondet_tol=1e-12
         )
-    if retina_kernels.extension_loaded():
-        torch.library.opcheck(torch.ops.retina.dsconv2d.default, (x.float(), offset.float(), weight.float(), bias.float(), 0, 1.0))
+    if retina_kernels.extension_loaded():  # float64, for the same reason
+        torch.library.opcheck(torch.ops.retina.dsconv2d.default, (x, offset, weight, bias, 0, 1.0))
     y = retina_kernels.dsconv2d(x, offset, weight, bias, morph=1)
     view = x.transpose(2, 3).contiguous().transpose(2, 3)
     torch.testing.assert_close(retina_kernels.dsconv2d(view, offset, weight, bias, morph=1), y, rtol=0, atol=0)
