@@ -38,12 +38,10 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(ForwardArgs<T, Acc> a
 
 template <class T, class Acc, int TM, int TN>
 __global__ void __launch_bounds__(kThreads) input_grad_kernel(InputGradArgs<T, Acc> a) {
-  using S = Tile<TM, TN>;
-  __shared__ __align__(16) Acc shared_w[S::kSharedA];
-  __shared__ __align__(16) Acc shared_g[S::kSharedB];
-  __shared__ Acc partial[S::kSharedPartials];
-  __shared__ Acc running[S::kCols];
-  input_grad_tile<T, Acc, TM, TN>(a, shared_w, shared_g, partial, running, DeviceBlock{});
+  __shared__ __align__(16) Acc operands[Tile<TM, TN>::kSharedOperandsOrTile];
+  __shared__ Acc partial[kThreads];
+  __shared__ Acc running[Tile<TM, TN>::kCols];
+  input_grad_tile<T, Acc, TM, TN>(a, operands, partial, running, DeviceBlock{});
 }
 
 template <class T, class Acc, int TM, int TN>

@@ -43,7 +43,9 @@ template <int TM, int TN>
 struct Tile {
   static constexpr int kRows = kGrid * TM, kCols = kGrid * TN;
   static constexpr int kLdA = kRows + kPad, kLdB = kCols + kPad;
-  static constexpr int kSharedA = kChunk * kLdA, kSharedB = kChunk * kLdB, kSharedPartials = kGrid * kCols;
+  static constexpr int kSharedA = kChunk * kLdA, kSharedB = kChunk * kLdB;
+  static constexpr int kLdT = kCols + kPad, kSharedTile = kRows * kLdT;  // a finished tile, [kRows][kLdT]
+  static constexpr int kSharedOperandsOrTile = kSharedA + kSharedB > kSharedTile ? kSharedA + kSharedB : kSharedTile;
   static_assert(kThreads % kCols == 0, "a thread stages whole columns");
 };
 
@@ -230,14 +232,19 @@ struct InputGradArgs {
   Acc scope;
 };
 
-// Shared: kSharedA, kSharedB, then kSharedPartials (position-gradient partials) and kCols (running sums).
+// Shared memory: `operands` (Tile::kSharedOperandsOrTile: the two staged operands, or the finished tile
+// for the scatter), `partial` (kThreads position-gradient partials) and `running` (kCols running sums).
+
 // Block (index(0), index(1)) = (pixel tile, image). Taps run outermost, from the ends of the snake towards
 // its centre (K-1 .. c, then 0 .. c-1), so the offset gradient — the position gradient summed outwards
 // from the centre — is a running sum finished tap by tap, with no [K, pixels] buffer.
 template <class T, class Acc, int TM, int TN, class Block>
-RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, Acc* shared_w, Acc* shared_g, Acc* partial,
-                                 Acc* running, const Block& blk) {
+RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, Acc* operands, Acc* partial, Acc* running,
+                                 const Block& blk) {
   using S = Tile<TM, TN>;
+  Acc* shared_w = operands;
+  Acc* shared_g = operands + S::kSharedA;
+  Acc* finished = operands;  // [kRows][kLdT], once the products of a channel tile are done
   const int t = blk.thread(), tr = t / kGrid, tc = t % kGrid;
   const int64_t p0 = blk.index(0) * S::kCols, b = blk.index(1);
   const int64_t C = a.channels, O = a.out_channels, K = a.num_taps, HW = a.pixels, centre = K / 2;
@@ -245,22 +252,18 @@ RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, Acc* shared_w, 
   const T* g = a.grad_out + b * O * HW;
   Acc* gx = a.grad_input + b * C * HW;
   const int64_t tap_base = b * K * HW;
+  // In the scatter each thread owns one pixel and every (kThreads / kCols)-th channel of the tile:
+  // consecutive threads, consecutive pixels, so a warp's atomic adds and reads fall on nearby addresses.
+  constexpr int kScatterStep = kThreads / S::kCols;
+  const int q = t % S::kCols, first = t / S::kCols;
+  const int64_t p = p0 + q;
 
   for (int64_t n = 0; n < K; ++n) {
     const int64_t k = n <= centre ? K - 1 - n : n - centre - 1;
     if ((n == 0 || n == centre + 1) && t < S::kCols) running[t] = Acc(0);  // a new side of the snake
-
-    int32_t tap_low[TN];
-    Acc tap_frac[TN];
-    bool inside[TN];
-    RETINA_UNROLL
-    for (int j = 0; j < TN; ++j) {
-      const int64_t p = p0 + tc * TN + j;
-      inside[j] = p < HW;
-      tap_low[j] = inside[j] ? a.taps.low[tap_base + k * HW + p] : 0;
-      tap_frac[j] = inside[j] ? a.taps.frac[tap_base + k * HW + p] : Acc(0);
-    }
-    Acc grad_position[TN] = {};
+    const int32_t tap_low = p < HW ? a.taps.low[tap_base + k * HW + p] : 0;
+    const Acc tap_frac = p < HW ? a.taps.frac[tap_base + k * HW + p] : Acc(0);
+    Acc grad_position = Acc(0);
 
     for (int64_t c0 = 0; c0 < C; c0 += S::kRows) {
       Acc acc[TM][TN] = {};
@@ -272,41 +275,44 @@ RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, Acc* shared_w, 
         }
         for (int e = t; e < kChunk * S::kCols; e += kThreads) {
           const int kk = e / S::kCols, j = e % S::kCols;
-          const int64_t o = o0 + kk, p = p0 + j;
-          shared_g[kk * S::kLdB + j] = o < O && p < HW ? to_acc(g[o * HW + p]) : Acc(0);
+          const int64_t o = o0 + kk, pj = p0 + j;
+          shared_g[kk * S::kLdB + j] = o < O && pj < HW ? to_acc(g[o * HW + pj]) : Acc(0);
         }
         blk.sync();
         multiply_chunk<TM, TN>(acc, shared_w, shared_g, tr, tc);
         blk.sync();
       }
-      // acc[i][j] is the gradient of channel c's sample at tap k of pixel p: split between the two lines
-      // it interpolated, and times their difference towards the sample position.
+      // acc[i][j] is the gradient of channel c0 + tr*TM + i's sample at tap k of pixel p0 + tc*TN + j.
       RETINA_UNROLL
       for (int i = 0; i < TM; ++i) {
-        const int64_t c = c0 + tr * TM + i;
-        if (c >= C) continue;
-        const T* plane = x + c * HW;
-        Acc* grad_plane = gx + c * HW;
         RETINA_UNROLL
-        for (int j = 0; j < TN; ++j) {
-          if (!inside[j]) continue;
-          const Acc v = acc[i][j], upper = v * tap_frac[j];
-          blk.atomic_add(grad_plane + tap_low[j], v - upper);
-          blk.atomic_add(grad_plane + tap_low[j] + a.high_step, upper);
-          grad_position[j] += v * (to_acc(plane[tap_low[j] + a.high_step]) - to_acc(plane[tap_low[j]]));
+        for (int j = 0; j < TN; ++j) finished[(tr * TM + i) * S::kLdT + tc * TN + j] = acc[i][j];
+      }
+      blk.sync();
+      // Split each sample's gradient between the two lines it interpolated; times their difference, it
+      // is the gradient of the sample position.
+      if (p < HW) {
+        for (int m = first; m < S::kRows && c0 + m < C; m += kScatterStep) {
+          const int64_t c = c0 + m;
+          const Acc v = finished[m * S::kLdT + q], upper = v * tap_frac;
+          Acc* grad_plane = gx + c * HW;
+          blk.atomic_add(grad_plane + tap_low, v - upper);
+          blk.atomic_add(grad_plane + tap_low + a.high_step, upper);
+          const T* plane = x + c * HW;
+          grad_position += v * (to_acc(plane[tap_low + a.high_step]) - to_acc(plane[tap_low]));
         }
       }
+      blk.sync();  // `finished` is the operands' memory: read before the next channel tile is staged
     }
-    // Sum the position gradient over the 16 row groups, then extend the running sum outwards-in.
-    RETINA_UNROLL
-    for (int j = 0; j < TN; ++j) partial[tr * S::kCols + tc * TN + j] = grad_position[j];
+    // Sum the position gradient over the threads that share a pixel, then extend the running sum.
+    partial[t] = grad_position;
     blk.sync();
     if (t < S::kCols && p0 + t < HW) {
-      const int64_t p = p0 + t;
+      const int64_t pt = p0 + t;
       Acc total = Acc(0);
-      for (int row = 0; row < kGrid; ++row) total += partial[row * S::kCols + t];
-      if (k != centre && a.taps.live[tap_base + k * HW + p]) running[t] += a.scope * total;
-      a.grad_offset[tap_base + k * HW + p] = k == centre ? Acc(0) : running[t];
+      for (int group = 0; group < kScatterStep; ++group) total += partial[group * S::kCols + t];
+      if (k != centre && a.taps.live[tap_base + k * HW + pt]) running[t] += a.scope * total;
+      a.grad_offset[tap_base + k * HW + pt] = k == centre ? Acc(0) : running[t];
     }
     blk.sync();
   }

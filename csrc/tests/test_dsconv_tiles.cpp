@@ -179,9 +179,9 @@ void check_input_grad(Problem<T>& pr, double tol) {
   const InputGradArgs<T, T> a{pr.grad_out.data(), pr.input.data(), {pr.low.data(), pr.frac.data(), pr.live.data()},
                               pr.weight_okc.data(), grad_input.data(), grad_offset.data(), c.channels,
                               c.out_channels, c.taps, HW, pr.high_step(), static_cast<T>(c.scope)};
-  std::vector<T> sa(S::kSharedA), sb(S::kSharedB), partial(S::kSharedPartials), running(S::kCols);
-  launch<T>({ceil_div(HW, S::kCols), c.batch, 1}, {&sa, &sb, &partial, &running}, [&](const HostBlock& blk) {
-    input_grad_tile<T, T, TM, TN>(a, sa.data(), sb.data(), partial.data(), running.data(), blk);
+  std::vector<T> operands(S::kSharedOperandsOrTile), partial(kThreads), running(S::kCols);
+  launch<T>({ceil_div(HW, S::kCols), c.batch, 1}, {&operands, &partial, &running}, [&](const HostBlock& blk) {
+    input_grad_tile<T, T, TM, TN>(a, operands.data(), partial.data(), running.data(), blk);
   });
   close(grad_input, pr.grad_input, tol, "grad_input", c, TM, TN);
   close(grad_offset, pr.grad_offset, tol, "grad_offset", c, TM, TN);
