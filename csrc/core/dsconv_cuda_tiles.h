@@ -13,7 +13,7 @@
 //   weight grad   grad_w[r, o]     = Σ_n S[r, n] · grad_out[o, n]      (rows r, columns o, reduce pixels n)
 // where r = k * C + c runs over (tap, channel) pairs tap-major and S[r, p] is channel c sampled at tap k
 // of pixel p. Tap positions (`low`, `frac`, `live`, [B, K, H·W]) are computed once per call by
-// `locate_pixel`, K/C times less data than the samples.
+// `locate_pixel`: C times less data than the samples would be.
 #pragma once
 
 #include <cstdint>
