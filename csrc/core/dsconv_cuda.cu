@@ -74,7 +74,7 @@ constexpr int64_t kWeightGradBlocks = 512;
 // A split sums at least this many pixel chunks (fewer, and the partial sums cost more than they save).
 constexpr int64_t kMinChunksPerSplit = 8;
 
-// Tile of the weight gradient: 64 (tap, channel) rows by 16 * TN output channels.
+// Tile of the weight gradient: 64 (channel, tap) rows by 16 * TN output channels.
 template <class Launch>
 void with_weight_tile(int64_t out_channels, Launch&& launch) {
   if (out_channels <= kGrid)
@@ -115,13 +115,13 @@ cudaError_t dsconv2d_locate_cuda(const T* offset, int32_t* low, dsconv_acc_t<T>*
 
 template <class T>
 cudaError_t dsconv2d_forward_cuda(const T* input, const int32_t* low, const dsconv_acc_t<T>* frac,
-                                  const T* weight_kco, const T* bias, T* out, const DSConvShape& s,
+                                  const T* weight_cko, const T* bias, T* out, const DSConvShape& s,
                                   cudaStream_t stream) {
   using Acc = dsconv_acc_t<T>;
   const int64_t pixels = s.height * s.width;
   if (s.batch * pixels * s.out_channels == 0) return cudaSuccess;
   if (s.batch > kDSConvMaxBatch) return cudaErrorInvalidValue;
-  const ForwardArgs<T, Acc> a{input, {low, frac, nullptr}, weight_kco, bias, out, s.channels, s.out_channels, s.taps,
+  const ForwardArgs<T, Acc> a{input, {low, frac, nullptr}, weight_cko, bias, out, s.channels, s.out_channels, s.taps,
                               pixels, SnakeFrame(s.height, s.width, s.morph).high_step};
   with_pixel_tile(s.out_channels, [&](auto tm, auto tn) {
     using S = Tile<decltype(tm)::value, decltype(tn)::value>;

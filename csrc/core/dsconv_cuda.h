@@ -3,7 +3,7 @@
 //
 // Layouts: input [B, C, H, W]; offset [B, K, H, W]; out and grad_out [B, O, H, W]; tap positions `low`
 // (int32), `frac` (Acc), `live` (uint8), [B, K, H·W] each, filled by dsconv2d_locate_cuda. The weight is
-// passed pre-permuted: [K, C, O] to the forward, [O, K, C] to the input gradient. Acc is float for
+// passed pre-permuted: [C, K, O] to the forward, [O, K, C] to the input gradient. Acc is float for
 // float/half/bfloat16 (float32 accumulation) and double for double.
 #pragma once
 
@@ -37,7 +37,7 @@ cudaError_t dsconv2d_locate_cuda(const T* offset, int32_t* low, dsconv_acc_t<T>*
 
 template <class T>
 cudaError_t dsconv2d_forward_cuda(const T* input, const int32_t* low, const dsconv_acc_t<T>* frac,
-                                  const T* weight_kco, const T* bias, T* out, const DSConvShape& shape,
+                                  const T* weight_cko, const T* bias, T* out, const DSConvShape& shape,
                                   cudaStream_t stream);
 
 // grad_input [B, C, H·W] must be zeroed; grad_offset [B, K, H·W] is overwritten.
@@ -50,7 +50,7 @@ cudaError_t dsconv2d_input_grad_cuda(const T* grad_out, const T* input, const in
 // How many partial sums the weight gradient is split into (enough blocks to fill the GPU).
 int64_t dsconv2d_weight_grad_splits(const DSConvShape& shape);
 
-// partial [splits, K, C, O]; their sum over splits is the weight gradient, permuted.
+// partial [splits, C, K, O]; their sum over splits is the weight gradient, permuted.
 template <class T>
 cudaError_t dsconv2d_weight_grad_cuda(const T* grad_out, const T* input, const int32_t* low,
                                       const dsconv_acc_t<T>* frac, dsconv_acc_t<T>* partial, int64_t splits,

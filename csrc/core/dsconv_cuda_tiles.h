@@ -11,8 +11,9 @@
 //                 scattered to the two input lines each sample read, and reduced with their difference
 //                 into the position gradient, then the offset gradient (sums outwards from the centre)
 //   weight grad   grad_w[r, o]     = Σ_n S[r, n] · grad_out[o, n]      (rows r, columns o, reduce pixels n)
-// where r = k * C + c runs over (tap, channel) pairs tap-major and S[r, p] is channel c sampled at tap k
-// of pixel p. Tap positions (`low`, `frac`, `live`, [B, K, H·W]) are computed once per call by
+// where r = c * K + k runs over (channel, tap) pairs, channel-major — the K taps of one channel read
+// neighbouring lines of one plane, so consecutive rows reuse what the L1 cache holds — and S[r, p] is
+// channel c sampled at tap k of pixel p. (The input gradient loops over taps, then channels.) Tap positions (`low`, `frac`, `live`, [B, K, H·W]) are computed once per call by
 // `locate_pixel`: C times less data than the samples would be.
 #pragma once
 
@@ -77,16 +78,16 @@ struct TapPlanes {
   const uint8_t* live;  // 1 where the deformed coordinate was inside the image
 };
 
-// The (tap, channel) pair of a row r = tap * C + channel of the tap-major reduction, moved forward
-// without dividing (a few steps per row tile).
+// The (channel, tap) pair of a row r = channel * K + tap of the reduction, moved forward without dividing
+// (a few steps per row tile).
 struct RowCursor {
-  int64_t tap, channel;
-  RETINA_TILE RowCursor(int64_t row, int64_t channels) : tap(row / channels), channel(row % channels) {}
-  RETINA_TILE void advance(int64_t rows, int64_t channels) {
-    channel += rows;
-    while (channel >= channels) {
-      channel -= channels;
-      ++tap;
+  int64_t channel, tap;
+  RETINA_TILE RowCursor(int64_t row, int64_t taps) : channel(row / taps), tap(row % taps) {}
+  RETINA_TILE void advance(int64_t rows, int64_t taps) {
+    tap += rows;
+    while (tap >= taps) {
+      tap -= taps;
+      ++channel;
     }
   }
 };
@@ -152,7 +153,7 @@ template <class T, class Acc>
 struct ForwardArgs {
   const T* input;  // [B, C, H·W]
   TapPlanes<Acc> taps;
-  const T* weight;  // [K, C, O]: weight[o, c, k] at (k * C + c) * O + o
+  const T* weight;  // [C, K, O]: weight[o, c, k] at (c * K + k) * O + o
   const T* bias;    // [O] or nullptr
   T* out;           // [B, O, H·W]
   int64_t channels, out_channels, num_taps, pixels, high_step;
@@ -169,33 +170,25 @@ RETINA_TILE void forward_tile(const ForwardArgs<T, Acc>& a, Acc* shared_w, Acc* 
   const int32_t* low = a.taps.low + b * a.num_taps * HW;
   const Acc* frac = a.taps.frac + b * a.num_taps * HW;
 
-  // Each thread builds the samples of one pixel, rows first, first + step, ... of every chunk. The
-  // (tap, channel) of its rows is tracked incrementally (no 64-bit division per sample), and the tap
-  // position is reloaded only when the tap changes (rows are tap-major: once per C rows).
+  // Each thread builds the samples of one pixel, rows first, first + step, ... of every chunk; the
+  // (channel, tap) of its rows is tracked incrementally (no 64-bit division per sample).
   constexpr int step = kThreads / S::kCols;
   const int first = t / S::kCols, q = t % S::kCols;
   const int64_t p = p0 + q;
-  RowCursor chunk_row(first, C);  // (tap, channel) of row r0 + first
-  int64_t tap = -1;
-  int32_t tap_low = 0;
-  Acc tap_frac = Acc(0);
+  RowCursor chunk_row(first, a.num_taps);  // (channel, tap) of row r0 + first
 
   Acc acc[TM][TN] = {};
   for (int64_t r0 = 0; r0 < rows; r0 += kChunk) {
     RowCursor row = chunk_row;
-    for (int kk = first; kk < kChunk; kk += step, row.advance(step, C)) {
+    for (int kk = first; kk < kChunk; kk += step, row.advance(step, a.num_taps)) {
       Acc sample = Acc(0);
       if (p < HW && r0 + kk < rows) {
-        if (row.tap != tap) {
-          tap = row.tap;
-          tap_low = low[tap * HW + p];
-          tap_frac = frac[tap * HW + p];
-        }
-        sample = lerp_sample(x + row.channel * HW, tap_low, a.high_step, tap_frac);
+        const int64_t at = row.tap * HW + p;
+        sample = lerp_sample(x + row.channel * HW, low[at], a.high_step, frac[at]);
       }
       shared_s[kk * S::kLdB + q] = sample;
     }
-    chunk_row.advance(kChunk, C);
+    chunk_row.advance(kChunk, a.num_taps);
     for (int e = t; e < kChunk * S::kRows; e += kThreads) {
       const int kk = e / S::kRows, m = e % S::kRows;
       const int64_t r = r0 + kk, o = o0 + m;
@@ -325,11 +318,11 @@ struct WeightGradArgs {
   const T* grad_out;  // [B, O, H·W]
   const T* input;     // [B, C, H·W]
   TapPlanes<Acc> taps;
-  Acc* partial;  // [splits, K, C, O]: this split's sum for weight[o, c, k] at ((split * K + k) * C + c) * O + o
+  Acc* partial;  // [splits, C, K, O]: this split's sum for weight[o, c, k] at ((split * C + c) * K + k) * O + o
   int64_t batch, channels, out_channels, num_taps, pixels, high_step, splits;
 };
 
-// Block (index(0), index(1), index(2)) = ((tap, channel) row tile, output-channel tile, split). Split s sums
+// Block (index(0), index(1), index(2)) = ((channel, tap) row tile, output-channel tile, split). Split s sums
 // the pixel chunks s, s + splits, ... of the flattened [B, H·W]; every (row, o) of its tile is written.
 template <class T, class Acc, int TM, int TN, class Block>
 RETINA_TILE void weight_grad_tile(const WeightGradArgs<T, Acc>& a, Acc* shared_s, Acc* shared_g, const Block& blk) {
@@ -339,7 +332,7 @@ RETINA_TILE void weight_grad_tile(const WeightGradArgs<T, Acc>& a, Acc* shared_s
   const int64_t C = a.channels, O = a.out_channels, K = a.num_taps, HW = a.pixels;
   const int64_t rows = C * K, total = a.batch * HW;
 
-  // The rows this thread stages are the same in every chunk: find their (tap, channel) once.
+  // The rows this thread stages are the same in every chunk: find their (channel, tap) once.
   constexpr int kLanes = kThreads / kChunk, kSampleRows = S::kRows / kLanes;
   static_assert(S::kRows % kLanes == 0, "rows split evenly over the threads of a pixel");
   const int kk = t % kChunk;
@@ -349,8 +342,8 @@ RETINA_TILE void weight_grad_tile(const WeightGradArgs<T, Acc>& a, Acc* shared_s
   for (int i = 0; i < kSampleRows; ++i) {
     const int64_t r = r0 + t / kChunk + kLanes * i;
     row_in[i] = r < rows;
-    row_tap[i] = row_in[i] ? r / C : 0;
-    row_channel[i] = row_in[i] ? r % C : 0;
+    row_channel[i] = row_in[i] ? r / K : 0;
+    row_tap[i] = row_in[i] ? r % K : 0;
   }
 
   Acc acc[TM][TN] = {};

@@ -110,8 +110,8 @@ struct Problem {
   std::vector<int32_t> low;
   std::vector<T> frac;
   std::vector<uint8_t> live;
-  // permuted weights: [K, C, O] and [O, K, C]
-  std::vector<T> weight_kco, weight_okc;
+  // permuted weights: [C, K, O] and [O, K, C]
+  std::vector<T> weight_cko, weight_okc;
 
   explicit Problem(const Case& cs, uint32_t seed)
       : c(cs), shape{cs.batch, cs.channels, cs.out_channels, cs.height, cs.width, cs.taps, cs.morph, cs.scope} {
@@ -142,13 +142,13 @@ struct Problem {
     const LocateArgs<T, T> locate{offset.data(), low.data(), frac.data(), live.data(), B, c.height, c.width, K,
                                   c.morph, static_cast<T>(c.scope)};
     for (int64_t n = 0; n < B * HW; ++n) locate_pixel(locate, n);
-    weight_kco.resize(weight.size());
+    weight_cko.resize(weight.size());
     weight_okc.resize(weight.size());
     for (int64_t o = 0; o < O; ++o)
       for (int64_t ch = 0; ch < C; ++ch)
         for (int64_t k = 0; k < K; ++k) {
           const T w = weight[(o * C + ch) * K + k];
-          weight_kco[(k * C + ch) * O + o] = w;
+          weight_cko[(ch * K + k) * O + o] = w;
           weight_okc[(o * K + k) * C + ch] = w;
         }
   }
@@ -161,7 +161,7 @@ void check_forward(Problem<T>& pr, double tol) {
   const Case& c = pr.c;
   const int64_t HW = c.height * c.width;
   std::vector<T> out(pr.out.size(), std::numeric_limits<T>::quiet_NaN());
-  const ForwardArgs<T, T> a{pr.input.data(), {pr.low.data(), pr.frac.data(), nullptr}, pr.weight_kco.data(),
+  const ForwardArgs<T, T> a{pr.input.data(), {pr.low.data(), pr.frac.data(), nullptr}, pr.weight_cko.data(),
                             pr.bias.data(), out.data(), c.channels, c.out_channels, c.taps, HW, pr.high_step()};
   std::vector<T> sa(S::kSharedA), sb(S::kSharedB);
   launch<T>({ceil_div(HW, S::kCols), ceil_div(c.out_channels, S::kRows), c.batch}, {&sa, &sb},
@@ -203,7 +203,7 @@ void check_weight_grad(Problem<T>& pr, double tol, int64_t splits) {
     for (int64_t k = 0; k < c.taps; ++k)
       for (int64_t ch = 0; ch < c.channels; ++ch)
         for (int64_t o = 0; o < O; ++o)
-          grad_weight[(o * c.channels + ch) * c.taps + k] += partial[((s * c.taps + k) * c.channels + ch) * O + o];
+          grad_weight[(o * c.channels + ch) * c.taps + k] += partial[((s * c.channels + ch) * c.taps + k) * O + o];
   close(grad_weight, pr.grad_weight, tol, "grad_weight", c, TM, TN);
 }
 

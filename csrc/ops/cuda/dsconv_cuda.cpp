@@ -86,10 +86,10 @@ at::Tensor dsconv2d_cuda(const at::Tensor& input, const at::Tensor& offset, cons
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dsconv2d_cuda", [&] {
     using T = typename CudaScalar<scalar_t>::type;
     const auto [low, frac, live] = locate<scalar_t>(off, shape, stream);
-    const at::Tensor weight_kco = weight.permute({2, 1, 0}).contiguous();
+    const at::Tensor weight_cko = weight.permute({1, 2, 0}).contiguous();
     C10_CUDA_CHECK(dsconv2d_forward_cuda<T>(
         device_data<scalar_t>(x), low.data_ptr<int32_t>(), frac.data_ptr<dsconv_acc_t<T>>(),
-        device_data<scalar_t>(weight_kco), b.defined() ? device_data<scalar_t>(b) : nullptr,
+        device_data<scalar_t>(weight_cko), b.defined() ? device_data<scalar_t>(b) : nullptr,
         reinterpret_cast<T*>(out.data_ptr<scalar_t>()), shape, stream));
   });
   return out;
@@ -115,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dsconv2d_backward_cuda(const at::
     at::Tensor grad_input_acc = at::zeros(x.sizes(), acc_options);
     at::Tensor grad_offset_acc = at::zeros(off.sizes(), acc_options);
     const int64_t splits = dsconv2d_weight_grad_splits(shape);
-    at::Tensor partial = at::empty({splits, shape.taps, shape.channels, shape.out_channels}, acc_options);
+    at::Tensor partial = at::empty({splits, shape.channels, shape.taps, shape.out_channels}, acc_options);
     if (shape.batch * shape.height * shape.width > 0) {
       const auto [low, frac, live] = locate<scalar_t>(off, shape, stream);
       const at::Tensor weight_okc = weight.permute({0, 2, 1}).contiguous();
@@ -131,8 +131,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dsconv2d_backward_cuda(const at::
     }
     grad_input = grad_input_acc.to(x.scalar_type());
     grad_offset = grad_offset_acc.to(x.scalar_type());
-    // [splits, K, C, O] -> [O, C, K]
-    grad_weight = partial.sum(0).permute({2, 1, 0}).to(x.scalar_type()).contiguous();
+    // [splits, C, K, O] -> [O, C, K]
+    grad_weight = partial.sum(0).permute({2, 0, 1}).to(x.scalar_type()).contiguous();
   });
   return {grad_input, grad_offset, grad_weight};
 }
