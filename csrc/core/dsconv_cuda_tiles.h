@@ -48,6 +48,7 @@ struct Tile {
   static constexpr int kLdT = kCols + kPad, kSharedTile = kRows * kLdT;  // a finished tile, [kRows][kLdT]
   static constexpr int kSharedOperandsOrTile = kSharedA + kSharedB > kSharedTile ? kSharedA + kSharedB : kSharedTile;
   static_assert(kThreads % kCols == 0, "a thread stages whole columns");
+  static_assert(kChunk * kCols == kThreads * TN && kChunk * kRows == kThreads * TM, "TN samples, TM weights each");
 };
 
 // Loads and stores in the accumulation type: float for float/half/bfloat16, double for double.
@@ -170,31 +171,46 @@ RETINA_TILE void forward_tile(const ForwardArgs<T, Acc>& a, Acc* shared_w, Acc* 
   const int32_t* low = a.taps.low + b * a.num_taps * HW;
   const Acc* frac = a.taps.frac + b * a.num_taps * HW;
 
-  // Each thread builds the samples of one pixel, rows first, first + step, ... of every chunk; the
-  // (channel, tap) of its rows is tracked incrementally (no 64-bit division per sample).
+  // Each thread builds the samples of one pixel, rows first, first + step, ... of every chunk (TN of
+  // them), tracking their (channel, tap) incrementally (no 64-bit division per sample), and TM weights.
+  // The next chunk is gathered into registers while this one is multiplied, so the gathers' latency
+  // overlaps the arithmetic of the same warps.
   constexpr int step = kThreads / S::kCols;
   const int first = t / S::kCols, q = t % S::kCols;
   const int64_t p = p0 + q;
   RowCursor chunk_row(first, a.num_taps);  // (channel, tap) of row r0 + first
+  Acc next_s[TN], next_w[TM];
+  auto gather = [&](int64_t r0) {
+    RowCursor row = chunk_row;
+    RETINA_UNROLL
+    for (int i = 0; i < TN; ++i, row.advance(step, a.num_taps)) {
+      next_s[i] = Acc(0);
+      if (p < HW && r0 + first + step * i < rows) {
+        const int64_t at = row.tap * HW + p;
+        next_s[i] = lerp_sample(x + row.channel * HW, low[at], a.high_step, frac[at]);
+      }
+    }
+    RETINA_UNROLL
+    for (int i = 0; i < TM; ++i) {
+      const int e = t + kThreads * i, kk = e / S::kRows, m = e % S::kRows;
+      const int64_t r = r0 + kk, o = o0 + m;
+      next_w[i] = r < rows && o < O ? to_acc(a.weight[r * O + o]) : Acc(0);
+    }
+  };
 
   Acc acc[TM][TN] = {};
+  gather(0);
   for (int64_t r0 = 0; r0 < rows; r0 += kChunk) {
-    RowCursor row = chunk_row;
-    for (int kk = first; kk < kChunk; kk += step, row.advance(step, a.num_taps)) {
-      Acc sample = Acc(0);
-      if (p < HW && r0 + kk < rows) {
-        const int64_t at = row.tap * HW + p;
-        sample = lerp_sample(x + row.channel * HW, low[at], a.high_step, frac[at]);
-      }
-      shared_s[kk * S::kLdB + q] = sample;
-    }
-    chunk_row.advance(kChunk, a.num_taps);
-    for (int e = t; e < kChunk * S::kRows; e += kThreads) {
-      const int kk = e / S::kRows, m = e % S::kRows;
-      const int64_t r = r0 + kk, o = o0 + m;
-      shared_w[kk * S::kLdA + m] = r < rows && o < O ? to_acc(a.weight[r * O + o]) : Acc(0);
+    RETINA_UNROLL
+    for (int i = 0; i < TN; ++i) shared_s[(first + step * i) * S::kLdB + q] = next_s[i];
+    RETINA_UNROLL
+    for (int i = 0; i < TM; ++i) {
+      const int e = t + kThreads * i;
+      shared_w[(e / S::kRows) * S::kLdA + e % S::kRows] = next_w[i];
     }
     blk.sync();
+    chunk_row.advance(kChunk, a.num_taps);
+    if (r0 + kChunk < rows) gather(r0 + kChunk);
     multiply_chunk<TM, TN>(acc, shared_w, shared_s, tr, tc);
     blk.sync();
   }
@@ -334,7 +350,7 @@ RETINA_TILE void weight_grad_tile(const WeightGradArgs<T, Acc>& a, Acc* shared_s
 
   // The rows this thread stages are the same in every chunk: find their (channel, tap) once.
   constexpr int kLanes = kThreads / kChunk, kSampleRows = S::kRows / kLanes;
-  static_assert(S::kRows % kLanes == 0, "rows split evenly over the threads of a pixel");
+  static_assert(S::kRows % kLanes == 0 && S::kCols == kLanes * TN, "rows and columns split evenly over a pixel's threads");
   const int kk = t % kChunk;
   int64_t row_tap[kSampleRows], row_channel[kSampleRows];
   bool row_in[kSampleRows];
@@ -346,28 +362,39 @@ RETINA_TILE void weight_grad_tile(const WeightGradArgs<T, Acc>& a, Acc* shared_s
     row_tap[i] = row_in[i] ? r % K : 0;
   }
 
-  Acc acc[TM][TN] = {};
-  for (int64_t n0 = split * kChunk; n0 < total; n0 += a.splits * kChunk) {
-    // Thread t stages pixel n0 + t % kChunk (consecutive threads, consecutive pixels: coalesced gathers) for
-    // the rows and output channels t / kChunk + kLanes * i; one division per chunk finds its image.
+  // Thread t stages pixel n0 + t % kChunk (consecutive threads, consecutive pixels: coalesced gathers) for
+  // the rows and output channels t / kChunk + kLanes * i; one division per chunk finds its image. The
+  // next chunk is gathered into registers while this one is multiplied.
+  Acc next_s[kSampleRows], next_g[TN];
+  auto gather = [&](int64_t n0) {
     const int64_t n = n0 + kk;
     const bool pixel_in = n < total;
     const int64_t b = pixel_in ? n / HW : 0, p = n - b * HW;
     RETINA_UNROLL
     for (int i = 0; i < kSampleRows; ++i) {
-      const int m = t / kChunk + kLanes * i;
-      Acc sample = Acc(0);
+      next_s[i] = Acc(0);
       if (pixel_in && row_in[i]) {
         const int64_t at = (b * K + row_tap[i]) * HW + p;
-        sample = lerp_sample(a.input + (b * C + row_channel[i]) * HW, a.taps.low[at], a.high_step, a.taps.frac[at]);
+        next_s[i] = lerp_sample(a.input + (b * C + row_channel[i]) * HW, a.taps.low[at], a.high_step, a.taps.frac[at]);
       }
-      shared_s[kk * S::kLdA + m] = sample;
     }
-    for (int m = t / kChunk; m < S::kCols; m += kLanes) {
-      const int64_t o = o0 + m;
-      shared_g[kk * S::kLdB + m] = pixel_in && o < O ? to_acc(a.grad_out[(b * O + o) * HW + p]) : Acc(0);
+    RETINA_UNROLL
+    for (int i = 0; i < TN; ++i) {
+      const int64_t o = o0 + t / kChunk + kLanes * i;
+      next_g[i] = pixel_in && o < O ? to_acc(a.grad_out[(b * O + o) * HW + p]) : Acc(0);
     }
+  };
+
+  Acc acc[TM][TN] = {};
+  const int64_t stride = a.splits * kChunk;
+  if (split * kChunk < total) gather(split * kChunk);
+  for (int64_t n0 = split * kChunk; n0 < total; n0 += stride) {
+    RETINA_UNROLL
+    for (int i = 0; i < kSampleRows; ++i) shared_s[kk * S::kLdA + t / kChunk + kLanes * i] = next_s[i];
+    RETINA_UNROLL
+    for (int i = 0; i < TN; ++i) shared_g[kk * S::kLdB + t / kChunk + kLanes * i] = next_g[i];
     blk.sync();
+    if (n0 + stride < total) gather(n0 + stride);
     multiply_chunk<TM, TN>(acc, shared_s, shared_g, tr, tc);
     blk.sync();
   }
