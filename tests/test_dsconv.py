@@ -230,3 +230,15 @@ def test_cpu_backward_splits_channels_across_threads(threads, c, morph):
     ref = run(reference.dsconv2d, *case, morph=morph, extend_scope=1.5)
     for name, a, r in zip(("out", "input", "offset", "weight", "bias"), ours, ref):
         torch.testing.assert_close(a, r, rtol=0, atol=1e-10, msg=name)
+
+
+@needs_extension
+def test_op_level_errors_name_the_argument():
+    # The compiled op checks its arguments too (torch.ops.retina.* can be called without the wrapper).
+    x, offset, weight = torch.zeros(1, 1, 3, 3), torch.zeros(1, 3, 3, 3), torch.zeros(4, 1, 3)
+    with pytest.raises(ValueError, match="grad must be \\[B, O, H, W\\]"):
+        torch.ops.retina.dsconv2d_backward(torch.zeros(1, 2, 3, 3), x, offset, weight, 0, 1.0)
+    with pytest.raises(ValueError, match="bias must be \\[O\\] = \\[4\\]"):
+        torch.ops.retina.dsconv2d(x, offset, weight, torch.zeros(3), 0, 1.0)
+    with pytest.raises(ValueError, match="K \\(weight.shape\\[2\\]\\) must be odd"):
+        torch.ops.retina.dsconv2d(x, torch.zeros(1, 2, 3, 3), torch.zeros(4, 1, 2), None, 0, 1.0)

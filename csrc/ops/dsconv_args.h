@@ -4,6 +4,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <optional>
+
 #include "../core/dsconv_cpu.h"
 
 namespace retina {
@@ -28,6 +30,25 @@ inline DSConvShape check_dsconv_args(const at::Tensor& input, const at::Tensor& 
                     "dsconv2d: input, offset and weight must be on one device");
   return DSConvShape{input.size(0), input.size(1), weight.size(0), input.size(2), input.size(3), taps,
                      static_cast<int>(morph), extend_scope};
+}
+
+// The optional bias, checked ([O], the input's dtype and device) and made contiguous; undefined if absent.
+inline at::Tensor check_dsconv_bias(const std::optional<at::Tensor>& bias, const at::Tensor& input,
+                                    const at::Tensor& weight) {
+  if (!bias.has_value() || !bias->defined()) return at::Tensor();
+  TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0) && bias->scalar_type() == input.scalar_type() &&
+                        bias->device() == input.device(),
+                    "dsconv2d: bias must be [O] = [", weight.size(0), "] of the input's dtype and device, got ",
+                    bias->sizes());
+  return bias->contiguous();
+}
+
+// The backward's upstream gradient: [B, O, H, W] of the input's dtype and device.
+inline void check_dsconv_grad(const at::Tensor& grad, const at::Tensor& input, const DSConvShape& shape) {
+  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == shape.batch && grad.size(1) == shape.out_channels &&
+                        grad.size(2) == shape.height && grad.size(3) == shape.width &&
+                        grad.scalar_type() == input.scalar_type() && grad.device() == input.device(),
+                    "dsconv2d_backward: grad must be [B, O, H, W] of the input's dtype and device, got ", grad.sizes());
 }
 
 }  // namespace retina

@@ -39,12 +39,7 @@ at::Tensor dsconv2d_cpu_impl(const at::Tensor& input, const at::Tensor& offset, 
   TORCH_CHECK_VALUE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
                     "dsconv2d: on the CPU tensors must be float32 or float64, got ", input.scalar_type());
   const at::Tensor x = input.contiguous(), off = offset.contiguous(), w = weight.contiguous();
-  at::Tensor b;
-  if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0) && bias->scalar_type() == input.scalar_type(),
-                      "dsconv2d: bias must be [O] = [", weight.size(0), "] of the input's dtype, got ", bias->sizes());
-    b = bias->contiguous();
-  }
+  const at::Tensor b = check_dsconv_bias(bias, input, weight);
   at::Tensor out = at::empty({shape.batch, shape.out_channels, shape.height, shape.width}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dsconv2d_cpu", [&] {
     dsconv2d_forward_cpu<scalar_t>(x.data_ptr<scalar_t>(), off.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
@@ -58,10 +53,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dsconv2d_backward_cpu_impl(const 
                                                                          const at::Tensor& offset, const at::Tensor& weight,
                                                                          int64_t morph, double extend_scope) {
   const DSConvShape shape = check_dsconv_args(input, offset, weight, morph, extend_scope);
-  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == shape.batch && grad.size(1) == shape.out_channels &&
-                        grad.size(2) == shape.height && grad.size(3) == shape.width &&
-                        grad.scalar_type() == input.scalar_type(),
-                    "dsconv2d_backward: grad must be [B, O, H, W] of the input's dtype, got ", grad.sizes());
+  check_dsconv_grad(grad, input, shape);
   const at::Tensor g = grad.contiguous(), x = input.contiguous(), off = offset.contiguous(), w = weight.contiguous();
   at::Tensor grad_input = at::empty_like(x), grad_offset = at::empty_like(off), grad_weight = at::empty_like(w);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dsconv2d_backward_cpu", [&] {

@@ -72,14 +72,7 @@ at::Tensor dsconv2d_cuda(const at::Tensor& input, const at::Tensor& offset, cons
   const DSConvShape shape = check_cuda_args(input, offset, weight, morph, extend_scope);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor x = input.contiguous(), off = offset.contiguous();
-  at::Tensor b;
-  if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0) &&
-                          bias->scalar_type() == input.scalar_type() && bias->device() == input.device(),
-                      "dsconv2d: bias must be [O] = [", weight.size(0), "] of the input's dtype and device, got ",
-                      bias->sizes());
-    b = bias->contiguous();
-  }
+  const at::Tensor b = check_dsconv_bias(bias, input, weight);
   at::Tensor out = at::empty({shape.batch, shape.out_channels, shape.height, shape.width}, x.options());
   if (out.numel() == 0) return out;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -99,10 +92,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dsconv2d_backward_cuda(const at::
                                                                      const at::Tensor& offset, const at::Tensor& weight,
                                                                      int64_t morph, double extend_scope) {
   const DSConvShape shape = check_cuda_args(input, offset, weight, morph, extend_scope);
-  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == shape.batch && grad.size(1) == shape.out_channels &&
-                        grad.size(2) == shape.height && grad.size(3) == shape.width &&
-                        grad.scalar_type() == input.scalar_type() && grad.device() == input.device(),
-                    "dsconv2d_backward: grad must be [B, O, H, W] of the input's dtype and device, got ", grad.sizes());
+  check_dsconv_grad(grad, input, shape);
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor g = grad.contiguous(), x = input.contiguous(), off = offset.contiguous();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
