@@ -55,16 +55,18 @@ __global__ void __launch_bounds__(kThreads) weight_grad_kernel(WeightGradArgs<T,
 template <int N>
 using Int = std::integral_constant<int, N>;
 
-// Tiles of kGrid * n rows, n in {1, 2, 4}: the smallest that covers `extent` (output or input channels),
-// so narrow layers do not compute padding. Narrow tiles are wider in pixels (the other dimension).
+// 1, 2 or 4: the smallest number of kGrid-wide slices (up to 4) that covers `extent` channels, so narrow
+// layers do not compute padding.
+int slices_for(int64_t extent) { return extent <= kGrid ? 1 : (extent <= 2 * kGrid ? 2 : 4); }
+
+// Pixel tiles (forward, input gradient): kGrid * n rows of channels; narrow tiles are wider in pixels.
 template <class Launch>
 void with_pixel_tile(int64_t extent, Launch&& launch) {
-  if (extent <= kGrid)
-    launch(Int<1>{}, Int<8>{});
-  else if (extent <= 2 * kGrid)
-    launch(Int<2>{}, Int<8>{});
-  else
-    launch(Int<4>{}, Int<4>{});
+  switch (slices_for(extent)) {
+    case 1: launch(Int<1>{}, Int<8>{}); break;
+    case 2: launch(Int<2>{}, Int<8>{}); break;
+    default: launch(Int<4>{}, Int<4>{});
+  }
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -74,25 +76,20 @@ constexpr int64_t kWeightGradBlocks = 512;
 // A split sums at least this many pixel chunks (fewer, and the partial sums cost more than they save).
 constexpr int64_t kMinChunksPerSplit = 8;
 
-// Tile of the weight gradient: 64 (channel, tap) rows by 16 * TN output channels.
+// Tile of the weight gradient: 64 (channel, tap) rows by kGrid * n output channels.
 template <class Launch>
 void with_weight_tile(int64_t out_channels, Launch&& launch) {
-  if (out_channels <= kGrid)
-    launch(Int<4>{}, Int<1>{});
-  else if (out_channels <= 2 * kGrid)
-    launch(Int<4>{}, Int<2>{});
-  else
-    launch(Int<4>{}, Int<4>{});
-}
-
-int weight_cols(int64_t out_channels) {
-  return out_channels <= kGrid ? kGrid : (out_channels <= 2 * kGrid ? 2 * kGrid : 4 * kGrid);
+  switch (slices_for(out_channels)) {
+    case 1: launch(Int<4>{}, Int<1>{}); break;
+    case 2: launch(Int<4>{}, Int<2>{}); break;
+    default: launch(Int<4>{}, Int<4>{});
+  }
 }
 
 }  // namespace
 
 int64_t dsconv2d_weight_grad_splits(const DSConvShape& s) {
-  const int64_t tiles = ceil_div(s.channels * s.taps, 4 * kGrid) * ceil_div(s.out_channels, weight_cols(s.out_channels));
+  const int64_t tiles = ceil_div(s.channels * s.taps, 4 * kGrid) * ceil_div(s.out_channels, kGrid * slices_for(s.out_channels));
   const int64_t chunks = ceil_div(s.batch * s.height * s.width, kChunk);
   int64_t splits = ceil_div(kWeightGradBlocks, tiles > 0 ? tiles : 1);
   if (splits > chunks / kMinChunksPerSplit) splits = chunks / kMinChunksPerSplit;
