@@ -89,7 +89,8 @@ void with_weight_tile(int64_t out_channels, Launch&& launch) {
 }  // namespace
 
 int64_t dsconv2d_weight_grad_splits(const DSConvShape& s) {
-  const int64_t tiles = ceil_div(s.channels * s.taps, 4 * kGrid) * ceil_div(s.out_channels, kGrid * slices_for(s.out_channels));
+  const int64_t tiles =
+      ceil_div(s.channels * s.taps, 4 * kGrid) * ceil_div(s.out_channels, kGrid * slices_for(s.out_channels));
   const int64_t chunks = ceil_div(s.batch * s.height * s.width, kChunk);
   int64_t splits = ceil_div(kWeightGradBlocks, tiles > 0 ? tiles : 1);
   if (splits > chunks / kMinChunksPerSplit) splits = chunks / kMinChunksPerSplit;
