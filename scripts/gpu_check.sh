@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run on the GPU machine (device tool): builds the extension with CUDA for Hopper, runs every test
-# (the CUDA ones included) and the benchmarks, and writes logs and a results table to $OUT.
+# (the CUDA ones included), a memory and a time breakdown, and the benchmarks, and writes logs and a
+# results table to $OUT (8 files: the most the device tool brings back).
 # Needs no network: the machine's python3 already has torch, pytest-benchmark, scikit-image, scipy, opencv.
 #   device run: GIT_COMMIT=<sha> [TEST_FILTER=<pytest -k>] [BENCH_FILTER=<pytest -k>] bash scripts/gpu_check.sh
 #   (then copy $OUT/results.md into benchmarks/RESULTS.md)
@@ -35,6 +36,11 @@ echo "== tests (CUDA included)"
 
 echo "== S3-OCTA step memory by module, ours vs reference op (1x304²)"
 PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --device cuda 2>&1 | tee "$out/memory.txt"
+
+echo "== where the time goes: dsconv2d layer and S3-OCTA step, kernel by kernel (1x304², fp32)"
+for what in layer s3octa; do PYTHONPATH=. "$python" scripts/dsconv_profile.py --what $what --size 304 --device cuda; done \
+  > "$out/profile.txt" 2>&1
+grep "^per step" "$out/profile.txt"
 
 echo "== benchmarks"
 "$python" -m pytest -q -p no:cacheprovider benchmarks ${BENCH_FILTER:+-k "$BENCH_FILTER"} \

@@ -1,0 +1,33 @@
+"""The diagnostic scripts that scripts/gpu_check.sh runs on the GPU machine: they must keep working,
+or a scarce GPU session is spent on a traceback. Run here on the CPU at small sizes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+def run_script(*args: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("what", ["layer", "dscnet"])
+def test_dsconv_profile_reports_the_op_share(what):
+    out = run_script("scripts/dsconv_profile.py", "--what", what, "--size", "24", "--steps", "1", "--device", "cpu")
+    summary = [line for line in out.splitlines() if line.startswith("per step:")]
+    assert len(summary) == 1, out
+    share = float(summary[0].rsplit("(", 1)[1].rstrip("%)"))
+    # The layer is nothing but the op; in DSCNet the op is one part of the step among convolutions.
+    assert (share > 90) if what == "layer" else (0 < share < 100), summary[0]
+
+
+def test_memory_breakdown_compares_ours_with_the_reference():
+    out = run_script("scripts/memory_breakdown.py", "--model", "dscnet", "--size", "32", "--device", "cpu")
+    assert out.startswith("ours: dscnet 1x32²") and "\nreference: dscnet 1x32²" in out, out
