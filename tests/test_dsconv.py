@@ -200,6 +200,23 @@ def test_cuda_half_precision_accumulates_in_float32(dtype):
 
 @pytest.mark.cuda
 @requires_cuda
+def test_cuda_float32_tensor_cores_match_cuda_cores(monkeypatch):
+    # float32 runs as 3xTF32 on the tensor cores; RETINA_DSCONV_SIMT=1 runs it on the CUDA cores. Both see
+    # the same tap positions, so they must agree to float32 accumulation error (TF32 alone would be ~1e-3).
+    if retina_kernels.backends()["cuda dsconv2d"] != "CUDA":
+        pytest.skip("needs the compiled CUDA kernel")
+    tensors = [t.cuda() for t in random_case(2, 37, 70, 21, 17, 11, spread=2.0, seed=11, dtype=torch.float32)]
+    tensor_cores = run(retina_kernels.dsconv2d, *tensors, morph=1, extend_scope=3.0)
+    monkeypatch.setenv("RETINA_DSCONV_SIMT", "1")
+    cuda_cores = run(retina_kernels.dsconv2d, *tensors, morph=1, extend_scope=3.0)
+    for name, a, b in zip(("out", "input", "offset", "weight", "bias"), tensor_cores, cuda_cores):
+        assert (a - b).abs().max().item() <= 1e-5 * b.abs().max().item(), name
+        if name in ("out", "weight"):  # products, not atomics: equal results would mean one path ran twice
+            assert not torch.equal(a, b), f"{name}: RETINA_DSCONV_SIMT changed nothing"
+
+
+@pytest.mark.cuda
+@requires_cuda
 def test_cuda_kernel_matches_triton_kernel():
     if retina_kernels.backends()["cuda dsconv2d"] != "CUDA" or not triton_available():
         pytest.skip("needs both the compiled CUDA kernel and triton")

@@ -1,5 +1,9 @@
 // CUDA dynamic snake convolution: the kernels wrap the block bodies of dsconv_cuda_tiles.h (tested on the
-// CPU in csrc/tests/test_dsconv_tiles.cpp); this file chooses tile shapes and grids.
+// CPU in csrc/tests/test_dsconv_tiles.cpp); this file supplies the tensor-core product (nvcuda::wmma) and
+// chooses products, tile shapes and grids.
+#include <mma.h>
+
+#include <cstdlib>
 #include <type_traits>
 
 #include "dsconv_cuda.h"
@@ -9,6 +13,7 @@ namespace retina {
 namespace {
 
 using namespace dsconv_tiles;
+namespace wmma = nvcuda::wmma;
 
 // The hardware block behind the tiles' Block interface.
 struct DeviceBlock {
@@ -28,28 +33,95 @@ __global__ void __launch_bounds__(256) locate_kernel(LocateArgs<T, Acc> a) {
     locate_pixel(a, n);
 }
 
-template <class T, class Acc, int TM, int TN>
-__global__ void __launch_bounds__(kThreads) forward_kernel(ForwardArgs<T, Acc> a) {
-  using S = Tile<TM, TN>;
-  __shared__ __align__(16) Acc shared_w[S::kSharedA];
-  __shared__ __align__(16) Acc shared_s[S::kSharedB];
-  forward_tile<T, Acc, TM, TN>(a, shared_w, shared_s, DeviceBlock{});
+// nvcuda::wmma behind TensorProduct's Mma interface (fragment layouts are the hardware's business: only
+// shared-memory layouts, which the CPU test checks, are ours). `Operand` is the fragment element type:
+// precision::tf32 for float, else the 16-bit type itself.
+template <class StageT, class Operand, int K>
+struct Wmma {
+  using Stage = StageT;
+  static constexpr int kK = K;
+  using A = wmma::fragment<wmma::matrix_a, kFragment, kFragment, K, Operand, wmma::col_major>;
+  using B = wmma::fragment<wmma::matrix_b, kFragment, kFragment, K, Operand, wmma::row_major>;
+  using Acc = wmma::fragment<wmma::accumulator, kFragment, kFragment, K, float>;
+  __device__ static Stage stage(float v) { return from_acc<Stage>(v); }
+  __device__ static void zero(Acc& c) { wmma::fill_fragment(c, 0.0f); }
+  __device__ static void load_a(A& f, const Stage* p, int ld, int) { wmma::load_matrix_sync(f, p, ld); }
+  __device__ static void load_b(B& f, const Stage* p, int ld, int) { wmma::load_matrix_sync(f, p, ld); }
+  __device__ static void mma(Acc& c, const A& a, const B& b, int) { wmma::mma_sync(c, a, b, c); }
+  __device__ static void store(float* p, const Acc& c, int ld, int) { wmma::store_matrix_sync(p, c, ld, wmma::mem_row_major); }
+};
+
+// float32 as three TF32 products (3xTF32): each operand x = hi + lo with hi = tf32(x), lo = tf32(x - hi),
+// and a·b ≈ a_lo·b_hi + a_hi·b_lo + a_hi·b_hi. The dropped a_lo·b_lo and the rounding of lo are ~2^-22
+// of the product: float32 accuracy from the tensor cores, as the Triton kernels' tf32x3.
+struct Wmma3xTf32 : Wmma<float, wmma::precision::tf32, 8> {
+  struct A {
+    Wmma::A hi, lo;
+  };
+  struct B {
+    Wmma::B hi, lo;
+  };
+  template <class Fragment>
+  __device__ static void split(Fragment& hi, Fragment& lo) {
+    for (int i = 0; i < hi.num_elements; ++i) {
+      const float x = hi.x[i], h = wmma::__float_to_tf32(x);
+      hi.x[i] = h;
+      lo.x[i] = wmma::__float_to_tf32(x - h);
+    }
+  }
+  __device__ static Stage stage(float v) { return v; }
+  __device__ static void load_a(A& f, const float* p, int ld, int) {
+    wmma::load_matrix_sync(f.hi, p, ld);
+    split(f.hi, f.lo);
+  }
+  __device__ static void load_b(B& f, const float* p, int ld, int) {
+    wmma::load_matrix_sync(f.hi, p, ld);
+    split(f.hi, f.lo);
+  }
+  __device__ static void mma(Acc& c, const A& a, const B& b, int) {
+    wmma::mma_sync(c, a.lo, b.hi, c);
+    wmma::mma_sync(c, a.hi, b.lo, c);
+    wmma::mma_sync(c, a.hi, b.hi, c);
+  }
+};
+
+// The products each element type runs on: float64 on the CUDA cores (the tensor cores' float64 path
+// would need other tiles), float32 as 3xTF32 and the 16-bit types directly on the tensor cores, both
+// accumulating in float32. RETINA_DSCONV_SIMT=1 (read per call) runs float32 on the CUDA cores instead:
+// a diagnostic, and a way out should the tensor-core path misbehave on some GPU.
+template <class T, class Launch>
+void with_math(Launch&& launch) {
+  if constexpr (std::is_same_v<T, double>) {
+    launch(SimtMath<double>{});
+  } else if constexpr (std::is_same_v<T, float>) {
+    const char* simt = std::getenv("RETINA_DSCONV_SIMT");
+    if (simt != nullptr && simt[0] == '1')
+      launch(SimtMath<float>{});
+    else
+      launch(TensorMath<Wmma3xTf32>{});
+  } else {
+    launch(TensorMath<Wmma<T, T, 16>>{});
+  }
 }
 
-template <class T, class Acc, int TM, int TN>
+template <class Math, class T, class Acc, int TM, int TN>
+__global__ void __launch_bounds__(kThreads) forward_kernel(ForwardArgs<T, Acc> a) {
+  __shared__ __align__(32) unsigned char shared[SharedTile<Math, TM, TN>::bytes];
+  forward_tile<Math, T, Acc, TM, TN>(a, shared, DeviceBlock{});
+}
+
+template <class Math, class T, class Acc, int TM, int TN>
 __global__ void __launch_bounds__(kThreads) input_grad_kernel(InputGradArgs<T, Acc> a) {
-  __shared__ __align__(16) Acc operands[Tile<TM, TN>::kSharedOperandsOrTile];
+  __shared__ __align__(32) unsigned char shared[SharedTile<Math, TM, TN>::bytes];
   __shared__ Acc partial[kThreads];
   __shared__ Acc running[Tile<TM, TN>::kCols];
-  input_grad_tile<T, Acc, TM, TN>(a, operands, partial, running, DeviceBlock{});
+  input_grad_tile<Math, T, Acc, TM, TN>(a, shared, partial, running, DeviceBlock{});
 }
 
-template <class T, class Acc, int TM, int TN>
+template <class Math, class T, class Acc, int TM, int TN>
 __global__ void __launch_bounds__(kThreads) weight_grad_kernel(WeightGradArgs<T, Acc> a) {
-  using S = Tile<TM, TN>;
-  __shared__ __align__(16) Acc shared_s[S::kSharedA];
-  __shared__ __align__(16) Acc shared_g[S::kSharedB];
-  weight_grad_tile<T, Acc, TM, TN>(a, shared_s, shared_g, DeviceBlock{});
+  __shared__ __align__(32) unsigned char shared[SharedTile<Math, TM, TN>::bytes];
+  weight_grad_tile<Math, T, Acc, TM, TN>(a, shared, DeviceBlock{});
 }
 
 template <int N>
@@ -121,11 +193,14 @@ cudaError_t dsconv2d_forward_cuda(const T* input, const int32_t* low, const dsco
   if (s.batch > kDSConvMaxBatch) return cudaErrorInvalidValue;
   const ForwardArgs<T, Acc> a{input, {low, frac, nullptr}, weight_cko, bias, out, s.channels, s.out_channels, s.taps,
                               pixels, SnakeFrame(s.height, s.width, s.morph).high_step};
-  with_pixel_tile(s.out_channels, [&](auto tm, auto tn) {
-    using S = Tile<decltype(tm)::value, decltype(tn)::value>;
-    const dim3 grid(static_cast<unsigned>(ceil_div(pixels, S::kCols)),
-                    static_cast<unsigned>(ceil_div(s.out_channels, S::kRows)), static_cast<unsigned>(s.batch));
-    forward_kernel<T, Acc, decltype(tm)::value, decltype(tn)::value><<<grid, kThreads, 0, stream>>>(a);
+  with_math<T>([&](auto math) {
+    with_pixel_tile(s.out_channels, [&](auto tm, auto tn) {
+      using S = Tile<decltype(tm)::value, decltype(tn)::value>;
+      const dim3 grid(static_cast<unsigned>(ceil_div(pixels, S::kCols)),
+                      static_cast<unsigned>(ceil_div(s.out_channels, S::kRows)), static_cast<unsigned>(s.batch));
+      forward_kernel<decltype(math), T, Acc, decltype(tm)::value, decltype(tn)::value>
+          <<<grid, kThreads, 0, stream>>>(a);
+    });
   });
   return cudaGetLastError();
 }
@@ -142,10 +217,13 @@ cudaError_t dsconv2d_input_grad_cuda(const T* grad_out, const T* input, const in
   const InputGradArgs<T, Acc> a{grad_out,    input,        {low, frac, live}, weight_okc, grad_input,
                                 grad_offset, s.channels,   s.out_channels,    s.taps,     pixels,
                                 SnakeFrame(s.height, s.width, s.morph).high_step, static_cast<Acc>(s.extend_scope)};
-  with_pixel_tile(s.channels, [&](auto tm, auto tn) {
-    using S = Tile<decltype(tm)::value, decltype(tn)::value>;
-    const dim3 grid(static_cast<unsigned>(ceil_div(pixels, S::kCols)), static_cast<unsigned>(s.batch));
-    input_grad_kernel<T, Acc, decltype(tm)::value, decltype(tn)::value><<<grid, kThreads, 0, stream>>>(a);
+  with_math<T>([&](auto math) {
+    with_pixel_tile(s.channels, [&](auto tm, auto tn) {
+      using S = Tile<decltype(tm)::value, decltype(tn)::value>;
+      const dim3 grid(static_cast<unsigned>(ceil_div(pixels, S::kCols)), static_cast<unsigned>(s.batch));
+      input_grad_kernel<decltype(math), T, Acc, decltype(tm)::value, decltype(tn)::value>
+          <<<grid, kThreads, 0, stream>>>(a);
+    });
   });
   return cudaGetLastError();
 }
@@ -161,11 +239,14 @@ cudaError_t dsconv2d_weight_grad_cuda(const T* grad_out, const T* input, const i
   const WeightGradArgs<T, Acc> a{grad_out, input,  {low, frac, nullptr}, partial, s.batch,
                                  s.channels, s.out_channels, s.taps, pixels, SnakeFrame(s.height, s.width, s.morph).high_step,
                                  splits};
-  with_weight_tile(s.out_channels, [&](auto tm, auto tn) {
-    using S = Tile<decltype(tm)::value, decltype(tn)::value>;
-    const dim3 grid(static_cast<unsigned>(ceil_div(rows, S::kRows)),
-                    static_cast<unsigned>(ceil_div(s.out_channels, S::kCols)), static_cast<unsigned>(splits));
-    weight_grad_kernel<T, Acc, decltype(tm)::value, decltype(tn)::value><<<grid, kThreads, 0, stream>>>(a);
+  with_math<T>([&](auto math) {
+    with_weight_tile(s.out_channels, [&](auto tm, auto tn) {
+      using S = Tile<decltype(tm)::value, decltype(tn)::value>;
+      const dim3 grid(static_cast<unsigned>(ceil_div(rows, S::kRows)),
+                      static_cast<unsigned>(ceil_div(s.out_channels, S::kCols)), static_cast<unsigned>(splits));
+      weight_grad_kernel<decltype(math), T, Acc, decltype(tm)::value, decltype(tn)::value>
+          <<<grid, kThreads, 0, stream>>>(a);
+    });
   });
   return cudaGetLastError();
 }

@@ -13,8 +13,14 @@
 //   weight grad   grad_w[r, o]     = Σ_n S[r, n] · grad_out[o, n]      (rows r, columns o, reduce pixels n)
 // where r = c * K + k runs over (channel, tap) pairs, channel-major — the K taps of one channel read
 // neighbouring lines of one plane, so consecutive rows reuse what the L1 cache holds — and S[r, p] is
-// channel c sampled at tap k of pixel p. (The input gradient loops over taps, then channels.) Tap positions (`low`, `frac`, `live`, [B, K, H·W]) are computed once per call by
-// `locate_pixel`: C times less data than the samples would be.
+// channel c sampled at tap k of pixel p. (The input gradient loops over taps, then channels.) Tap positions
+// (`low`, `frac`, `live`, [B, K, H·W]) are computed once per call by `locate_pixel`: C times less data
+// than the samples would be.
+//
+// How a staged chunk is multiplied is the `Math` parameter of every block body: `SimtMath` (each thread
+// owns TM x TN results in registers; float64) or `TensorMath<Mma>` (each warp owns 16 x 16 fragments on
+// the tensor cores; Mma is nvcuda::wmma in dsconv_cuda.cu and an emulation in the CPU test). Either way
+// the finished tile goes through shared memory, from which the epilogues write coalesced rows.
 #pragma once
 
 #include <cstdint>
@@ -34,10 +40,13 @@
 namespace retina {
 namespace dsconv_tiles {
 
-constexpr int kThreads = 256;  // a 16 x 16 grid of threads, each owning TM x TN results
+constexpr int kThreads = 256;  // a 16 x 16 grid of threads (staging: TM weights, TN samples each)
 constexpr int kGrid = 16;
 constexpr int kChunk = 16;  // reduction depth staged in shared memory per step
-constexpr int kPad = 4;     // shared rows are padded: keeps 16-byte alignment, spreads transposed stores over banks
+// Shared rows are padded by 8 elements: rows stay 16-byte aligned and every 16-row block of a row-major
+// operand starts 32-byte aligned, which tensor-core fragment loads require (8 16-bit or 4 32-bit elements).
+constexpr int kPad = 8;
+constexpr int kWarpSize = 32, kFragment = 16;  // tensor-core fragments are 16 x 16 (x 8 or 16 deep)
 
 // A block computes a kRows x kCols tile; shared operands are [kChunk][kRows + pad] and [kChunk][kCols + pad].
 template <int TM, int TN>
@@ -46,7 +55,6 @@ struct Tile {
   static constexpr int kLdA = kRows + kPad, kLdB = kCols + kPad;
   static constexpr int kSharedA = kChunk * kLdA, kSharedB = kChunk * kLdB;
   static constexpr int kLdT = kCols + kPad, kSharedTile = kRows * kLdT;  // a finished tile, [kRows][kLdT]
-  static constexpr int kSharedOperandsOrTile = kSharedA + kSharedB > kSharedTile ? kSharedA + kSharedB : kSharedTile;
   static_assert(kThreads % kCols == 0, "a thread stages whole columns");
   static_assert(kChunk * kCols == kThreads * TN && kChunk * kRows == kThreads * TM, "TN samples, TM weights each");
 };
@@ -100,24 +108,126 @@ RETINA_TILE Acc lerp_sample(const T* plane, int32_t low, int64_t high_step, Acc 
   return a + frac * (to_acc(plane[low + high_step]) - a);
 }
 
-// acc[i][j] += Σ_kk a[kk][tr*TM + i] · b[kk][tc*TN + j] over one staged chunk.
-template <int TM, int TN, class Acc>
-RETINA_TILE void multiply_chunk(Acc (&acc)[TM][TN], const Acc* a, const Acc* b, int tr, int tc) {
+// ---- the products: result[r][c] = Σ over chunks of Σ_kk a[kk][r] · b[kk][c], the operands staged as
+// a [kChunk][kLdA] and b [kChunk][kLdB] ------------------------------------------------------------------
+
+// Thread (tr, tc) of the 16 x 16 grid owns rows tr*TM .. and columns tc*TN .. in registers.
+template <class Acc, int TM, int TN>
+struct SimtProduct {
   using S = Tile<TM, TN>;
-  RETINA_UNROLL
-  for (int kk = 0; kk < kChunk; ++kk) {
-    Acc ra[TM], rb[TN];
+  Acc acc[TM][TN] = {};
+
+  RETINA_TILE void multiply(const Acc* a, const Acc* b, int t) {
+    const int tr = t / kGrid, tc = t % kGrid;
     RETINA_UNROLL
-    for (int i = 0; i < TM; ++i) ra[i] = a[kk * S::kLdA + tr * TM + i];
-    RETINA_UNROLL
-    for (int j = 0; j < TN; ++j) rb[j] = b[kk * S::kLdB + tc * TN + j];
+    for (int kk = 0; kk < kChunk; ++kk) {
+      Acc ra[TM], rb[TN];
+      RETINA_UNROLL
+      for (int i = 0; i < TM; ++i) ra[i] = a[kk * S::kLdA + tr * TM + i];
+      RETINA_UNROLL
+      for (int j = 0; j < TN; ++j) rb[j] = b[kk * S::kLdB + tc * TN + j];
+      RETINA_UNROLL
+      for (int i = 0; i < TM; ++i) {
+        RETINA_UNROLL
+        for (int j = 0; j < TN; ++j) acc[i][j] += ra[i] * rb[j];
+      }
+    }
+  }
+  // The results into tile [kRows][kLdT]; the caller syncs before reading it.
+  RETINA_TILE void finish(Acc* tile, int t) const {
+    const int tr = t / kGrid, tc = t % kGrid;
     RETINA_UNROLL
     for (int i = 0; i < TM; ++i) {
       RETINA_UNROLL
-      for (int j = 0; j < TN; ++j) acc[i][j] += ra[i] * rb[j];
+      for (int j = 0; j < TN; ++j) tile[(tr * TM + i) * S::kLdT + tc * TN + j] = acc[i][j];
     }
   }
-}
+};
+
+// Warp w owns kPerWarp consecutive 16 x 16 fragments of one fragment row (so one A fragment serves them
+// all). Mma: Stage (operand type in shared memory), kK (fragment depth), fragment types A (16 x kK,
+// column-major: element (m, k) at p[k * ld + m]), B (kK x 16, row-major), Acc (float), and warp-wide
+// zero / load_a / load_b / mma / store (row-major float), each given the thread's lane.
+template <class Mma, int TM, int TN>
+struct TensorProduct {
+  using S = Tile<TM, TN>;
+  static constexpr int kFragCols = S::kCols / kFragment, kFrags = (S::kRows / kFragment) * kFragCols;
+  static constexpr int kWarps = kThreads / kWarpSize, kPerWarp = (kFrags + kWarps - 1) / kWarps;
+  static_assert(S::kRows % kFragment == 0 && S::kCols % kFragment == 0 && kChunk % Mma::kK == 0, "whole fragments");
+  static_assert(kFragCols % kPerWarp == 0, "a warp's fragments lie in one fragment row");
+  typename Mma::Acc acc[kPerWarp];
+
+  RETINA_TILE TensorProduct() {
+    RETINA_UNROLL
+    for (int i = 0; i < kPerWarp; ++i) Mma::zero(acc[i]);
+  }
+  RETINA_TILE void multiply(const typename Mma::Stage* a, const typename Mma::Stage* b, int t) {
+    const int first = (t / kWarpSize) * kPerWarp, lane = t % kWarpSize;
+    if (first >= kFrags) return;  // the same for the whole warp, as the warp-wide calls require
+    const int fr = first / kFragCols, fc = first % kFragCols;
+    RETINA_UNROLL
+    for (int kk = 0; kk < kChunk; kk += Mma::kK) {
+      typename Mma::A fa;
+      Mma::load_a(fa, a + kk * S::kLdA + fr * kFragment, S::kLdA, lane);
+      RETINA_UNROLL
+      for (int i = 0; i < kPerWarp; ++i) {
+        typename Mma::B fb;
+        Mma::load_b(fb, b + kk * S::kLdB + (fc + i) * kFragment, S::kLdB, lane);
+        Mma::mma(acc[i], fa, fb, lane);
+      }
+    }
+  }
+  RETINA_TILE void finish(float* tile, int t) const {
+    const int first = (t / kWarpSize) * kPerWarp, lane = t % kWarpSize;
+    if (first >= kFrags) return;
+    const int fr = first / kFragCols, fc = first % kFragCols;
+    RETINA_UNROLL
+    for (int i = 0; i < kPerWarp; ++i)
+      Mma::store(tile + fr * kFragment * S::kLdT + (fc + i) * kFragment, acc[i], S::kLdT, lane);
+  }
+};
+
+// Math: what a staged operand element is (Stage), what results are (Result) and the per-thread product.
+template <class Acc>
+struct SimtMath {
+  using Stage = Acc;
+  using Result = Acc;
+  template <int TM, int TN>
+  using Product = SimtProduct<Acc, TM, TN>;
+  RETINA_TILE static Stage stage(Acc v) { return v; }
+};
+
+template <class Mma>
+struct TensorMath {
+  using Stage = typename Mma::Stage;
+  using Result = float;
+  template <int TM, int TN>
+  using Product = TensorProduct<Mma, TM, TN>;
+  RETINA_TILE static Stage stage(float v) { return Mma::stage(v); }
+};
+
+// A block's shared memory: the two staged operands, and over them, once the products are done, the
+// finished tile [kRows][kLdT]. `bytes` is what the kernel declares (32-byte aligned).
+template <class Math, int TM, int TN>
+struct SharedTile {
+  using S = Tile<TM, TN>;
+  using Stage = typename Math::Stage;
+  using Result = typename Math::Result;
+  static constexpr int kOperandBytes = (S::kSharedA + S::kSharedB) * int(sizeof(Stage));
+  static constexpr int kTileBytes = S::kSharedTile * int(sizeof(Result));
+  static constexpr int bytes = kOperandBytes > kTileBytes ? kOperandBytes : kTileBytes;
+  // Fragment loads and stores need 32-byte aligned starts and 16-byte multiples as row strides.
+  static_assert(S::kLdA * sizeof(Stage) % 16 == 0 && S::kLdB * sizeof(Stage) % 16 == 0, "operand rows");
+  static_assert(S::kSharedA * sizeof(Stage) % 32 == 0, "the second operand starts 32-byte aligned");
+  static_assert(8 * S::kLdA * sizeof(Stage) % 32 == 0 && 8 * S::kLdB * sizeof(Stage) % 32 == 0, "8-deep steps");
+  static_assert(S::kLdT * sizeof(Result) % 16 == 0 && kFragment * S::kLdT * sizeof(Result) % 32 == 0, "tile");
+
+  Stage* a;
+  Stage* b;
+  Result* tile;
+  RETINA_TILE explicit SharedTile(unsigned char* shared)
+      : a(reinterpret_cast<Stage*>(shared)), b(a + S::kSharedA), tile(reinterpret_cast<Result*>(shared)) {}
+};
 
 // ---- tap positions: one thread per pixel ------------------------------------------------------------
 
@@ -160,11 +270,12 @@ struct ForwardArgs {
   int64_t channels, out_channels, num_taps, pixels, high_step;
 };
 
-// Block (index(0), index(1), index(2)) = (pixel tile, output-channel tile, image). Shared: kSharedA, kSharedB.
-template <class T, class Acc, int TM, int TN, class Block>
-RETINA_TILE void forward_tile(const ForwardArgs<T, Acc>& a, Acc* shared_w, Acc* shared_s, const Block& blk) {
+// Block (index(0), index(1), index(2)) = (pixel tile, output-channel tile, image); `shared`: SharedTile bytes.
+template <class Math, class T, class Acc, int TM, int TN, class Block>
+RETINA_TILE void forward_tile(const ForwardArgs<T, Acc>& a, unsigned char* shared, const Block& blk) {
   using S = Tile<TM, TN>;
-  const int t = blk.thread(), tr = t / kGrid, tc = t % kGrid;
+  const SharedTile<Math, TM, TN> sh(shared);
+  const int t = blk.thread();
   const int64_t p0 = blk.index(0) * S::kCols, o0 = blk.index(1) * S::kRows, b = blk.index(2);
   const int64_t C = a.channels, O = a.out_channels, HW = a.pixels, rows = C * a.num_taps;
   const T* x = a.input + b * C * HW;
@@ -198,31 +309,31 @@ RETINA_TILE void forward_tile(const ForwardArgs<T, Acc>& a, Acc* shared_w, Acc* 
     }
   };
 
-  Acc acc[TM][TN] = {};
+  typename Math::template Product<TM, TN> product;
   gather(0);
   for (int64_t r0 = 0; r0 < rows; r0 += kChunk) {
     RETINA_UNROLL
-    for (int i = 0; i < TN; ++i) shared_s[(first + step * i) * S::kLdB + q] = next_s[i];
+    for (int i = 0; i < TN; ++i) sh.b[(first + step * i) * S::kLdB + q] = Math::stage(next_s[i]);
     RETINA_UNROLL
     for (int i = 0; i < TM; ++i) {
       const int e = t + kThreads * i;
-      shared_w[(e / S::kRows) * S::kLdA + e % S::kRows] = next_w[i];
+      sh.a[(e / S::kRows) * S::kLdA + e % S::kRows] = Math::stage(next_w[i]);
     }
     blk.sync();
     chunk_row.advance(kChunk, a.num_taps);
     if (r0 + kChunk < rows) gather(r0 + kChunk);
-    multiply_chunk<TM, TN>(acc, shared_w, shared_s, tr, tc);
+    product.multiply(sh.a, sh.b, t);
     blk.sync();
   }
-  RETINA_UNROLL
-  for (int i = 0; i < TM; ++i) {
-    const int64_t o = o0 + tr * TM + i;
-    if (o >= O) continue;
-    const Acc add = a.bias ? to_acc(a.bias[o]) : Acc(0);
-    RETINA_UNROLL
-    for (int j = 0; j < TN; ++j) {
-      const int64_t pj = p0 + tc * TN + j;
-      if (pj < HW) a.out[(b * O + o) * HW + pj] = from_acc<T>(acc[i][j] + add);
+  product.finish(sh.tile, t);
+  blk.sync();
+  // Thread (first, q) writes pixel p of output channels first, first + step, ...: a warp writes a run of
+  // consecutive pixels.
+  if (p < HW) {
+    for (int m = first; m < S::kRows && o0 + m < O; m += step) {
+      const int64_t o = o0 + m;
+      const Acc add = a.bias ? to_acc(a.bias[o]) : Acc(0);
+      a.out[(b * O + o) * HW + p] = from_acc<T>(Acc(sh.tile[m * S::kLdT + q]) + add);
     }
   }
 }
@@ -241,20 +352,18 @@ struct InputGradArgs {
   Acc scope;
 };
 
-// Shared memory: `operands` (Tile::kSharedOperandsOrTile: the two staged operands, or the finished tile
-// for the scatter), `partial` (kThreads position-gradient partials) and `running` (kCols running sums).
+// Shared memory: `shared` (SharedTile bytes: the staged operands, then the finished tile for the
+// scatter), `partial` (kThreads position-gradient partials) and `running` (kCols running sums).
 
 // Block (index(0), index(1)) = (pixel tile, image). Taps run outermost, from the ends of the snake towards
 // its centre (K-1 .. c, then 0 .. c-1), so the offset gradient — the position gradient summed outwards
 // from the centre — is a running sum finished tap by tap, with no [K, pixels] buffer.
-template <class T, class Acc, int TM, int TN, class Block>
-RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, Acc* operands, Acc* partial, Acc* running,
+template <class Math, class T, class Acc, int TM, int TN, class Block>
+RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, unsigned char* shared, Acc* partial, Acc* running,
                                  const Block& blk) {
   using S = Tile<TM, TN>;
-  Acc* shared_w = operands;
-  Acc* shared_g = operands + S::kSharedA;
-  Acc* finished = operands;  // [kRows][kLdT], once the products of a channel tile are done
-  const int t = blk.thread(), tr = t / kGrid, tc = t % kGrid;
+  const SharedTile<Math, TM, TN> sh(shared);
+  const int t = blk.thread();
   const int64_t p0 = blk.index(0) * S::kCols, b = blk.index(1);
   const int64_t C = a.channels, O = a.out_channels, K = a.num_taps, HW = a.pixels, centre = K / 2;
   const T* x = a.input + b * C * HW;
@@ -275,35 +384,31 @@ RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, Acc* operands, 
     Acc grad_position = Acc(0);
 
     for (int64_t c0 = 0; c0 < C; c0 += S::kRows) {
-      Acc acc[TM][TN] = {};
+      typename Math::template Product<TM, TN> product;
       for (int64_t o0 = 0; o0 < O; o0 += kChunk) {
         for (int e = t; e < kChunk * S::kRows; e += kThreads) {
           const int kk = e / S::kRows, m = e % S::kRows;
           const int64_t o = o0 + kk, c = c0 + m;
-          shared_w[kk * S::kLdA + m] = o < O && c < C ? to_acc(a.weight[(o * K + k) * C + c]) : Acc(0);
+          sh.a[kk * S::kLdA + m] = Math::stage(o < O && c < C ? to_acc(a.weight[(o * K + k) * C + c]) : Acc(0));
         }
         for (int e = t; e < kChunk * S::kCols; e += kThreads) {
           const int kk = e / S::kCols, j = e % S::kCols;
           const int64_t o = o0 + kk, pj = p0 + j;
-          shared_g[kk * S::kLdB + j] = o < O && pj < HW ? to_acc(g[o * HW + pj]) : Acc(0);
+          sh.b[kk * S::kLdB + j] = Math::stage(o < O && pj < HW ? to_acc(g[o * HW + pj]) : Acc(0));
         }
         blk.sync();
-        multiply_chunk<TM, TN>(acc, shared_w, shared_g, tr, tc);
+        product.multiply(sh.a, sh.b, t);
         blk.sync();
       }
-      // acc[i][j] is the gradient of channel c0 + tr*TM + i's sample at tap k of pixel p0 + tc*TN + j.
-      RETINA_UNROLL
-      for (int i = 0; i < TM; ++i) {
-        RETINA_UNROLL
-        for (int j = 0; j < TN; ++j) finished[(tr * TM + i) * S::kLdT + tc * TN + j] = acc[i][j];
-      }
+      // tile[m][j]: the gradient of channel c0 + m's sample at tap k of pixel p0 + j.
+      product.finish(sh.tile, t);
       blk.sync();
       // Split each sample's gradient between the two lines it interpolated; times their difference, it
       // is the gradient of the sample position.
       if (p < HW) {
         for (int m = first; m < S::kRows && c0 + m < C; m += kScatterStep) {
           const int64_t c = c0 + m;
-          const Acc v = finished[m * S::kLdT + q], upper = v * tap_frac;
+          const Acc v = sh.tile[m * S::kLdT + q], upper = v * tap_frac;
           Acc* grad_plane = gx + c * HW;
           blk.atomic_add(grad_plane + tap_low, v - upper);
           blk.atomic_add(grad_plane + tap_low + a.high_step, upper);
@@ -311,7 +416,7 @@ RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, Acc* operands, 
           grad_position += v * (to_acc(plane[tap_low + a.high_step]) - to_acc(plane[tap_low]));
         }
       }
-      blk.sync();  // `finished` is the operands' memory: read before the next channel tile is staged
+      blk.sync();  // the tile is the operands' memory: read before the next channel tile is staged
     }
     // Sum the position gradient over the threads that share a pixel, then extend the running sum.
     partial[t] = grad_position;
@@ -340,10 +445,11 @@ struct WeightGradArgs {
 
 // Block (index(0), index(1), index(2)) = ((channel, tap) row tile, output-channel tile, split). Split s sums
 // the pixel chunks s, s + splits, ... of the flattened [B, H·W]; every (row, o) of its tile is written.
-template <class T, class Acc, int TM, int TN, class Block>
-RETINA_TILE void weight_grad_tile(const WeightGradArgs<T, Acc>& a, Acc* shared_s, Acc* shared_g, const Block& blk) {
+template <class Math, class T, class Acc, int TM, int TN, class Block>
+RETINA_TILE void weight_grad_tile(const WeightGradArgs<T, Acc>& a, unsigned char* shared, const Block& blk) {
   using S = Tile<TM, TN>;
-  const int t = blk.thread(), tr = t / kGrid, tc = t % kGrid;
+  const SharedTile<Math, TM, TN> sh(shared);
+  const int t = blk.thread();
   const int64_t r0 = blk.index(0) * S::kRows, o0 = blk.index(1) * S::kCols, split = blk.index(2);
   const int64_t C = a.channels, O = a.out_channels, K = a.num_taps, HW = a.pixels;
   const int64_t rows = C * K, total = a.batch * HW;
@@ -385,28 +491,27 @@ RETINA_TILE void weight_grad_tile(const WeightGradArgs<T, Acc>& a, Acc* shared_s
     }
   };
 
-  Acc acc[TM][TN] = {};
+  typename Math::template Product<TM, TN> product;
   const int64_t stride = a.splits * kChunk;
   if (split * kChunk < total) gather(split * kChunk);
   for (int64_t n0 = split * kChunk; n0 < total; n0 += stride) {
     RETINA_UNROLL
-    for (int i = 0; i < kSampleRows; ++i) shared_s[kk * S::kLdA + t / kChunk + kLanes * i] = next_s[i];
+    for (int i = 0; i < kSampleRows; ++i) sh.a[kk * S::kLdA + t / kChunk + kLanes * i] = Math::stage(next_s[i]);
     RETINA_UNROLL
-    for (int i = 0; i < TN; ++i) shared_g[kk * S::kLdB + t / kChunk + kLanes * i] = next_g[i];
+    for (int i = 0; i < TN; ++i) sh.b[kk * S::kLdB + t / kChunk + kLanes * i] = Math::stage(next_g[i]);
     blk.sync();
     if (n0 + stride < total) gather(n0 + stride);
-    multiply_chunk<TM, TN>(acc, shared_s, shared_g, tr, tc);
+    product.multiply(sh.a, sh.b, t);
     blk.sync();
   }
-  RETINA_UNROLL
-  for (int i = 0; i < TM; ++i) {
-    const int64_t r = r0 + tr * TM + i;
-    if (r >= rows) continue;
-    RETINA_UNROLL
-    for (int j = 0; j < TN; ++j) {
-      const int64_t o = o0 + tc * TN + j;
-      if (o < O) a.partial[(split * rows + r) * O + o] = acc[i][j];
-    }
+  product.finish(sh.tile, t);
+  blk.sync();
+  // Thread t writes output channel o0 + t % kCols of rows t / kCols, + kThreads / kCols, ...: consecutive
+  // threads, consecutive addresses.
+  const int col = t % S::kCols;
+  if (o0 + col < O) {
+    for (int m = t / S::kCols; m < S::kRows && r0 + m < rows; m += kThreads / S::kCols)
+      a.partial[(split * rows + r0 + m) * O + o0 + col] = sh.tile[m * S::kLdT + col];
   }
 }
 

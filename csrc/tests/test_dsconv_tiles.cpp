@@ -2,17 +2,23 @@
 // compared with the CPU core (dsconv2d_forward_cpu / dsconv2d_backward_cpu). A "block" is 256 std::threads
 // sharing the tile's shared-memory arrays and a barrier for __syncthreads(); shared memory is filled with
 // NaN before every block, so reading an element no thread wrote this block shows up in the results.
-// Every tile shape the CUDA launcher can choose is run. Also checks the CPU backward's channel groups.
+// Every tile shape the CUDA launcher can choose is run, with the CUDA-core product and with the
+// tensor-core product on an emulated warp-wide multiply (8 and 16 deep, as TF32 and 16-bit fragments)
+// that checks the alignment the hardware requires. Also checks the CPU backward's channel groups.
 // Built with ASan/UBSan in CI (ctest).
 #include <array>
 #include <atomic>
 #include <barrier>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <limits>
+#include <new>
 #include <random>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "../core/dsconv_cpu.h"
@@ -38,10 +44,115 @@ struct HostBlock {
   }
 };
 
+// A block's shared memory, 32-byte aligned as the kernels declare it.
+class Shared {
+ public:
+  explicit Shared(size_t bytes) : bytes_(bytes), data_(static_cast<unsigned char*>(::operator new(bytes, kAlign))) {}
+  ~Shared() { ::operator delete(data_, kAlign); }
+  Shared(const Shared&) = delete;
+  Shared& operator=(const Shared&) = delete;
+  unsigned char* bytes() { return data_; }
+  template <class T>
+  T* as() {
+    return reinterpret_cast<T*>(data_);
+  }
+  void poison() { std::memset(data_, 0xFF, bytes_); }  // all-ones: NaN as float and as double
+
+ private:
+  static constexpr std::align_val_t kAlign{32};
+  size_t bytes_;
+  unsigned char* data_;
+};
+
+// TF32 rounding as __float_to_tf32 does it: to 10 mantissa bits, halves away from zero.
+float round_tf32(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+// The tensor cores' warp-wide fragment operations, emulated: lane 0 of each warp computes the whole
+// 16 x 16 fragment from shared memory (the other lanes' calls do nothing), so the emulation sees exactly
+// the shared-memory layouts the kernels rely on. Also checks the alignment wmma requires (32-byte starts,
+// strides a multiple of 16 bytes), which the CPU would not otherwise enforce. With kThreeTf32 the product
+// is dsconv_cuda.cu's 3xTF32 (lo·hi, hi·lo, then hi·hi, each operand split into two TF32 values), so the
+// float tolerance below also holds its accuracy.
+template <int K>
+struct FragA {
+  float v[kFragment][K];  // (m, k)
+};
+template <int K>
+struct FragB {
+  float v[K][kFragment];  // (k, n)
+};
+struct FragAcc {
+  float v[kFragment][kFragment];
+};
+
+template <int K>
+void multiply_add(FragAcc& c, const FragA<K>& a, const FragB<K>& b) {
+  for (int m = 0; m < kFragment; ++m)
+    for (int n = 0; n < kFragment; ++n)
+      for (int k = 0; k < K; ++k) c.v[m][n] += a.v[m][k] * b.v[k][n];
+}
+
+template <int K, bool kThreeTf32 = false>
+struct EmulatedMma {
+  using Stage = float;
+  static constexpr int kK = K;
+  using A = FragA<K>;
+  using B = FragB<K>;
+  using Acc = FragAcc;
+  static float stage(float v) { return v; }
+  static void check(const void* p, int ld) {
+    if (reinterpret_cast<std::uintptr_t>(p) % 32 != 0 || ld * sizeof(float) % 16 != 0) {
+      std::fprintf(stderr, "fragment access misaligned: %p, ld %d\n", p, ld);
+      std::abort();
+    }
+  }
+  static void zero(Acc& c) { std::memset(&c, 0, sizeof c); }
+  static void load_a(A& f, const float* p, int ld, int lane) {
+    check(p, ld);
+    if (lane != 0) return;
+    for (int m = 0; m < kFragment; ++m)
+      for (int k = 0; k < K; ++k) f.v[m][k] = p[k * ld + m];
+  }
+  static void load_b(B& f, const float* p, int ld, int lane) {
+    check(p, ld);
+    if (lane != 0) return;
+    for (int k = 0; k < K; ++k)
+      for (int n = 0; n < kFragment; ++n) f.v[k][n] = p[k * ld + n];
+  }
+  static void mma(Acc& c, const A& a, const B& b, int lane) {
+    if (lane != 0) return;
+    if (!kThreeTf32) return multiply_add(c, a, b);
+    A a_hi, a_lo;
+    B b_hi, b_lo;
+    for (int m = 0; m < kFragment; ++m)
+      for (int k = 0; k < K; ++k) {
+        a_hi.v[m][k] = round_tf32(a.v[m][k]);
+        a_lo.v[m][k] = round_tf32(a.v[m][k] - a_hi.v[m][k]);
+        b_hi.v[k][m] = round_tf32(b.v[k][m]);
+        b_lo.v[k][m] = round_tf32(b.v[k][m] - b_hi.v[k][m]);
+      }
+    multiply_add(c, a_lo, b_hi);
+    multiply_add(c, a_hi, b_lo);
+    multiply_add(c, a_hi, b_hi);
+  }
+  static void store(float* p, const Acc& c, int ld, int lane) {
+    check(p, ld);
+    if (lane != 0) return;
+    for (int m = 0; m < kFragment; ++m)
+      for (int n = 0; n < kFragment; ++n) p[m * ld + n] = c.v[m][n];
+  }
+};
+
 // Runs body(block) for every block of `grid`, one block at a time, on kThreads threads; `shared` is
 // poisoned with NaN before each block.
-template <class Acc, class Body>
-void launch(std::array<int64_t, 3> grid, std::vector<std::vector<Acc>*> shared, Body&& body) {
+template <class Body>
+void launch(std::array<int64_t, 3> grid, std::vector<Shared*> shared, Body&& body) {
   std::barrier<> barrier(kThreads);
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t)
@@ -50,7 +161,7 @@ void launch(std::array<int64_t, 3> grid, std::vector<std::vector<Acc>*> shared, 
         for (int64_t y = 0; y < grid[1]; ++y)
           for (int64_t x = 0; x < grid[0]; ++x) {
             if (t == 0)
-              for (auto* s : shared) std::fill(s->begin(), s->end(), std::numeric_limits<Acc>::quiet_NaN());
+              for (Shared* s : shared) s->poison();
             barrier.arrive_and_wait();
             body(HostBlock{t, {x, y, z}, &barrier});
             barrier.arrive_and_wait();
@@ -155,7 +266,7 @@ struct Problem {
   int64_t high_step() const { return SnakeFrame(c.height, c.width, c.morph).high_step; }
 };
 
-template <class T, int TM, int TN>
+template <class Math, class T, int TM, int TN>
 void check_forward(Problem<T>& pr, double tol) {
   using S = Tile<TM, TN>;
   const Case& c = pr.c;
@@ -163,13 +274,13 @@ void check_forward(Problem<T>& pr, double tol) {
   std::vector<T> out(pr.out.size(), std::numeric_limits<T>::quiet_NaN());
   const ForwardArgs<T, T> a{pr.input.data(), {pr.low.data(), pr.frac.data(), nullptr}, pr.weight_cko.data(),
                             pr.bias.data(), out.data(), c.channels, c.out_channels, c.taps, HW, pr.high_step()};
-  std::vector<T> sa(S::kSharedA), sb(S::kSharedB);
-  launch<T>({ceil_div(HW, S::kCols), ceil_div(c.out_channels, S::kRows), c.batch}, {&sa, &sb},
-            [&](const HostBlock& blk) { forward_tile<T, T, TM, TN>(a, sa.data(), sb.data(), blk); });
+  Shared shared(SharedTile<Math, TM, TN>::bytes);
+  launch({ceil_div(HW, S::kCols), ceil_div(c.out_channels, S::kRows), c.batch}, {&shared},
+         [&](const HostBlock& blk) { forward_tile<Math, T, T, TM, TN>(a, shared.bytes(), blk); });
   close(out, pr.out, tol, "forward", c, TM, TN);
 }
 
-template <class T, int TM, int TN>
+template <class Math, class T, int TM, int TN>
 void check_input_grad(Problem<T>& pr, double tol) {
   using S = Tile<TM, TN>;
   const Case& c = pr.c;
@@ -179,15 +290,15 @@ void check_input_grad(Problem<T>& pr, double tol) {
   const InputGradArgs<T, T> a{pr.grad_out.data(), pr.input.data(), {pr.low.data(), pr.frac.data(), pr.live.data()},
                               pr.weight_okc.data(), grad_input.data(), grad_offset.data(), c.channels,
                               c.out_channels, c.taps, HW, pr.high_step(), static_cast<T>(c.scope)};
-  std::vector<T> operands(S::kSharedOperandsOrTile), partial(kThreads), running(S::kCols);
-  launch<T>({ceil_div(HW, S::kCols), c.batch, 1}, {&operands, &partial, &running}, [&](const HostBlock& blk) {
-    input_grad_tile<T, T, TM, TN>(a, operands.data(), partial.data(), running.data(), blk);
+  Shared shared(SharedTile<Math, TM, TN>::bytes), partial(kThreads * sizeof(T)), running(S::kCols * sizeof(T));
+  launch({ceil_div(HW, S::kCols), c.batch, 1}, {&shared, &partial, &running}, [&](const HostBlock& blk) {
+    input_grad_tile<Math, T, T, TM, TN>(a, shared.bytes(), partial.as<T>(), running.as<T>(), blk);
   });
   close(grad_input, pr.grad_input, tol, "grad_input", c, TM, TN);
   close(grad_offset, pr.grad_offset, tol, "grad_offset", c, TM, TN);
 }
 
-template <class T, int TM, int TN>
+template <class Math, class T, int TM, int TN>
 void check_weight_grad(Problem<T>& pr, double tol, int64_t splits) {
   using S = Tile<TM, TN>;
   const Case& c = pr.c;
@@ -195,9 +306,9 @@ void check_weight_grad(Problem<T>& pr, double tol, int64_t splits) {
   std::vector<T> partial(splits * rows * O, std::numeric_limits<T>::quiet_NaN());
   const WeightGradArgs<T, T> a{pr.grad_out.data(), pr.input.data(), {pr.low.data(), pr.frac.data(), nullptr},
                                partial.data(), c.batch, c.channels, O, c.taps, HW, pr.high_step(), splits};
-  std::vector<T> sa(S::kSharedA), sb(S::kSharedB);
-  launch<T>({ceil_div(rows, S::kRows), ceil_div(O, S::kCols), splits}, {&sa, &sb},
-            [&](const HostBlock& blk) { weight_grad_tile<T, T, TM, TN>(a, sa.data(), sb.data(), blk); });
+  Shared shared(SharedTile<Math, TM, TN>::bytes);
+  launch({ceil_div(rows, S::kRows), ceil_div(O, S::kCols), splits}, {&shared},
+         [&](const HostBlock& blk) { weight_grad_tile<Math, T, T, TM, TN>(a, shared.bytes(), blk); });
   std::vector<T> grad_weight(pr.grad_weight.size(), T(0));
   for (int64_t s = 0; s < splits; ++s)
     for (int64_t k = 0; k < c.taps; ++k)
@@ -219,20 +330,29 @@ void check_cpu_channel_groups(const Problem<T>& pr, double tol) {
   close(grad_weight, pr.grad_weight, tol, "cpu grouped grad_weight", pr.c, 0, 0);
 }
 
+// Every tile shape dsconv_cuda.cu can choose, with one product.
+template <class Math, class T>
+void check_tiles(Problem<T>& pr, double tol) {
+  check_forward<Math, T, 1, 8>(pr, tol);
+  check_forward<Math, T, 2, 8>(pr, tol);
+  check_forward<Math, T, 4, 4>(pr, tol);
+  check_input_grad<Math, T, 1, 8>(pr, tol);
+  check_input_grad<Math, T, 2, 8>(pr, tol);
+  check_input_grad<Math, T, 4, 4>(pr, tol);
+  check_weight_grad<Math, T, 4, 1>(pr, tol, 1);
+  check_weight_grad<Math, T, 4, 2>(pr, tol, 3);
+  check_weight_grad<Math, T, 4, 4>(pr, tol, 2);
+}
+
 template <class T>
 void check_case(const Case& c, uint32_t seed, double tol) {
   Problem<T> pr(c, seed);
   check_cpu_channel_groups(pr, tol);
-  // Every tile shape dsconv_cuda.cu can choose.
-  check_forward<T, 1, 8>(pr, tol);
-  check_forward<T, 2, 8>(pr, tol);
-  check_forward<T, 4, 4>(pr, tol);
-  check_input_grad<T, 1, 8>(pr, tol);
-  check_input_grad<T, 2, 8>(pr, tol);
-  check_input_grad<T, 4, 4>(pr, tol);
-  check_weight_grad<T, 4, 1>(pr, tol, 1);
-  check_weight_grad<T, 4, 2>(pr, tol, 3);
-  check_weight_grad<T, 4, 4>(pr, tol, 2);
+  check_tiles<SimtMath<T>>(pr, tol);
+  if constexpr (std::is_same_v<T, float>) {
+    check_tiles<TensorMath<EmulatedMma<8, true>>>(pr, tol);  // float32 as 3xTF32
+    check_tiles<TensorMath<EmulatedMma<16>>>(pr, tol);  // the 16-bit types'
+  }
 }
 
 }  // namespace
