@@ -69,7 +69,6 @@ struct Wmma3xTf32 : Wmma<float, wmma::precision::tf32, 8> {
       lo.x[i] = wmma::__float_to_tf32(x - h);
     }
   }
-  __device__ static Stage stage(float v) { return v; }
   __device__ static void load_a(A& f, const float* p, int ld, int) {
     wmma::load_matrix_sync(f.hi, p, ld);
     split(f.hi, f.lo);
