@@ -1,9 +1,8 @@
 // CUDA dynamic snake convolution: the kernels wrap the block bodies of dsconv_cuda_tiles.h (tested on the
-// CPU in csrc/tests/test_dsconv_tiles.cpp); this file supplies the tensor-core product (nvcuda::wmma) and
-// chooses products, tile shapes and grids.
+// CPU in csrc/tests/test_dsconv_tiles.cpp); this file supplies the tensor-core product (nvcuda::wmma, for
+// float16 and bfloat16) and chooses products, tile shapes and grids.
 #include <mma.h>
 
-#include <cstdlib>
 #include <type_traits>
 
 #include "dsconv_cuda.h"
@@ -33,16 +32,16 @@ __global__ void __launch_bounds__(256) locate_kernel(LocateArgs<T, Acc> a) {
     locate_pixel(a, n);
 }
 
-// nvcuda::wmma behind TensorProduct's Mma interface (fragment layouts are the hardware's business: only
-// shared-memory layouts, which the CPU test checks, are ours). `Operand` is the fragment element type:
-// precision::tf32 for float, else the 16-bit type itself.
-template <class StageT, class Operand, int K>
+// nvcuda::wmma behind TensorProduct's Mma interface for the 16-bit types, 16 x 16 x 16 fragments
+// accumulating in float32 (fragment layouts are the hardware's business: only shared-memory layouts,
+// which the CPU test checks, are ours).
+template <class T>
 struct Wmma {
-  using Stage = StageT;
-  static constexpr int kK = K;
-  using A = wmma::fragment<wmma::matrix_a, kFragment, kFragment, K, Operand, wmma::col_major>;
-  using B = wmma::fragment<wmma::matrix_b, kFragment, kFragment, K, Operand, wmma::row_major>;
-  using Acc = wmma::fragment<wmma::accumulator, kFragment, kFragment, K, float>;
+  using Stage = T;
+  static constexpr int kK = 16;
+  using A = wmma::fragment<wmma::matrix_a, kFragment, kFragment, kK, T, wmma::col_major>;
+  using B = wmma::fragment<wmma::matrix_b, kFragment, kFragment, kK, T, wmma::row_major>;
+  using Acc = wmma::fragment<wmma::accumulator, kFragment, kFragment, kK, float>;
   __device__ static Stage stage(float v) { return from_acc<Stage>(v); }
   __device__ static void zero(Acc& c) { wmma::fill_fragment(c, 0.0f); }
   __device__ static void load_a(A& f, const Stage* p, int ld, int) { wmma::load_matrix_sync(f, p, ld); }
@@ -51,56 +50,17 @@ struct Wmma {
   __device__ static void store(float* p, const Acc& c, int ld, int) { wmma::store_matrix_sync(p, c, ld, wmma::mem_row_major); }
 };
 
-// float32 as three TF32 products (3xTF32): each operand x = hi + lo with hi = tf32(x), lo = tf32(x - hi),
-// and a·b ≈ a_lo·b_hi + a_hi·b_lo + a_hi·b_hi. The dropped a_lo·b_lo and the rounding of lo are ~2^-22
-// of the product: float32 accuracy from the tensor cores, as the Triton kernels' tf32x3.
-struct Wmma3xTf32 : Wmma<float, wmma::precision::tf32, 8> {
-  struct A {
-    Wmma::A hi, lo;
-  };
-  struct B {
-    Wmma::B hi, lo;
-  };
-  template <class Fragment>
-  __device__ static void split(Fragment& hi, Fragment& lo) {
-    for (int i = 0; i < hi.num_elements; ++i) {
-      const float x = hi.x[i], h = wmma::__float_to_tf32(x);
-      hi.x[i] = h;
-      lo.x[i] = wmma::__float_to_tf32(x - h);
-    }
-  }
-  __device__ static void load_a(A& f, const float* p, int ld, int) {
-    wmma::load_matrix_sync(f.hi, p, ld);
-    split(f.hi, f.lo);
-  }
-  __device__ static void load_b(B& f, const float* p, int ld, int) {
-    wmma::load_matrix_sync(f.hi, p, ld);
-    split(f.hi, f.lo);
-  }
-  __device__ static void mma(Acc& c, const A& a, const B& b, int) {
-    wmma::mma_sync(c, a.lo, b.hi, c);
-    wmma::mma_sync(c, a.hi, b.lo, c);
-    wmma::mma_sync(c, a.hi, b.hi, c);
-  }
-};
-
-// The products each element type runs on: float64 on the CUDA cores (the tensor cores' float64 path
-// would need other tiles), float32 as 3xTF32 and the 16-bit types directly on the tensor cores, both
-// accumulating in float32. RETINA_DSCONV_SIMT=1 (read per call) runs float32 on the CUDA cores instead:
-// a diagnostic, and a way out should the tensor-core path misbehave on some GPU.
+// The products each element type runs on: float64 and float32 on the CUDA cores, the 16-bit types on the
+// tensor cores. float32 once ran as 3xTF32 on the tensor cores; on the H100 that was 1.3x slower than
+// the CUDA cores (the staged gathers, not the products, bound these kernels) and, as the tensor cores'
+// float32 accumulation does not round to nearest, up to 9x further from the float64 result than the CPU
+// kernel (benchmarks/RESULTS.md, 2026-11-23).
 template <class T, class Launch>
 void with_math(Launch&& launch) {
-  if constexpr (std::is_same_v<T, double>) {
-    launch(SimtMath<double>{});
-  } else if constexpr (std::is_same_v<T, float>) {
-    const char* simt = std::getenv("RETINA_DSCONV_SIMT");
-    if (simt != nullptr && simt[0] == '1')
-      launch(SimtMath<float>{});
-    else
-      launch(TensorMath<Wmma3xTf32>{});
-  } else {
-    launch(TensorMath<Wmma<T, T, 16>>{});
-  }
+  if constexpr (std::is_same_v<T, double> || std::is_same_v<T, float>)
+    launch(SimtMath<T>{});
+  else
+    launch(TensorMath<Wmma<T>>{});
 }
 
 template <class Math, class T, class Acc, int TM, int TN>

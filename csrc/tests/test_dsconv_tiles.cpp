@@ -3,7 +3,7 @@
 // sharing the tile's shared-memory arrays and a barrier for __syncthreads(); shared memory is filled with
 // NaN before every block, so reading an element no thread wrote this block shows up in the results.
 // Every tile shape the CUDA launcher can choose is run, with the CUDA-core product and with the
-// tensor-core product on an emulated warp-wide multiply (8 and 16 deep, as TF32 and 16-bit fragments)
+// tensor-core product (the 16-bit types') on an emulated warp-wide 16-deep multiply
 // that checks the alignment the hardware requires. Also checks the CPU backward's channel groups.
 // Built with ASan/UBSan in CI (ctest).
 #include <array>
@@ -64,21 +64,10 @@ class Shared {
   unsigned char* data_;
 };
 
-// TF32 rounding as __float_to_tf32 does it: to 10 mantissa bits, halves away from zero.
-float round_tf32(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-}
-
 // The tensor cores' warp-wide fragment operations, emulated: lane 0 of each warp computes the whole
 // 16 x 16 fragment from shared memory (the other lanes' calls do nothing), so the emulation sees exactly
 // the shared-memory layouts the kernels rely on. Also checks the alignment wmma requires (32-byte starts,
-// strides a multiple of 16 bytes), which the CPU would not otherwise enforce. With kThreeTf32 the product
-// is dsconv_cuda.cu's 3xTF32 (lo·hi, hi·lo, then hi·hi, each operand split into two TF32 values), so the
-// float tolerance below also holds its accuracy.
+// strides a multiple of 16 bytes), which the CPU would not otherwise enforce.
 template <int K>
 struct FragA {
   float v[kFragment][K];  // (m, k)
@@ -98,7 +87,7 @@ void multiply_add(FragAcc& c, const FragA<K>& a, const FragB<K>& b) {
       for (int k = 0; k < K; ++k) c.v[m][n] += a.v[m][k] * b.v[k][n];
 }
 
-template <int K, bool kThreeTf32 = false>
+template <int K>
 struct EmulatedMma {
   using Stage = float;
   static constexpr int kK = K;
@@ -126,20 +115,7 @@ struct EmulatedMma {
       for (int n = 0; n < kFragment; ++n) f.v[k][n] = p[k * ld + n];
   }
   static void mma(Acc& c, const A& a, const B& b, int lane) {
-    if (lane != 0) return;
-    if (!kThreeTf32) return multiply_add(c, a, b);
-    A a_hi, a_lo;
-    B b_hi, b_lo;
-    for (int m = 0; m < kFragment; ++m)
-      for (int k = 0; k < K; ++k) {
-        a_hi.v[m][k] = round_tf32(a.v[m][k]);
-        a_lo.v[m][k] = round_tf32(a.v[m][k] - a_hi.v[m][k]);
-        b_hi.v[k][m] = round_tf32(b.v[k][m]);
-        b_lo.v[k][m] = round_tf32(b.v[k][m] - b_hi.v[k][m]);
-      }
-    multiply_add(c, a_lo, b_hi);
-    multiply_add(c, a_hi, b_lo);
-    multiply_add(c, a_hi, b_hi);
+    if (lane == 0) multiply_add(c, a, b);
   }
   static void store(float* p, const Acc& c, int ld, int lane) {
     check(p, ld);
@@ -350,7 +326,6 @@ void check_case(const Case& c, uint32_t seed, double tol) {
   check_cpu_channel_groups(pr, tol);
   check_tiles<SimtMath<T>>(pr, tol);
   if constexpr (std::is_same_v<T, float>) {
-    check_tiles<TensorMath<EmulatedMma<8, true>>>(pr, tol);  // float32 as 3xTF32
     check_tiles<TensorMath<EmulatedMma<16>>>(pr, tol);  // the 16-bit types'
   }
 }
