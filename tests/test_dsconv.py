@@ -116,7 +116,6 @@ def test_batch_independence_non_contiguous_float32_and_empty():
         (dict(bias=torch.zeros(5)), ValueError, "bias must be \\[O\\]"),
         (dict(morph=2), ValueError, "morph must be 0"),
         (dict(extend_scope=float("inf")), ValueError, "extend_scope must be a finite"),
-        (dict(offset=torch.full((2, 5, 6, 7), float("nan"))), ValueError, "offset contains NaN"),
         (dict(input=torch.zeros(2, 3, 6, 7, dtype=torch.int32)), TypeError, "input must have dtype"),
         (dict(weight=torch.zeros(4, 3, 5, dtype=torch.float64)), TypeError, "must have input's dtype"),
     ],
@@ -127,6 +126,54 @@ def test_errors(change, error, match):
     args.update(change)
     with pytest.raises(error, match=match):
         retina_kernels.dsconv2d(args.pop("input"), args.pop("offset"), args.pop("weight"), args.pop("bias"), **args)
+
+
+def nan_offset_case(device, dtype=torch.float64):
+    """A random case whose offsets are NaN for one pixel (image 1, row 3, column 4, tap 0) and +inf for
+    another (image 0, row 0, column 0, tap 2), with the same case without them."""
+    x, offset, weight, bias, grad = (t.to(device=device, dtype=dtype) for t in random_case(2, 3, 4, 7, 9, 5, seed=3))
+    bad = offset.clone()
+    bad[1, 0, 3, 4] = float("nan")
+    bad[0, 2, 0, 0] = float("inf")
+    return x, offset, bad, weight, bias, grad
+
+
+def check_nan_offset_poisons_only_its_pixel(fn, device, morph, dtype=torch.float64):
+    x, offset, bad, weight, bias, grad = nan_offset_case(device, dtype)
+    clean = fn(x, offset, weight, bias, morph=morph, extend_scope=2.0)
+    leaves = [t.clone().requires_grad_() for t in (x, bad, weight, bias)]
+    y = fn(*leaves, morph=morph, extend_scope=2.0)
+    assert y[1, :, 3, 4].isnan().all()
+    assert y[0, :, 0, 0].isfinite().all()  # an infinite position is clamped to the image like any other
+    others = torch.ones_like(y, dtype=torch.bool)
+    others[1, :, 3, 4] = others[0, :, 0, 0] = False
+    torch.testing.assert_close(y[others], clean[others], rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
+    y.backward(grad)  # NaN flows into the gradients it feeds; nothing raises or reads out of bounds
+    grad_offset = leaves[1].grad
+    keep = torch.ones_like(grad_offset, dtype=torch.bool)
+    keep[1, :, 3, 4] = False
+    assert grad_offset[keep].isfinite().all()
+
+
+@pytest.mark.parametrize("impl", ["ours", "reference"])
+@pytest.mark.parametrize("morph", [0, 1])
+def test_nan_offset_poisons_only_its_pixel(impl, morph):
+    fn = reference.dsconv2d if impl == "reference" else retina_kernels.dsconv2d
+    check_nan_offset_poisons_only_its_pixel(fn, "cpu", morph)
+    check_nan_offset_poisons_only_its_pixel(fn, "cpu", morph, torch.float32)
+
+
+@pytest.mark.cuda
+@requires_cuda
+@pytest.mark.parametrize("morph", [0, 1])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_cuda_nan_offset_poisons_only_its_pixel(morph, dtype):
+    if dtype == torch.bfloat16:  # the tensor-core path: check the NaN and the finite pixels only
+        x, offset, bad, weight, bias, _ = nan_offset_case("cuda", dtype)
+        y = retina_kernels.dsconv2d(x, bad, weight, bias, morph=morph, extend_scope=2.0)
+        assert y[1, :, 3, 4].isnan().all() and y.isnan().sum() == y.shape[1]
+        return
+    check_nan_offset_poisons_only_its_pixel(retina_kernels.dsconv2d, "cuda", morph, dtype)
 
 
 def test_module_errors():

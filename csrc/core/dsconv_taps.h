@@ -33,7 +33,8 @@ struct TapSample {
 
 // visit(k, TapSample<T>) for every tap of pixel (u, v), in the reference's order: the centre tap c = K/2,
 // then c+1 .. K-1, then c-1 .. 0, the displacement accumulating outwards from the centre.
-// offset_at(k) returns the pixel's raw offset for tap k. A NaN position samples the first line.
+// offset_at(k) returns the pixel's raw offset for tap k. A NaN position reads the first line (a valid
+// index) with a NaN weight, so its sample, and every output of its pixel, is NaN.
 template <class T, class OffsetAt, class Visit>
 RETINA_HD void for_each_tap(const SnakeFrame& f, int64_t taps, T scope, int64_t u, int64_t v, OffsetAt&& offset_at,
                             Visit&& visit) {
@@ -51,8 +52,8 @@ RETINA_HD void for_each_tap(const SnakeFrame& f, int64_t taps, T scope, int64_t 
       if (lower > f.last_low) lower = f.last_low;
       int64_t across = v + k - c;
       across = across < 0 ? 0 : (across > f.across - 1 ? f.across - 1 : across);
-      visit(k, TapSample<T>{lower * f.stride_u + across * f.stride_v, clamped - static_cast<T>(lower),
-                            position >= T(0) && position <= top});
+      const T frac = position == position ? clamped - static_cast<T>(lower) : position;
+      visit(k, TapSample<T>{lower * f.stride_u + across * f.stride_v, frac, position >= T(0) && position <= top});
     }
   }
 }

@@ -33,7 +33,10 @@ def dsconv2d(
     Args:
         input: [B, C, H, W] floating.
         offset: [B, K, H, W], the raw per-tap offsets of the deformed axis (after tanh, before the
-            accumulation), same dtype and device; finite.
+            accumulation), same dtype and device. Infinite positions are clamped to the image like any
+            other; a NaN position makes its pixel's outputs NaN (and the gradients it feeds), as
+            arithmetic would. The op does not test offsets for NaN: on a GPU that test would make every
+            call wait for the device.
         weight: [O, C, K], K odd >= 3.
         bias: [O] or None.
         morph: 0 (the snake bends along rows, taps spread along columns) or 1 (the transpose).
@@ -71,8 +74,6 @@ def dsconv2d(
     for name, tensor in (("offset", offset), ("weight", weight), ("bias", bias)):
         if tensor is not None and tensor.device != input.device:
             raise ValueError(f"{name} is on {tensor.device} but input is on {input.device}")
-    if offset.numel() and not bool(torch.isfinite(offset.detach()).all()):
-        raise ValueError("offset contains NaN or infinity; the sample positions would be undefined")
     if torch.is_autocast_enabled(input.device.type):
         # Under autocast the layer's float32 parameters meet low-precision activations: run in the
         # autocast dtype (accumulating in float32), as convolutions do.

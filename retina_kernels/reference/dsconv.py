@@ -22,7 +22,8 @@ def tap_samples(offset: torch.Tensor, morph: int, extend_scope: float, height: i
 
     The deformed coordinate (rows for morph 0) is clamped to the image and read bilinearly between two
     neighbouring lines; `live` marks where it was inside (elsewhere its gradient is 0; `frac` keeps
-    autograd's view of that). The other coordinate is an integer, clamped, so reading it is exact."""
+    autograd's view of that). The other coordinate is an integer, clamped, so reading it is exact.
+    A NaN position (NaN offsets) gets a valid `low` and a NaN `frac`."""
     b, k = offset.shape[:2]
     c = k // 2
     along, across = (height, width) if morph == 0 else (width, height)
@@ -32,7 +33,8 @@ def tap_samples(offset: torch.Tensor, morph: int, extend_scope: float, height: i
     position = base + extend_scope * snake_displacement(offset)
     live = (position >= 0) & (position <= along - 1)
     clamped = position.clamp(0, along - 1)
-    lower = torch.floor(clamped.detach()).clamp(max=max(along - 2, 0))
+    # A NaN position reads line 0 (a valid index) with a NaN weight: its pixel's outputs are NaN.
+    lower = torch.floor(clamped.detach().nan_to_num(0.0)).clamp(max=max(along - 2, 0))
     frac = clamped - lower
     taps = torch.arange(k, device=offset.device).view(k, 1) - c
     across_index = (torch.arange(across, device=offset.device).view(1, -1) + taps).clamp(0, across - 1)
