@@ -59,8 +59,8 @@ def test_dsconv_layer(measure, case, impl, pass_):
     if impl == "reference":
         fn = reference.dsconv2d
     elif impl == "ours-op":
-        # The registered op called directly, without the wrapper's argument checks and the NaN check of
-        # the offsets (which waits for the GPU): what the wrapper costs is the difference from "ours".
+        # The registered op called directly, without the wrapper's argument checks: what the wrapper
+        # costs is the difference from "ours".
         def fn(x, offset, weight, bias, *, morph):
             return torch.ops.retina.dsconv2d(x, offset, weight, bias, morph, 1.0)
     else:

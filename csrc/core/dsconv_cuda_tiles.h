@@ -18,9 +18,10 @@
 // than the samples would be.
 //
 // How a staged chunk is multiplied is the `Math` parameter of every block body: `SimtMath` (each thread
-// owns TM x TN results in registers; float64) or `TensorMath<Mma>` (each warp owns 16 x 16 fragments on
-// the tensor cores; Mma is nvcuda::wmma in dsconv_cuda.cu and an emulation in the CPU test). Either way
-// the finished tile goes through shared memory, from which the epilogues write coalesced rows.
+// owns TM x TN results in registers; float64 and float32) or `TensorMath<Mma>` (each warp owns 16 x 16
+// fragments on the tensor cores; float16 and bfloat16; Mma is nvcuda::wmma in dsconv_cuda.cu and an
+// emulation in the CPU test). Either way the finished tile goes through shared memory, from which the
+// epilogues write coalesced rows.
 #pragma once
 
 #include <cstdint>
