@@ -138,21 +138,30 @@ def nan_offset_case(device, dtype=torch.float64):
     return x, offset, bad, weight, bias, grad
 
 
+def assert_only_the_nan_pixel_is_nan(y, clean, atol):
+    """y from nan_offset_case's offsets, clean from its clean ones: NaN exactly at the NaN pixel, finite at
+    the infinite one (an infinite position is clamped to the image like any other), unchanged elsewhere."""
+    assert y[1, :, 3, 4].isnan().all()
+    assert y[0, :, 0, 0].isfinite().all()
+    others = torch.ones_like(y, dtype=torch.bool)
+    others[1, :, 3, 4] = others[0, :, 0, 0] = False
+    torch.testing.assert_close(y[others], clean[others], rtol=0, atol=atol)
+
+
+def assert_offset_grad_finite_but_at_the_nan_pixel(grad_offset):
+    keep = torch.ones_like(grad_offset, dtype=torch.bool)
+    keep[1, :, 3, 4] = False
+    assert grad_offset[keep].isfinite().all()
+
+
 def check_nan_offset_poisons_only_its_pixel(fn, device, morph, dtype=torch.float64):
     x, offset, bad, weight, bias, grad = nan_offset_case(device, dtype)
     clean = fn(x, offset, weight, bias, morph=morph, extend_scope=2.0)
     leaves = [t.clone().requires_grad_() for t in (x, bad, weight, bias)]
     y = fn(*leaves, morph=morph, extend_scope=2.0)
-    assert y[1, :, 3, 4].isnan().all()
-    assert y[0, :, 0, 0].isfinite().all()  # an infinite position is clamped to the image like any other
-    others = torch.ones_like(y, dtype=torch.bool)
-    others[1, :, 3, 4] = others[0, :, 0, 0] = False
-    torch.testing.assert_close(y[others], clean[others], rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
+    assert_only_the_nan_pixel_is_nan(y, clean, 1e-5 if dtype == torch.float32 else 1e-12)
     y.backward(grad)  # NaN flows into the gradients it feeds; nothing raises or reads out of bounds
-    grad_offset = leaves[1].grad
-    keep = torch.ones_like(grad_offset, dtype=torch.bool)
-    keep[1, :, 3, 4] = False
-    assert grad_offset[keep].isfinite().all()
+    assert_offset_grad_finite_but_at_the_nan_pixel(leaves[1].grad)
 
 
 @pytest.mark.parametrize("impl", ["ours", "reference"])
