@@ -39,12 +39,23 @@ def extension_loaded() -> bool:
     return extension_error is None
 
 
+# (op, device type) pairs known to have a kernel. Only positive answers are kept: a kernel registered
+# later (the Triton ones are registered at import) must still be found, and none is ever removed. The
+# dispatcher query costs about 4 µs, paid on every op call otherwise.
+_served: set[tuple[str, str]] = set()
+
+
 def has_kernel(op: str, device_type: str) -> bool:
-    """Whether the compiled extension implements `retina::<op>` for this device type ("cpu", "cuda")."""
+    """Whether `retina::<op>` has a kernel for this device type ("cpu", "cuda"): compiled, or Triton."""
+    if (op, device_type) in _served:
+        return True
     key = _DEVICE_KEYS.get(device_type)
     if extension_error is not None or key is None:
         return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"retina::{op}", key)
+    found = torch._C._dispatch_has_kernel_for_dispatch_key(f"retina::{op}", key)
+    if found:
+        _served.add((op, device_type))
+    return found
 
 
 def triton_available() -> bool:
