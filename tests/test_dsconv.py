@@ -105,6 +105,13 @@ def test_batch_independence_non_contiguous_float32_and_empty():
     empty.sum().backward()
 
 
+def test_meta_tensors_give_the_output_shape():
+    # Shapes can be traced without memory (memory planning, model summaries): no autocast query on "meta".
+    x, offset, weight, bias = (t.to("meta") for t in random_case(2, 3, 5, 7, 9, 5)[:4])
+    y = retina_kernels.dsconv2d(x, offset, weight, bias, morph=1, extend_scope=2.0)
+    assert y.device.type == "meta" and y.shape == (2, 5, 7, 9) and y.dtype == torch.float64
+
+
 @pytest.mark.parametrize(
     "change, error, match",
     [

@@ -52,6 +52,14 @@ def test_batch_independence_and_checkpointing(key):
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("key", SMALL)
+def test_models_trace_on_the_meta_device(key):
+    model = build(key).to("meta")
+    with torch.no_grad():
+        y = model(torch.empty(2, SMALL[key]["in_channels"], 37, 45, device="meta"))
+    assert y.device.type == "meta" and y.shape == (2, 1, 37, 45)
+
+
 def test_create_and_sizes():
     assert isinstance(create("DSCNet"), DSCNet) and isinstance(create("s3-octa"), S3OCTA)
     assert isinstance(create("unet", in_channels=3, num_classes=2), UNet)

@@ -74,19 +74,21 @@ def dsconv2d(
     for name, tensor in (("offset", offset), ("weight", weight), ("bias", bias)):
         if tensor is not None and tensor.device != input.device:
             raise ValueError(f"{name} is on {tensor.device} but input is on {input.device}")
-    if torch.is_autocast_enabled(input.device.type):
+    device_type = input.device.type
+    # (Meta tensors, used to trace shapes, have no autocast state to ask about.)
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         # Under autocast the layer's float32 parameters meet low-precision activations: run in the
         # autocast dtype (accumulating in float32), as convolutions do.
-        dtype = torch.get_autocast_dtype(input.device.type)
+        dtype = torch.get_autocast_dtype(device_type)
         input, offset, weight = input.to(dtype), offset.to(dtype), weight.to(dtype)
         bias = bias.to(dtype) if bias is not None else None
     dtype = input.dtype
     if offset.dtype != dtype or weight.dtype != dtype or (bias is not None and bias.dtype != dtype):
         raise TypeError(f"offset, weight and bias must have input's dtype {str(dtype).removeprefix('torch.')}")
 
-    if not has_kernel("dsconv2d", input.device.type):
+    if not has_kernel("dsconv2d", device_type):
         return reference.dsconv2d(input, offset, weight, bias, morph=morph, extend_scope=float(extend_scope))
-    if input.device.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+    if device_type == "cpu" and dtype in (torch.float16, torch.bfloat16):
         cast = [t.float() if t is not None else None for t in (input, offset, weight, bias)]
         return torch.ops.retina.dsconv2d(*cast, morph, float(extend_scope)).to(dtype)
     return torch.ops.retina.dsconv2d(input, offset, weight, bias, morph, float(extend_scope))
