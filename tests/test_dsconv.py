@@ -203,7 +203,8 @@ NAMES = ("out", "input", "offset", "weight", "bias")
 CUDA_CASES = [  # b, c, o, h, w, k, scope, spread: each tile shape the CUDA launcher picks, partial tiles
     (2, 8, 8, 37, 45, 9, 2.0, 1.0),
     (1, 1, 16, 19, 23, 9, 1.0, 1.0),      # one input channel (DSCNet's first layer)
-    (2, 37, 70, 21, 17, 11, 3.0, 1.0),    # 64-row tiles, partial in C and O
+    (2, 37, 70, 21, 17, 11, 3.0, 1.0),    # partial tiles: 64 input-channel rows, 128 output-channel rows
+    (1, 216, 72, 13, 11, 11, 3.0, 1.0),   # S3-OCTA's decoder widths: two 128-row tiles of input channels
     (1, 24, 30, 1, 33, 5, 1.0, 1.0),      # one row: the two interpolated lines coincide
     (3, 4, 5, 12, 14, 7, 7.0, 20.0),      # offsets far outside the image
 ]

@@ -91,17 +91,14 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSM) weight_grad_kernel(Wei
 template <int N>
 using Int = std::integral_constant<int, N>;
 
-// 1, 2 or 4: the smallest number of kGrid-wide slices (up to 4) that covers `extent` channels, so narrow
-// layers do not compute padding.
-int slices_for(int64_t extent) { return extent <= kGrid ? 1 : (extent <= 2 * kGrid ? 2 : 4); }
-
-// Pixel tiles (forward, input gradient): kGrid * n rows of channels; narrow tiles are wider in pixels.
+// Pixel tiles (forward, input gradient) for `extent` channel rows; see tile_slices.
 template <class Launch>
 void with_pixel_tile(int64_t extent, Launch&& launch) {
-  switch (slices_for(extent)) {
-    case 1: launch(Int<1>{}, Int<8>{}); break;
-    case 2: launch(Int<2>{}, Int<8>{}); break;
-    default: launch(Int<4>{}, Int<4>{});
+  switch (tile_slices(extent)) {
+    case 1: launch(Int<pixel_tile_tm(1)>{}, Int<pixel_tile_tn(1)>{}); break;
+    case 2: launch(Int<pixel_tile_tm(2)>{}, Int<pixel_tile_tn(2)>{}); break;
+    case 4: launch(Int<pixel_tile_tm(4)>{}, Int<pixel_tile_tn(4)>{}); break;
+    default: launch(Int<pixel_tile_tm(8)>{}, Int<pixel_tile_tn(8)>{});
   }
 }
 
@@ -112,21 +109,23 @@ constexpr int64_t kWeightGradBlocks = 512;
 // A split sums at least this many pixel chunks (fewer, and the partial sums cost more than they save).
 constexpr int64_t kMinChunksPerSplit = 8;
 
-// Tile of the weight gradient: 64 (channel, tap) rows by kGrid * n output channels.
+// Tile of the weight gradient for `out_channels` columns; see tile_slices.
 template <class Launch>
 void with_weight_tile(int64_t out_channels, Launch&& launch) {
-  switch (slices_for(out_channels)) {
-    case 1: launch(Int<4>{}, Int<1>{}); break;
-    case 2: launch(Int<4>{}, Int<2>{}); break;
-    default: launch(Int<4>{}, Int<4>{});
+  switch (tile_slices(out_channels)) {
+    case 1: launch(Int<weight_tile_tm(1)>{}, Int<weight_tile_tn(1)>{}); break;
+    case 2: launch(Int<weight_tile_tm(2)>{}, Int<weight_tile_tn(2)>{}); break;
+    case 4: launch(Int<weight_tile_tm(4)>{}, Int<weight_tile_tn(4)>{}); break;
+    default: launch(Int<weight_tile_tm(8)>{}, Int<weight_tile_tn(8)>{});
   }
 }
 
 }  // namespace
 
 int64_t dsconv2d_weight_grad_splits(const DSConvShape& s) {
+  const int slices = tile_slices(s.out_channels);
   const int64_t tiles =
-      ceil_div(s.channels * s.taps, 4 * kGrid) * ceil_div(s.out_channels, kGrid * slices_for(s.out_channels));
+      ceil_div(s.channels * s.taps, kGrid * weight_tile_tm(slices)) * ceil_div(s.out_channels, kGrid * slices);
   const int64_t chunks = ceil_div(s.batch * s.height * s.width, kChunk);
   int64_t splits = ceil_div(kWeightGradBlocks, tiles > 0 ? tiles : 1);
   if (splits > chunks / kMinChunksPerSplit) splits = chunks / kMinChunksPerSplit;

@@ -60,6 +60,26 @@ struct Tile {
   static_assert(kChunk * kCols == kThreads * TN && kChunk * kRows == kThreads * TM, "TN samples, TM weights each");
 };
 
+// How many kGrid-wide slices of channels one block covers: the channel rows of a pixel tile (output
+// channels in the forward, input channels in the input gradient) or the output-channel columns of a
+// weight-gradient tile. 1, 2, 4 or 8: the fewest that cover `extent` (8 beyond 128). Every tile along
+// this axis gathers its own copy of the bilinear samples, and the gathers, not the products, bound these
+// kernels (on the H100 the 1×64×304² forward took 0.38 ms in bfloat16 with its products on the tensor
+// cores, 0.43 ms in float32 on the CUDA cores), so fewer, wider tiles win even where they compute more
+// padding: S3-OCTA's 72 channels take one 128-wide tile (72 of 128 used), not two 64-wide ones (72 of
+// 128 too, and every sample gathered twice).
+constexpr int tile_slices(int64_t extent) {
+  return extent <= kGrid ? 1 : (extent <= 2 * kGrid ? 2 : (extent <= 4 * kGrid ? 4 : 8));
+}
+
+// The Tile<TM, TN> of each choice, a thread holding TM x TN <= 16 results. Pixel tiles (channels x
+// pixels): 16 x 128, 32 x 128, 64 x 64, 128 x 32. Weight tiles ((channel, tap) rows x output channels):
+// 64 x 16, 64 x 32, 64 x 64, 32 x 128.
+constexpr int pixel_tile_tm(int slices) { return slices; }
+constexpr int pixel_tile_tn(int slices) { return slices <= 2 ? 8 : 16 / slices; }
+constexpr int weight_tile_tm(int slices) { return slices <= 4 ? 4 : 2; }
+constexpr int weight_tile_tn(int slices) { return slices; }
+
 // Loads and stores in the accumulation type: float for float/half/bfloat16, double for double.
 RETINA_TILE float to_acc(float v) { return v; }
 RETINA_TILE double to_acc(double v) { return v; }
@@ -291,6 +311,13 @@ RETINA_TILE void forward_tile(const ForwardArgs<T, Acc>& a, unsigned char* share
   const int first = t / S::kCols, q = t % S::kCols;
   const int64_t p = p0 + q;
   RowCursor chunk_row(first, a.num_taps);  // (channel, tap) of row r0 + first
+  // Weights: thread t stages output channel o0 + w_col of chunk rows w_row, w_row + w_step, ... (a tile
+  // has at most kThreads rows, a power of two times kGrid, so the split is exact).
+  constexpr int w_step = kThreads / S::kRows;
+  static_assert(kThreads % S::kRows == 0 && w_step * TM == kChunk, "TM weights per thread, one column");
+  const int w_row = t / S::kRows, w_col = t % S::kRows;
+  const bool w_in = o0 + w_col < O;
+  const T* w_first = a.weight + int64_t(w_row) * O + o0 + w_col;  // row r0 + w_row is r0 * O further
   Acc next_s[TN], next_w[TM];
   auto gather = [&](int64_t r0) {
     RowCursor row = chunk_row;
@@ -302,12 +329,10 @@ RETINA_TILE void forward_tile(const ForwardArgs<T, Acc>& a, unsigned char* share
         next_s[i] = lerp_sample(x + row.channel * HW, low[at], a.high_step, frac[at]);
       }
     }
+    const T* w = w_first + r0 * O;
     RETINA_UNROLL
-    for (int i = 0; i < TM; ++i) {
-      const int e = t + kThreads * i, kk = e / S::kRows, m = e % S::kRows;
-      const int64_t r = r0 + kk, o = o0 + m;
-      next_w[i] = r < rows && o < O ? to_acc(a.weight[r * O + o]) : Acc(0);
-    }
+    for (int i = 0; i < TM; ++i)
+      next_w[i] = w_in && r0 + w_row + w_step * i < rows ? to_acc(w[int64_t(w_step) * i * O]) : Acc(0);
   };
 
   typename Math::template Product<TM, TN> product;
@@ -316,10 +341,7 @@ RETINA_TILE void forward_tile(const ForwardArgs<T, Acc>& a, unsigned char* share
     RETINA_UNROLL
     for (int i = 0; i < TN; ++i) sh.b[(first + step * i) * S::kLdB + q] = Math::stage(next_s[i]);
     RETINA_UNROLL
-    for (int i = 0; i < TM; ++i) {
-      const int e = t + kThreads * i;
-      sh.a[(e / S::kRows) * S::kLdA + e % S::kRows] = Math::stage(next_w[i]);
-    }
+    for (int i = 0; i < TM; ++i) sh.a[(w_row + w_step * i) * S::kLdA + w_col] = Math::stage(next_w[i]);
     blk.sync();
     chunk_row.advance(kChunk, a.num_taps);
     if (r0 + kChunk < rows) gather(r0 + kChunk);
