@@ -3,13 +3,18 @@ their difference), ours vs the plain-PyTorch reference (which materialises the s
 beside the Triton kernels when the compiled CUDA kernel is "ours", and beside the registered op called
 without the Python wrapper ("ours-op", to show what the wrapper's checks cost). Issue #3
 targets on the H100 at 304²: forward <= 0.5 ms, backward <= 2 ms, peak fwd+bwd <= 150 MiB; CPU at
-1×64×128²: forward + backward >= 2× faster than the reference."""
+1×64×128²: forward + backward >= 2× faster than the reference. On CUDA also every layer shape of an
+S3-OCTA forward at 1×304², forward + backward, ours vs the reference."""
+
+import collections
 
 import pytest
 import torch
 
 import retina_kernels
 from conftest import DEVICES
+from retina.models import S3OCTA
+from retina.nn import DSConv
 from retina_kernels._extension import triton_available
 from retina_kernels.reference import dsconv as reference
 
@@ -21,13 +26,40 @@ CASES = {  # name: (device, size, dtype)
 }
 
 
-def layer_inputs(device, size, dtype, channels=64, taps=9):
+def layer_inputs(device, size, dtype, channels=64, taps=9, out_channels=None, width=None):
+    out_channels, width = out_channels or channels, width or size
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(1, channels, size, size, generator=gen)
-    offset = torch.rand(1, taps, size, size, generator=gen) * 2 - 1
-    weight = torch.randn(channels, channels, taps, generator=gen) * 0.05
-    bias = torch.randn(channels, generator=gen)
+    x = torch.randn(1, channels, size, width, generator=gen)
+    offset = torch.rand(1, taps, size, width, generator=gen) * 2 - 1
+    weight = torch.randn(out_channels, channels, taps, generator=gen) * (channels * taps) ** -0.5
+    bias = torch.randn(out_channels, generator=gen)
     return [t.to(device=device, dtype=dtype).requires_grad_() for t in (x, offset, weight, bias)]
+
+
+def dsconv_layers(model: torch.nn.Module, input_shape: tuple[int, ...]) -> collections.Counter:
+    """How often the model's forward calls dsconv2d with each (C, O, K, H, W, morph, extend_scope),
+    traced on the meta device (no memory, no arithmetic)."""
+    calls: collections.Counter = collections.Counter()
+
+    def record(layer, inputs):
+        _, c, h, w = inputs[0].shape
+        calls[(c, layer.dsc_conv_x.out_channels, layer.kernel_size, h, w, layer.morph, layer.extend_scope)] += 1
+
+    model = model.to("meta")
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, DSConv)]
+    with torch.no_grad():
+        model(torch.empty(input_shape, device="meta"))
+    for hook in hooks:
+        hook.remove()
+    return calls
+
+
+# The layers of one S3-OCTA forward at 1×304² (O = 72, K = 11 everywhere; C = 3, 72, 144 or 216): where
+# the model's share of dsconv2d time goes, which the C = O = 64 layer above does not show.
+S3OCTA_LAYERS = {
+    f"{c}→{o} K={k} {h}² morph {m}": (c, o, k, h, w, m, s)
+    for (c, o, k, h, w, m, s) in sorted(dsconv_layers(S3OCTA(in_channels=3), (1, 3, 304, 304)))
+}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -76,3 +108,21 @@ def test_dsconv_layer(measure, case, impl, pass_):
 
     # Sub-millisecond CUDA calls need many rounds for a stable median; the CPU reference takes ~0.1 s.
     measure(step, device, group=f"dsconv {pass_} {case}", impl=impl, rounds=50 if device == "cuda" else 3)
+
+
+@pytest.mark.parametrize("layer", S3OCTA_LAYERS)
+@pytest.mark.parametrize("impl", ["ours", "reference"])
+def test_dsconv_s3octa_layer(measure, layer, impl):
+    if "cuda" not in DEVICES:
+        pytest.skip("GPU benchmark (the reference needs seconds per layer on a CPU)")
+    c, o, k, h, w, morph, scope = S3OCTA_LAYERS[layer]
+    x, offset, weight, bias = layer_inputs("cuda", h, torch.float32, channels=c, taps=k, out_channels=o, width=w)
+    grad = torch.randn(1, o, h, w, device="cuda")
+    fn = reference.dsconv2d if impl == "reference" else retina_kernels.dsconv2d
+
+    def step():
+        out = fn(x, offset, weight, bias, morph=morph, extend_scope=scope)
+        out.backward(grad)
+        return out
+
+    measure(step, "cuda", group=f"dsconv fwd+bwd s3octa layer {layer} fp32 cuda", impl=impl, rounds=20)
