@@ -1,5 +1,8 @@
 """Where a model's training-step memory goes: bytes saved for backward per module type, and the step's
-peak, with our dsconv2d and with the reference op (which materialises the samples).
+peak, with our dsconv2d and with the reference op (which materialises the samples). On CUDA also the
+operators at which the step peaks: what was allocated before each and what it added while it ran (its
+outputs and any workspace, e.g. cuDNN's), so a peak made of a workspace is told from one made of
+activations.
 
     python scripts/memory_breakdown.py [--model s3octa|dscnet] [--size 304] [--batch 1] [--device cuda]
 """
@@ -12,6 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
@@ -51,6 +55,33 @@ def saved_by_module(model: torch.nn.Module, x: torch.Tensor) -> collections.Coun
     return saved
 
 
+class PeakByOperator(TorchDispatchMode):
+    """Records, for every operator dispatched on a CUDA device while active (backward ones included), the
+    bytes allocated before it and the allocator's high-water mark while it ran."""
+
+    def __init__(self, device: torch.device):
+        super().__init__()
+        self.device = device
+        self.records: list[tuple[str, int, int]] = []  # (operator, allocated before, peak during)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        before = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)  # host-side counters: no synchronisation
+        out = func(*args, **(kwargs or {}))
+        self.records.append((str(func.overloadpacket), before, torch.cuda.max_memory_allocated(self.device)))
+        return out
+
+    def report(self, rows: int = 6) -> str:
+        """The operators with the highest peaks, the step's own first."""
+        start = self.records[0][1] if self.records else 0
+        lines = ["    operators at the step's highest peaks (MiB above the step's start):",
+                 f"    {'operator':40s} {'peak':>8s} {'before':>8s} {'added':>8s}"]
+        for name, before, peak in sorted(self.records, key=lambda r: -r[2])[:rows]:
+            lines.append(f"    {name:40s} {(peak - start) / 2**20:8.0f} {(before - start) / 2**20:8.0f} "
+                         f"{(peak - before) / 2**20:8.0f}")
+        return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="s3octa", choices=["s3octa", "dscnet"])
@@ -71,6 +102,11 @@ def main() -> None:
               f"saved for backward {sum(saved.values()):.0f} MiB")
         for name, mib in saved.most_common(8):
             print(f"    {name:24s} {mib:8.1f} MiB")
+        if device.type == "cuda":
+            peaks = PeakByOperator(device)
+            with peaks:
+                model(x).float().mean().backward()
+            print(peaks.report())
     retina_kernels.dsconv2d = ours
 
 
