@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,10 @@ def measure(benchmark):
         for _ in range(warmup):
             call()
         benchmark.group = group
+        # RETINA_BENCH_LABEL marks a run of another build (scripts/gpu_check.sh BASELINE=<commit>), so its
+        # rows sit beside this build's in one table: "ours@<commit>".
+        label = os.environ.get("RETINA_BENCH_LABEL")
+        impl = f"{impl}@{label}" if label else impl
         benchmark.extra_info.update(impl=impl, device=str(device), peak_mib=round(peak_mib(call, device), 2))
         return benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=0)
 

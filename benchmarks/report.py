@@ -1,7 +1,8 @@
-"""Turns a pytest-benchmark JSON file into a markdown table: per group, each implementation's median
-time, its speed-up over every other implementation measured in the same run, and its peak memory.
+"""Turns pytest-benchmark JSON files into a markdown table: per group, each implementation's median
+time, its speed-up over every other implementation in the table, and its peak memory. Several files
+(runs of different builds on one machine, e.g. gpu_check.sh's BASELINE run) merge into one table.
 
-    python benchmarks/report.py results.json > table.md
+    python benchmarks/report.py results.json [baseline.json ...] > table.md
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ def table(data: dict) -> str:
     return header + "\n".join(lines) + "\n"
 
 
+def merged(runs: list[dict]) -> dict:
+    """The first run with every run's benchmarks."""
+    return {**runs[0], "benchmarks": [bench for run in runs for bench in run["benchmarks"]]}
+
+
 if __name__ == "__main__":
-    with open(sys.argv[1]) as f:
-        print(table(json.load(f)))
+    runs = []
+    for path in sys.argv[1:]:
+        with open(path) as f:
+            runs.append(json.load(f))
+    print(table(merged(runs)))

@@ -3,8 +3,11 @@
 # (the CUDA ones included), a memory and a time breakdown, and the benchmarks, and writes logs and a
 # results table to $OUT (8 files: the most the device tool brings back).
 # Needs no network: the machine's python3 already has torch, pytest-benchmark, scikit-image, scipy, opencv.
-#   device run: GIT_COMMIT=<sha> [TEST_FILTER=<pytest -k>] [BENCH_FILTER=<pytest -k>] bash scripts/gpu_check.sh
+#   device run: GIT_COMMIT=<sha> [TEST_FILTER=<pytest -k>] [BENCH_FILTER=<pytest -k>] [BASELINE=<commit>]
+#               bash scripts/gpu_check.sh
 #   (then copy $OUT/results.md into benchmarks/RESULTS.md)
+# BASELINE: first build the kernels (csrc/) of that commit, with this tree's Python, and run our rows of
+# the same benchmarks labelled "<impl>@<commit>", so one table compares the two builds on the same card.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu_out}
@@ -26,8 +29,29 @@ status=0
 } > "$out/env.txt" 2>&1
 cat "$out/env.txt"
 
+build() {  # build() <log>: the extension in place, from the csrc/ now in the tree
+  FORCE_CUDA=1 "$python" setup.py build_ext --inplace --force >> "$1" 2>&1 || { tail -40 "$1"; echo "BUILD FAILED"; exit 1; }
+}
+benchmarks() {  # benchmarks <json> [pytest -k]: the benchmarks; logs to bench.log
+  "$python" -m pytest -q -p no:cacheprovider benchmarks ${2:+-k "$2"} \
+    --benchmark-json="$1" --benchmark-columns=min,median,max >> "$out/bench.log" 2>&1
+}
+: > "$out/build.log"; : > "$out/bench.log"
+baseline_json=
+if [ -n "${BASELINE:-}" ]; then
+  echo "== baseline: the kernels of $BASELINE, built and benchmarked first"
+  keep=$(mktemp -d) && cp -r csrc "$keep/" || exit 1
+  git checkout "$BASELINE" -- csrc || { echo "BASELINE $BASELINE: not in this checkout's history"; exit 1; }
+  build "$out/build.log"
+  baseline_json=$(mktemp --suffix .json)
+  # Only our implementations: the references do not depend on csrc/ and run once, below.
+  RETINA_BENCH_LABEL=$BASELINE benchmarks "$baseline_json" "${BENCH_FILTER:+($BENCH_FILTER) and }ours" \
+    || { status=1; tail -30 "$out/bench.log"; }
+  rm -rf csrc && cp -r "$keep/csrc" . && git reset -q -- csrc 2>/dev/null
+fi
+
 echo "== build (CUDA, arch $TORCH_CUDA_ARCH_LIST)"
-FORCE_CUDA=1 "$python" setup.py build_ext --inplace > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; echo "BUILD FAILED"; exit 1; }
+build "$out/build.log"
 "$python" -c "import retina_kernels as r; b = r.backends(); print(b); assert b['cuda'] == 'CUDA' and b['cuda dsconv2d'] == 'CUDA', b"  || exit 1
 
 echo "== tests (CUDA included)"
@@ -43,8 +67,6 @@ for what in layer s3octa; do PYTHONPATH=. "$python" scripts/dsconv_profile.py --
 grep "^per step" "$out/profile.txt"
 
 echo "== benchmarks"
-"$python" -m pytest -q -p no:cacheprovider benchmarks ${BENCH_FILTER:+-k "$BENCH_FILTER"} \
-  --benchmark-json="$out/bench.json" --benchmark-columns=min,median,max > "$out/bench.log" 2>&1
-[ $? -eq 0 ] || { status=1; tail -30 "$out/bench.log"; }
-"$python" benchmarks/report.py "$out/bench.json" > "$out/results.md" && cat "$out/results.md"
+benchmarks "$out/bench.json" "${BENCH_FILTER:-}" || { status=1; tail -30 "$out/bench.log"; }
+"$python" benchmarks/report.py "$out/bench.json" $baseline_json > "$out/results.md" && cat "$out/results.md"
 exit $status

@@ -1,6 +1,7 @@
 """The diagnostic scripts that scripts/gpu_check.sh runs on the GPU machine: they must keep working,
 or a scarce GPU session is spent on a traceback. Run here on the CPU at small sizes."""
 
+import json
 import os
 import subprocess
 import sys
@@ -32,3 +33,25 @@ def test_dsconv_profile_reports_the_op_share(what):
 def test_memory_breakdown_compares_ours_with_the_reference():
     out = run_script("scripts/memory_breakdown.py", "--model", "dscnet", "--size", "32", "--device", "cpu")
     assert out.startswith("ours: dscnet 1x32²") and "\nreference: dscnet 1x32²" in out, out
+
+
+def test_benchmarks_collect():
+    # Collection runs module-level code (S3-OCTA's layer shapes are traced on the meta device there).
+    out = run_script("-m", "pytest", "benchmarks", "--collect-only", "-q", "-p", "no:cacheprovider")
+    layers = [line for line in out.splitlines() if "test_dsconv_s3octa_layer[" in line]
+    # 5 snake blocks x 2 morphs (C = 3, 72 at two sizes, 144 and 216), ours and the reference
+    assert len(layers) == 20 and any("[ours-216" in line for line in layers), out[-2000:]
+
+
+def test_report_merges_a_baseline_run(tmp_path):
+    def run(impl: str, median: float) -> dict:
+        stats = {"median": median, "min": median}
+        return {"benchmarks": [{"group": "layer", "stats": stats, "extra_info": {"impl": impl, "peak_mib": 9.0}}]}
+
+    files = []
+    for name, data in (("new", run("ours", 0.001)), ("old", run("ours@abc1234", 0.002))):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps(data))
+    table = run_script("benchmarks/report.py", *map(str, files))
+    assert "| layer | ours | 1.00 | 1.00 | 9.0 | ours@abc1234 2.0× |" in table, table
+    assert "| layer | ours@abc1234 | 2.00 |" in table, table
