@@ -29,8 +29,8 @@ def measure(benchmark):
         for _ in range(warmup):
             call()
         benchmark.group = group
-        # RETINA_BENCH_LABEL marks a run of another build (scripts/gpu_check.sh BASELINE=<commit>), so its
-        # rows sit beside this build's in one table: "ours@<commit>".
+        # RETINA_BENCH_LABEL marks a run of another build or setting (scripts/gpu_check.sh: BASELINE=<commit>,
+        # a capped cuDNN workspace), so its rows sit beside this run's in one table: "ours@<label>".
         label = os.environ.get("RETINA_BENCH_LABEL")
         impl = f"{impl}@{label}" if label else impl
         benchmark.extra_info.update(impl=impl, device=str(device), peak_mib=round(peak_mib(call, device), 2))

@@ -8,9 +8,12 @@
 #   (then copy $OUT/results.md into benchmarks/RESULTS.md)
 # BASELINE: first build the kernels (csrc/) of that commit, with this tree's Python, and run our rows of
 # the same benchmarks labelled "<impl>@<commit>", so one table compares the two builds on the same card.
+# WSCAP (MiB, default 64): the cuDNN workspace cap of a second memory breakdown and, when the model
+# steps are benchmarked, of a second run of S3-OCTA's steps ("ours@wscap<MiB>").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu_out}
+WSCAP=${WSCAP:-64}
 mkdir -p "$out"
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
@@ -60,6 +63,11 @@ echo "== tests (CUDA included)"
 
 echo "== S3-OCTA step memory by module, ours vs reference op (1x304²)"
 PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --device cuda 2>&1 | tee "$out/memory.txt"
+# The 1x304² step peaked 1.9 GiB above the CPU's (3.0 vs 1.2 GiB) while 4x304² did not: is it a cuDNN
+# convolution workspace chosen for batch 1? The same breakdown with the workspace capped tells.
+echo "== the same with cuDNN's convolution workspace capped at ${WSCAP} MiB"
+CUDNN_CONV_WSCAP_DBG=$WSCAP PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 \
+  --device cuda 2>&1 | tee -a "$out/memory.txt"
 
 echo "== where the time goes: dsconv2d layer and S3-OCTA step, kernel by kernel (1x304², fp32)"
 for what in layer s3octa; do PYTHONPATH=. "$python" scripts/dsconv_profile.py --what $what --size 304 --device cuda; done \
@@ -68,5 +76,12 @@ grep "^per step" "$out/profile.txt"
 
 echo "== benchmarks"
 benchmarks "$out/bench.json" "${BENCH_FILTER:-}" || { status=1; tail -30 "$out/bench.log"; }
-"$python" benchmarks/report.py "$out/bench.json" $baseline_json > "$out/results.md" && cat "$out/results.md"
+capped_json=
+if [[ -z "${BENCH_FILTER:-}" || "$BENCH_FILTER" == *model_step* ]]; then
+  echo "== S3-OCTA steps with cuDNN's workspace capped at ${WSCAP} MiB (what the cap costs in time)"
+  capped_json=$(mktemp --suffix .json)
+  CUDNN_CONV_WSCAP_DBG=$WSCAP RETINA_BENCH_LABEL=wscap$WSCAP benchmarks "$capped_json" "model_step and s3octa and ours" \
+    || { status=1; tail -30 "$out/bench.log"; }
+fi
+"$python" benchmarks/report.py "$out/bench.json" $baseline_json $capped_json > "$out/results.md" && cat "$out/results.md"
 exit $status

@@ -2,7 +2,9 @@
 peak, with our dsconv2d and with the reference op (which materialises the samples). On CUDA also the
 operators at which the step peaks: what was allocated before each and what it added while it ran (its
 outputs and any workspace, e.g. cuDNN's), so a peak made of a workspace is told from one made of
-activations.
+activations. Each step is measured after one unmeasured step, as the benchmarks are, so one-time
+allocations (cuBLAS handles and workspaces, cuDNN plans) are not in it. To see whether a peak is cuDNN's
+convolution workspace, run again with it capped: CUDNN_CONV_WSCAP_DBG=<MiB> (read by cuDNN).
 
     python scripts/memory_breakdown.py [--model s3octa|dscnet] [--size 304] [--batch 1] [--device cuda]
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import sys
 from pathlib import Path
 
@@ -97,8 +100,11 @@ def main() -> None:
         model = (S3OCTA(in_channels=3) if args.model == "s3octa" else DSCNet(in_channels=1)).to(device)
         x = torch.rand(args.batch, 3 if args.model == "s3octa" else 1, args.size, args.size, device=device)
         saved = saved_by_module(model, x)
+        model(x).float().mean().backward()  # the unmeasured step
         peak = peak_mib(lambda: model(x).float().mean().backward(), device)
-        print(f"{impl}: {args.model} {args.batch}x{args.size}² on {device}: step peak {peak:.0f} MiB, "
+        cap = os.environ.get("CUDNN_CONV_WSCAP_DBG")
+        print(f"{impl}{f' (cuDNN workspace capped at {cap} MiB)' if cap else ''}: "
+              f"{args.model} {args.batch}x{args.size}² on {device}: step peak {peak:.0f} MiB, "
               f"saved for backward {sum(saved.values()):.0f} MiB")
         for name, mib in saved.most_common(8):
             print(f"    {name:24s} {mib:8.1f} MiB")

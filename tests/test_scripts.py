@@ -12,8 +12,8 @@ import pytest
 ROOT = Path(__file__).parents[1]
 
 
-def run_script(*args: str) -> str:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def run_script(*args: str, **extra_env: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **extra_env)
     done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -33,6 +33,13 @@ def test_dsconv_profile_reports_the_op_share(what):
 def test_memory_breakdown_compares_ours_with_the_reference():
     out = run_script("scripts/memory_breakdown.py", "--model", "dscnet", "--size", "32", "--device", "cpu")
     assert out.startswith("ours: dscnet 1x32²") and "\nreference: dscnet 1x32²" in out, out
+
+
+def test_memory_breakdown_names_a_workspace_cap():
+    # scripts/gpu_check.sh runs the breakdown again with cuDNN's workspace capped; the output must say so.
+    out = run_script("scripts/memory_breakdown.py", "--model", "dscnet", "--size", "16", "--device", "cpu",
+                     CUDNN_CONV_WSCAP_DBG="64")
+    assert out.startswith("ours (cuDNN workspace capped at 64 MiB): dscnet 1x16²"), out
 
 
 def test_benchmarks_collect():
