@@ -4,12 +4,22 @@ BuildExtension). Build against the torch you already have with `pip install --no
 
 import glob
 import os
+import sys
 
 from setuptools import setup
 
 
 def _sources(pattern: str) -> list[str]:
     return sorted(glob.glob(pattern, recursive=True))
+
+
+def _openmp_link_flag(torch) -> str:
+    """at::parallel_for is a header template: compiled without OpenMP it runs the whole range on one
+    thread (ATen's headers fall back when _OPENMP is undefined), and torch's extension builder does not
+    add the flag. Link the OpenMP runtime torch ships (torch/lib/libgomp*, whatever its file name) so the
+    process keeps one runtime and torch.set_num_threads governs our loops too; else the compiler's."""
+    bundled = sorted(glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp*.so*")))
+    return f"-l:{os.path.basename(bundled[0])}" if bundled else "-fopenmp"
 
 
 def _extensions():
@@ -20,18 +30,24 @@ def _extensions():
     # -fno-trapping-math: we never read floating-point exception flags, and without it GCC will not turn
     # the kernels' data-dependent float selects into vector blends (soft_skeleton's backward: 1.5x).
     cxx_flags = ["-O3", "-Wall", "-fno-trapping-math"]
+    link_flags = []
+    if sys.platform.startswith("linux") and torch.backends.openmp.is_available():
+        cxx_flags.append("-fopenmp")
+        link_flags.append(_openmp_link_flag(torch))
     force_cuda = os.environ.get("FORCE_CUDA", "0") == "1"
     with_cuda = force_cuda or (torch.version.cuda is not None and CUDA_HOME is not None)
     if os.environ.get("RETINA_NO_CUDA", "0") == "1":
         with_cuda = False
     if not with_cuda:
-        return [CppExtension("retina_kernels._C", sources, extra_compile_args={"cxx": cxx_flags})]
+        return [CppExtension("retina_kernels._C", sources, extra_compile_args={"cxx": cxx_flags},
+                             extra_link_args=link_flags)]
     sources += [*_sources("csrc/ops/cuda/*.cpp"), *_sources("csrc/core/*.cu")]
     return [
         CUDAExtension(
             "retina_kernels._C",
             sources,
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
+            extra_link_args=link_flags,
         )
     ]
 

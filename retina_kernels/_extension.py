@@ -63,6 +63,16 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
+def cpu_threads() -> int:
+    """How many threads the compiled CPU kernels run on now: torch.get_num_threads() where the extension
+    was built with OpenMP (setup.py adds it on Linux), 1 where it was not; 0 without the extension."""
+    if extension_error is not None:
+        return 0
+    from . import _C
+
+    return _C.parallel_threads()
+
+
 def backends() -> dict[str, str]:
     """What serves each device: "C++" / "CUDA" compiled kernels or the plain-PyTorch "reference"."""
     cuda = soft_skeleton_cuda = dsconv_cuda = "unavailable (torch has no CUDA device)"
@@ -73,6 +83,7 @@ def backends() -> dict[str, str]:
     return {
         "extension": "loaded" if extension_error is None else f"missing: {extension_error}",
         "cpu": "C++" if has_kernel("skeletonize", "cpu") else "reference",
+        "cpu threads": f"{cpu_threads()} of torch.get_num_threads() = {torch.get_num_threads()}",
         "cuda": cuda,
         "cuda soft_skeleton": soft_skeleton_cuda,
         "cuda dsconv2d": dsconv_cuda,

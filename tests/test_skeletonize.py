@@ -237,7 +237,7 @@ def test_opcheck(shape):
 def test_backends_reports_the_extension():
     info = retina_kernels.backends()
     assert info["cpu"] == ("C++" if retina_kernels.extension_loaded() else "reference")
-    assert set(info) == {"extension", "cpu", "cuda", "cuda soft_skeleton", "cuda dsconv2d", "triton"}
+    assert set(info) == {"extension", "cpu", "cpu threads", "cuda", "cuda soft_skeleton", "cuda dsconv2d", "triton"}
 
 
 def test_fallback_without_extension_warns_once_and_agrees(tmp_path):

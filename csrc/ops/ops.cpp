@@ -1,12 +1,42 @@
 // The schema of every retina op, declared once. Device files register implementations
 // (csrc/ops/cpu, csrc/ops/cuda); Python registers fake kernels and autograd (retina_kernels/ops).
 #include <Python.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <mutex>
+#include <set>
+#include <thread>
+
+namespace {
+
+// How many threads at::parallel_for, compiled into this library, runs a loop on now: the CPU kernels'
+// parallelism. 1 where the library was built without OpenMP, whatever torch.get_num_threads() says
+// (ATen's parallel_for is a header template that falls back to one thread without it).
+PyObject* parallel_threads(PyObject*, PyObject*) {
+  std::mutex mutex;
+  std::set<std::thread::id> seen;
+  const int64_t threads = at::get_num_threads();
+  Py_BEGIN_ALLOW_THREADS
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    const std::lock_guard<std::mutex> lock(mutex);
+    seen.insert(std::this_thread::get_id());
+  });
+  Py_END_ALLOW_THREADS
+  return PyLong_FromSize_t(seen.size());
+}
+
+PyMethodDef methods[] = {
+    {"parallel_threads", parallel_threads, METH_NOARGS, "Threads the compiled CPU kernels' loops run on now."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+}  // namespace
 
 extern "C" {
 // Importing retina_kernels._C loads this library, which runs the registrations below.
 PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   return PyModule_Create(&module_def);
 }
 }
