@@ -4,7 +4,8 @@
 // NaN before every block, so reading an element no thread wrote this block shows up in the results.
 // Every tile shape the CUDA launcher can choose is run, with the CUDA-core product and with the
 // tensor-core product (the 16-bit types') on an emulated warp-wide 16-deep multiply
-// that checks the alignment the hardware requires. Also checks the CPU backward's channel groups.
+// that checks the alignment the hardware requires. Also checks the CPU backward's channel groups, and the
+// CPU core with its workers on real threads.
 // Built with ASan/UBSan in CI (ctest).
 #include <array>
 #include <atomic>
@@ -306,6 +307,48 @@ void check_cpu_channel_groups(const Problem<T>& pr, double tol) {
   close(grad_weight, pr.grad_weight, tol, "cpu grouped grad_weight", pr.c, 0, 0);
 }
 
+// Every worker of the CPU core on its own std::thread (the extension runs them on OpenMP's threads).
+void threaded_for(int64_t n, const std::function<void(int64_t, int64_t)>& body) {
+  std::vector<std::thread> threads;
+  for (int64_t worker = 0; worker < n; ++worker) threads.emplace_back(body, worker, worker + 1);
+  for (auto& thread : threads) thread.join();
+}
+
+template <class T>
+bool same(const std::vector<T>& got, const std::vector<T>& want, const char* what, const Case& c, int64_t threads) {
+  if (std::memcmp(got.data(), want.data(), want.size() * sizeof(T)) == 0) return true;
+  std::fprintf(stderr, "cpu %s on %lld real threads differs from the same work run serially; case C=%lld %lldx%lld "
+               "K=%lld morph=%d\n", what, (long long)threads, (long long)c.channels, (long long)c.height,
+               (long long)c.width, (long long)c.taps, c.morph);
+  ++failures;
+  return false;
+}
+
+// The CPU core with its workers on concurrent threads against the same work list run serially: bit for
+// bit, since workers own disjoint outputs (tiles; strips of one parity; channel groups) and add their
+// private weight gradients in worker order. Two workers writing one element would lose updates (and
+// ASan/TSan see the accesses).
+template <class T>
+void check_cpu_threads(const Case& c, uint32_t seed) {
+  const Problem<T> pr(c, seed);
+  for (int64_t threads : {2, 3, 8}) {
+    std::vector<std::vector<T>> results[2];
+    for (int run = 0; run < 2; ++run) {
+      const ParallelFor& parallel_for = run == 0 ? ParallelFor(serial_for) : ParallelFor(threaded_for);
+      std::vector<T> out(pr.out.size()), grad_input(pr.grad_input.size()), grad_offset(pr.grad_offset.size()),
+          grad_weight(pr.grad_weight.size());
+      dsconv2d_forward_cpu<T>(pr.input.data(), pr.offset.data(), pr.weight.data(), pr.bias.data(), out.data(),
+                              pr.shape, threads, naive_gemm<T>, parallel_for);
+      dsconv2d_backward_cpu<T>(pr.grad_out.data(), pr.input.data(), pr.offset.data(), pr.weight.data(),
+                               grad_input.data(), grad_offset.data(), grad_weight.data(), pr.shape, threads,
+                               naive_gemm<T>, parallel_for);
+      results[run] = {out, grad_input, grad_offset, grad_weight};
+    }
+    const char* names[] = {"out", "grad_input", "grad_offset", "grad_weight"};
+    for (int i = 0; i < 4; ++i) same(results[1][i], results[0][i], names[i], c, threads);
+  }
+}
+
 // The tile choice: fewest kGrid-wide slices covering the extent, 8 beyond 128 (dsconv_cuda_tiles.h).
 static_assert(tile_slices(1) == 1 && tile_slices(16) == 1 && tile_slices(17) == 2 && tile_slices(32) == 2 &&
               tile_slices(33) == 4 && tile_slices(64) == 4 && tile_slices(65) == 8 && tile_slices(72) == 8 &&
@@ -341,7 +384,10 @@ void check_case(const Case& c, uint32_t seed, double tol) {
 
 }  // namespace
 
-int main() {
+// `test_dsconv_tiles --cpu-threads` runs only the CPU core's threading check (the ThreadSanitizer build
+// runs that: the emulated 256-thread blocks would take many minutes under it).
+int main(int argc, char** argv) {
+  const bool cpu_threads_only = argc > 1 && std::strcmp(argv[1], "--cpu-threads") == 0;
   const Case cases[] = {
       // batch, C, O, H, W, K, morph, scope, spread
       {2, 5, 7, 11, 13, 9, 0, 1.0, 1.0},
@@ -356,14 +402,27 @@ int main() {
   };
   uint32_t seed = 1;
   for (const Case& c : cases) {
+    if (cpu_threads_only) break;
     check_case<double>(c, seed, 1e-11);
     check_case<float>(c, seed, 2e-5);
+    ++seed;
+  }
+  // Several 16-wide strips across the snake, so each parity runs strips side by side (and, with 8
+  // workers, channel groups); 64 across: strips end exactly at the image's edge.
+  const Case threaded[] = {
+      {2, 6, 5, 9, 70, 9, 0, 2.0, 2.0},
+      {2, 6, 5, 70, 9, 9, 1, 2.0, 2.0},
+      {1, 3, 4, 5, 64, 11, 0, 3.0, 1.0},
+  };
+  for (const Case& c : threaded) {
+    check_cpu_threads<double>(c, seed);
+    check_cpu_threads<float>(c, seed);
     ++seed;
   }
   if (failures) {
     std::fprintf(stderr, "%d failure(s)\n", failures);
     return 1;
   }
-  std::puts("dsconv tiles: all checks passed");
+  std::puts(cpu_threads_only ? "dsconv cpu threads: all checks passed" : "dsconv tiles: all checks passed");
   return 0;
 }
