@@ -1,5 +1,6 @@
 // The schema of every retina op, declared once. Device files register implementations
 // (csrc/ops/cpu, csrc/ops/cuda); Python registers fake kernels and autograd (retina_kernels/ops).
+// Also the Python module retina_kernels._C, whose one function reports the CPU kernels' thread count.
 #include <Python.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
