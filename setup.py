@@ -4,7 +4,10 @@ BuildExtension). Build against the torch you already have with `pip install --no
 
 import glob
 import os
+import shlex
+import subprocess
 import sys
+import sysconfig
 
 from setuptools import setup
 
@@ -22,6 +25,22 @@ def _openmp_link_flag(torch) -> str:
     return f"-l:{os.path.basename(bundled[0])}" if bundled else "-fopenmp"
 
 
+def _compiler_has_openmp() -> bool:
+    """Whether the C++ compiler the build will use takes -fopenmp and has <omp.h> (clang without libomp,
+    say, has not); if not, the CPU kernels are built without OpenMP, and say so, rather than failing."""
+    compiler = shlex.split(os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "c++")
+    probe = "#include <omp.h>\nint threads() { return omp_get_max_threads(); }\n"
+    try:
+        done = subprocess.run([*compiler, "-fopenmp", "-fsyntax-only", "-x", "c++", "-"], input=probe, text=True,
+                              capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if done.returncode != 0:
+        print(f"retina: {' '.join(compiler)} has no OpenMP ({done.stderr.strip()[:200]}); the CPU kernels will "
+              "run on one thread", file=sys.stderr)
+    return done.returncode == 0
+
+
 def _extensions():
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
@@ -31,7 +50,7 @@ def _extensions():
     # the kernels' data-dependent float selects into vector blends (soft_skeleton's backward: 1.5x).
     cxx_flags = ["-O3", "-Wall", "-fno-trapping-math"]
     link_flags = []
-    if sys.platform.startswith("linux") and torch.backends.openmp.is_available():
+    if sys.platform.startswith("linux") and torch.backends.openmp.is_available() and _compiler_has_openmp():
         cxx_flags.append("-fopenmp")
         link_flags.append(_openmp_link_flag(torch))
     force_cuda = os.environ.get("FORCE_CUDA", "0") == "1"
