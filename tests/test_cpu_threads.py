@@ -4,7 +4,6 @@ silently) and give the answers they give on one thread: bit for bit where each o
 to rounding where per-thread partial sums are added (dsconv2d's weight gradient)."""
 
 import sys
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -14,17 +13,9 @@ import retina_kernels
 from retina.data import vessel_mask, vessel_volume
 from retina_kernels._extension import cpu_threads
 
+from .conftest import torch_threads
+
 pytestmark = pytest.mark.skipif(not retina_kernels.extension_loaded(), reason="needs the compiled extension")
-
-
-@contextmanager
-def torch_threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def on_threads(fn, *counts):

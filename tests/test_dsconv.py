@@ -10,7 +10,7 @@ from retina.nn import DSConv
 from retina_kernels._extension import triton_available
 from retina_kernels.reference import dsconv as reference
 
-from .conftest import requires_cuda
+from .conftest import requires_cuda, torch_threads
 
 needs_extension = pytest.mark.skipif(not retina_kernels.extension_loaded(), reason="needs the compiled extension")
 
@@ -293,12 +293,8 @@ def test_cpu_backward_splits_channels_across_threads(threads, c, morph):
     # One strip per parity and more threads than strips: the CPU backward splits the channels into groups
     # (here 5 groups of 1, or 3, 3, 1) and sums their position gradients.
     case = random_case(1, c, 4, 23, 20, 9, spread=2.0, seed=c)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         ours = run(retina_kernels.dsconv2d, *case, morph=morph, extend_scope=1.5)
-    finally:
-        torch.set_num_threads(before)
     ref = run(reference.dsconv2d, *case, morph=morph, extend_scope=1.5)
     for name, a, r in zip(("out", "input", "offset", "weight", "bias"), ours, ref):
         torch.testing.assert_close(a, r, rtol=0, atol=1e-10, msg=name)
