@@ -1,6 +1,11 @@
 """retina_kernels.dsconv2d and retina.nn.DSConv: goldens of the public module, the op against the
 reference (values and all four gradients), gradcheck, opcheck, batch independence, errors."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +17,7 @@ from retina_kernels.reference import dsconv as reference
 
 from .conftest import requires_cuda, torch_threads
 
+ROOT = Path(__file__).resolve().parents[1]
 needs_extension = pytest.mark.skipif(not retina_kernels.extension_loaded(), reason="needs the compiled extension")
 
 
@@ -255,19 +261,53 @@ def test_cuda_gradcheck_opcheck_empty_and_non_contiguous():
     empty.sum().backward()
 
 
-@pytest.mark.cuda
-@requires_cuda
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_cuda_half_precision_accumulates_in_float32(dtype):
+def half_precision_case(dtype):
+    """A case whose values float16 and bfloat16 both represent exactly: the float32 CPU results and the
+    CUDA `dtype` ones (out and the four gradients)."""
     tensors = random_case(2, 32, 24, 29, 31, 9, seed=5, dtype=torch.float32)
     tensors = [t.to(dtype).float() for t in tensors]  # representable in both
     ref = run(retina_kernels.dsconv2d, *tensors, morph=0, extend_scope=1.0)
     half = run(retina_kernels.dsconv2d, *[t.cuda().to(dtype) for t in tensors], morph=0, extend_scope=1.0)
+    return half, ref
+
+
+def assert_half_precision_accumulates_in_float32(half, ref, dtype):
     tol = 2e-2 if dtype == torch.float16 else 8e-2
-    for name, a, r in zip(("out", "input", "offset", "weight", "bias"), half, ref):
+    for name, a, r in zip(NAMES, half, ref):
         assert a.dtype == dtype, name
         scale = r.abs().max().item()
         assert (a.float().cpu() - r).abs().max().item() <= tol * scale, name
+
+
+@pytest.mark.cuda
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_half_precision_accumulates_in_float32(dtype):
+    assert_half_precision_accumulates_in_float32(*half_precision_case(dtype), dtype)
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_bfloat16_on_the_cuda_cores_as_on_turing(tmp_path):
+    # GPUs before sm_80 (Turing: T4, RTX 20xx) have no bfloat16 tensor-core fragments, so there bfloat16
+    # runs on the CUDA cores. RETINA_DSCONV_BF16_CUDA_CORES=1 forces that path here; the kernel reads it once
+    # per process, hence the subprocess.
+    script = (
+        "import sys, torch\n"
+        "from tests.test_dsconv import half_precision_case\n"
+        "torch.save(half_precision_case(torch.bfloat16), sys.argv[1])\n"
+    )
+    path = tmp_path / "cuda_cores.pt"
+    env = {**os.environ, "RETINA_DSCONV_BF16_CUDA_CORES": "1"}
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True, env=env, cwd=ROOT, timeout=300)
+    cuda_cores, ref = torch.load(path)
+    assert_half_precision_accumulates_in_float32(cuda_cores, ref, torch.bfloat16)
+    # The switch took: from sm_80 on, float32 sums in another order than the tensor cores' (which also do
+    # not round to nearest) give a different output somewhere among its 43 thousand values; before sm_80
+    # both runs took the CUDA cores, whose forward is deterministic.
+    default, _ = half_precision_case(torch.bfloat16)
+    tensor_cores_here = torch.cuda.get_device_capability() >= (8, 0)
+    assert torch.equal(cuda_cores[0].cpu(), default[0].cpu()) != tensor_cores_here
 
 
 @pytest.mark.cuda

@@ -3,6 +3,8 @@
 // float16 and bfloat16) and chooses products, tile shapes and grids.
 #include <mma.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <type_traits>
 
 #include "dsconv_cuda.h"
@@ -50,17 +52,58 @@ struct Wmma {
   __device__ static void store(float* p, const Acc& c, int ld, int) { wmma::store_matrix_sync(p, c, ld, wmma::mem_row_major); }
 };
 
+// bfloat16 tensor-core fragments exist from sm_80 (Ampere) on. A build for Turing (sm_75: T4, RTX 20xx,
+// the GPUs many users train on) compiles the bfloat16 tensor-core kernels as a trap, and bfloat16 runs on
+// the CUDA cores there: samples staged and summed in float32, the accumulation the tensor cores use too.
+template <class Math>
+__device__ constexpr bool compiled_for_this_arch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  return !std::is_same_v<Math, TensorMath<Wmma<__nv_bfloat16>>>;
+#else
+  return true;
+#endif
+}
+
+__global__ void arch_probe_kernel() {}
+
+// Whether this module's code on the current device is sm_80 or newer: the PTX architecture its kernels
+// were compiled as (75 for Turing code even where a newer GPU JIT-compiles it), asked once per device.
+// RETINA_DSCONV_BF16_CUDA_CORES=1 (read once) forces the Turing path, so a newer GPU can test it.
+bool bfloat16_tensor_cores() {
+  static const bool forced_off = [] {
+    const char* v = std::getenv("RETINA_DSCONV_BF16_CUDA_CORES");
+    return v != nullptr && v[0] == '1';
+  }();
+  if (forced_off) return false;
+  constexpr int kDevices = 64;
+  static std::atomic<int8_t> known[kDevices] = {};  // 0 unknown, 1 no, 2 yes
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (device >= 0 && device < kDevices && known[device].load(std::memory_order_relaxed) != 0)
+    return known[device].load(std::memory_order_relaxed) == 2;
+  cudaFuncAttributes attributes{};
+  const bool yes = cudaFuncGetAttributes(&attributes, arch_probe_kernel) == cudaSuccess && attributes.ptxVersion >= 80;
+  if (device >= 0 && device < kDevices) known[device].store(yes ? 2 : 1, std::memory_order_relaxed);
+  return yes;
+}
+
 // The products each element type runs on: float64 and float32 on the CUDA cores, the 16-bit types on the
-// tensor cores. float32 once ran as 3xTF32 on the tensor cores; on the H100 that was 1.3x slower than
-// the CUDA cores (the staged gathers, not the products, bound these kernels) and, as the tensor cores'
-// float32 accumulation does not round to nearest, up to 9x further from the float64 result than the CPU
-// kernel (benchmarks/RESULTS.md, 2026-11-23).
+// tensor cores (bfloat16 before sm_80 on the CUDA cores). float32 once ran as 3xTF32 on the tensor cores;
+// on the H100 that was 1.3x slower than the CUDA cores (the staged gathers, not the products, bound these
+// kernels) and, as the tensor cores' float32 accumulation does not round to nearest, up to 9x further
+// from the float64 result than the CPU kernel (benchmarks/RESULTS.md, 2026-11-23).
 template <class T, class Launch>
 void with_math(Launch&& launch) {
-  if constexpr (std::is_same_v<T, double> || std::is_same_v<T, float>)
+  if constexpr (std::is_same_v<T, double> || std::is_same_v<T, float>) {
     launch(SimtMath<T>{});
-  else
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    if (bfloat16_tensor_cores())
+      launch(TensorMath<Wmma<T>>{});
+    else
+      launch(SimtMath<float>{});
+  } else {
     launch(TensorMath<Wmma<T>>{});
+  }
 }
 
 // Four blocks per SM: left to itself nvcc gives these kernels 67-79 registers, three blocks (37.5%
@@ -70,22 +113,34 @@ constexpr int kBlocksPerSM = 4;
 
 template <class Math, class T, class Acc, int TM, int TN>
 __global__ void __launch_bounds__(kThreads, kBlocksPerSM) forward_kernel(ForwardArgs<T, Acc> a) {
-  __shared__ __align__(32) unsigned char shared[SharedTile<Math, TM, TN>::bytes];
-  forward_tile<Math, T, Acc, TM, TN>(a, shared, DeviceBlock{});
+  if constexpr (compiled_for_this_arch<Math>()) {
+    __shared__ __align__(32) unsigned char shared[SharedTile<Math, TM, TN>::bytes];
+    forward_tile<Math, T, Acc, TM, TN>(a, shared, DeviceBlock{});
+  } else {
+    __trap();
+  }
 }
 
 template <class Math, class T, class Acc, int TM, int TN>
 __global__ void __launch_bounds__(kThreads, kBlocksPerSM) input_grad_kernel(InputGradArgs<T, Acc> a) {
-  __shared__ __align__(32) unsigned char shared[SharedTile<Math, TM, TN>::bytes];
-  __shared__ Acc partial[kThreads];
-  __shared__ Acc running[Tile<TM, TN>::kCols];
-  input_grad_tile<Math, T, Acc, TM, TN>(a, shared, partial, running, DeviceBlock{});
+  if constexpr (compiled_for_this_arch<Math>()) {
+    __shared__ __align__(32) unsigned char shared[SharedTile<Math, TM, TN>::bytes];
+    __shared__ Acc partial[kThreads];
+    __shared__ Acc running[Tile<TM, TN>::kCols];
+    input_grad_tile<Math, T, Acc, TM, TN>(a, shared, partial, running, DeviceBlock{});
+  } else {
+    __trap();
+  }
 }
 
 template <class Math, class T, class Acc, int TM, int TN>
 __global__ void __launch_bounds__(kThreads, kBlocksPerSM) weight_grad_kernel(WeightGradArgs<T, Acc> a) {
-  __shared__ __align__(32) unsigned char shared[SharedTile<Math, TM, TN>::bytes];
-  weight_grad_tile<Math, T, Acc, TM, TN>(a, shared, DeviceBlock{});
+  if constexpr (compiled_for_this_arch<Math>()) {
+    __shared__ __align__(32) unsigned char shared[SharedTile<Math, TM, TN>::bytes];
+    weight_grad_tile<Math, T, Acc, TM, TN>(a, shared, DeviceBlock{});
+  } else {
+    __trap();
+  }
 }
 
 template <int N>
