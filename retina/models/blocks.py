@@ -46,8 +46,10 @@ class SnakeBlock(nn.Module):
 
 
 def run_block(block: nn.Module, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
-    """block(x), recomputed in backward instead of stored when checkpointing (and grad is on)."""
-    if checkpointing and torch.is_grad_enabled() and x.requires_grad:
+    """block(x), recomputed in backward instead of stored when checkpointing (and grad is on). Whether or
+    not x requires grad: the first block's input is the image, which does not, and that full-resolution
+    block stores the most (non-reentrant checkpointing gives its parameters their gradients)."""
+    if checkpointing and torch.is_grad_enabled():
         return checkpoint(block, x, use_reentrant=False)
     return block(x)
 
