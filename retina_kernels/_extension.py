@@ -45,6 +45,9 @@ def extension_loaded() -> bool:
 _served: set[tuple[str, str]] = set()
 
 
+# torch.compile cannot trace the dispatcher query; what it answers is fixed once the ops are imported (a
+# kernel is never removed), so a compiled graph may keep the answer it found.
+@torch.compiler.assume_constant_result
 def has_kernel(op: str, device_type: str) -> bool:
     """Whether `retina::<op>` has a kernel for this device type ("cpu", "cuda"): compiled, or Triton."""
     if (op, device_type) in _served:

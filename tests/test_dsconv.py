@@ -95,6 +95,21 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.retina.dsconv2d.default, (*args, None, 1, 2.0))
 
 
+def test_compiles_to_one_graph(monkeypatch):
+    # torch.compile(fullgraph=True) through the Python wrapper, from an empty kernel cache: the dispatcher
+    # query behind has_kernel cannot be traced, and once broke the graph on a model's first call.
+    monkeypatch.setattr(retina_kernels._extension, "_served", set())
+    torch._dynamo.reset()
+    case = random_case(2, 3, 4, 9, 11, 5, seed=3, dtype=torch.float32)
+
+    def layer(x, offset, weight, bias):
+        return retina_kernels.dsconv2d(x, offset.tanh(), weight, bias, morph=1, extend_scope=1.5)
+
+    compiled = run(torch.compile(layer, backend="aot_eager", fullgraph=True), *case)
+    for name, a, e in zip(NAMES, compiled, run(layer, *case)):
+        torch.testing.assert_close(a, e, rtol=1e-6, atol=1e-6, msg=name)
+
+
 def test_batch_independence_non_contiguous_float32_and_empty():
     x, offset, weight, bias, _ = random_case(3, 4, 8, 21, 26, 9, dtype=torch.float32)
     y = retina_kernels.dsconv2d(x, offset, weight, bias, morph=0)

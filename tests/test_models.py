@@ -77,6 +77,23 @@ def test_checkpointing_stores_less_and_gives_the_same_gradients(key):
         torch.testing.assert_close(grads["checkpointed"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_s3octa_compiles_to_one_graph_with_checkpointing():
+    # DSConv, attention, GroupNorm and checkpointed blocks in one torch.compile(fullgraph=True) graph.
+    torch._dynamo.reset()
+    model = build("s3octa-mit", checkpointing=True)
+    x = torch.randn(2, 3, 24, 40)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    y = compiled(x)
+    y.square().mean().backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}  # None: DSConv's unused-morph conv
+    model.zero_grad(set_to_none=True)
+    expected = model(x)
+    expected.square().mean().backward()
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("key", SMALL)
 def test_models_trace_on_the_meta_device(key):
     model = build(key).to("meta")
