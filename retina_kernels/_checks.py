@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -81,3 +82,16 @@ def require_same_shape_and_device(name: str, tensor: torch.Tensor, other_name: s
 def require_no_nan(name: str, tensor: torch.Tensor) -> None:
     if tensor.is_floating_point() and tensor.numel() and bool(torch.isnan(tensor.detach()).any()):
         raise ValueError(f"{name} contains NaN")
+
+
+def alert_not_deterministic(caller: str) -> None:
+    """What torch's nondeterministic ops do under torch.use_deterministic_algorithms(True): raise, or warn
+    with warn_only=True. For kernels whose sums depend on the order atomic adds arrive in."""
+    if not torch.are_deterministic_algorithms_enabled():
+        return
+    message = (f"{caller} does not have a deterministic implementation, but you set "
+               "'torch.use_deterministic_algorithms(True)'")
+    if torch.is_deterministic_algorithms_warn_only_enabled():
+        warnings.warn(message, UserWarning, stacklevel=3)
+    else:
+        raise RuntimeError(message)

@@ -15,7 +15,7 @@ from retina.nn import DSConv
 from retina_kernels._extension import triton_available
 from retina_kernels.reference import dsconv as reference
 
-from .conftest import requires_cuda, torch_threads
+from .conftest import deterministic_algorithms, requires_cuda, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_extension = pytest.mark.skipif(not retina_kernels.extension_loaded(), reason="needs the compiled extension")
@@ -323,6 +323,27 @@ def test_cuda_bfloat16_on_the_cuda_cores_as_on_turing(tmp_path):
     default, _ = half_precision_case(torch.bfloat16)
     tensor_cores_here = torch.cuda.get_device_capability() >= (8, 0)
     assert torch.equal(cuda_cores[0].cpu(), default[0].cpu()) != tensor_cores_here
+
+
+def test_cpu_backward_is_deterministic_and_allowed_under_deterministic_algorithms():
+    case = random_case(2, 5, 6, 13, 11, 5, spread=2.0, seed=4, dtype=torch.float32)
+    with deterministic_algorithms():
+        first = run(retina_kernels.dsconv2d, *case, morph=0, extend_scope=1.5)
+        second = run(retina_kernels.dsconv2d, *case, morph=0, extend_scope=1.5)
+    for name, a, b in zip(NAMES, first, second):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.cuda
+@requires_cuda
+def test_cuda_backward_alerts_under_deterministic_algorithms():
+    # Atomic adds sum the input gradient: as torch's own such CUDA ops, raise (or warn, with warn_only).
+    x, offset, weight, bias, grad = [t.cuda() for t in random_case(1, 3, 4, 6, 7, 5, seed=2)]
+    x.requires_grad_()
+    with deterministic_algorithms(), pytest.raises(RuntimeError, match="dsconv2d_backward .* deterministic"):
+        retina_kernels.dsconv2d(x, offset, weight, bias, morph=0).backward(grad)
+    with deterministic_algorithms(warn_only=True), pytest.warns(UserWarning, match="dsconv2d_backward"):
+        retina_kernels.dsconv2d(x, offset, weight, bias, morph=0).backward(grad)
 
 
 @pytest.mark.cuda

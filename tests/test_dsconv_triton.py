@@ -6,6 +6,7 @@ import torch
 
 from retina_kernels.reference import dsconv as reference
 
+from .conftest import deterministic_algorithms
 from .test_dsconv import (
     assert_offset_grad_finite_but_at_the_nan_pixel,
     assert_only_the_nan_pixel_is_nan,
@@ -65,3 +66,13 @@ def test_nan_offset_poisons_only_its_pixel(morph, dtype):
     assert_only_the_nan_pixel_is_nan(y, clean, 1e-4 if dtype == torch.float32 else 1e-10)
     _, grad_offset, _ = triton_kernels.dsconv2d_backward(grad, x, bad, weight, morph, 2.0)
     assert_offset_grad_finite_but_at_the_nan_pixel(grad_offset)
+
+
+def test_backward_alerts_under_deterministic_algorithms():
+    # The input gradient is summed by atomic adds in arrival order: like torch's own such ops, the
+    # backward raises under torch.use_deterministic_algorithms(True) and warns with warn_only=True.
+    case = random_case(1, 2, 3, 5, 6, 3, seed=1)
+    with deterministic_algorithms(), pytest.raises(RuntimeError, match="dsconv2d_backward .* deterministic"):
+        triton_run(*case, 0, 1.0)
+    with deterministic_algorithms(warn_only=True), pytest.warns(UserWarning, match="dsconv2d_backward .* deterministic"):
+        triton_run(*case, 0, 1.0)

@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _checks
 from ..reference.dsconv import tap_samples
 
 BLOCK_O, BLOCK_P, BLOCK_CH = 64, 64, 32
@@ -169,6 +170,7 @@ def dsconv2d_forward(input, offset, weight, bias, morph: int, extend_scope: floa
 
 def dsconv2d_backward(grad, input, offset, weight, morph: int, extend_scope: float):
     """(grad_input, grad_offset, grad_weight), recomputing the samples."""
+    _checks.alert_not_deterministic("retina::dsconv2d_backward in Triton (input gradient, atomic adds)")
     b, c, h, w = input.shape
     o, _, k = weight.shape
     if grad.numel() == 0 or input.numel() == 0:

@@ -1,6 +1,7 @@
 // retina::dsconv2d on CUDA: tensors to raw pointers on the current stream; tap positions and the weight
 // gradient's partial sums come from torch's caching allocator. Weights are permuted here (they are small)
 // into the layouts the kernels read contiguously.
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -93,6 +94,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dsconv2d_backward_cuda(const at::
                                                                      int64_t morph, double extend_scope) {
   const DSConvShape shape = check_cuda_args(input, offset, weight, morph, extend_scope);
   check_dsconv_grad(grad, input, shape);
+  // Atomic adds sum the input gradient in whatever order the threads arrive: under
+  // torch.use_deterministic_algorithms(True) this raises (or warns, with warn_only), as torch's own
+  // atomically accumulating CUDA ops do.
+  at::globalContext().alertNotDeterministic("retina::dsconv2d_backward on CUDA (input gradient)");
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor g = grad.contiguous(), x = input.contiguous(), off = offset.contiguous();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
