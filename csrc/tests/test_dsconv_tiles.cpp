@@ -4,7 +4,8 @@
 // NaN before every block, so reading an element no thread wrote this block shows up in the results.
 // Every tile shape the CUDA launcher can choose is run, with the CUDA-core product and with the
 // tensor-core product (the 16-bit types') on an emulated warp-wide 16-deep multiply
-// that checks the alignment the hardware requires. Also checks the CPU backward's channel groups, and the
+// that checks the alignment the hardware requires, in float and double and with bfloat16 elements summed
+// in float (a host stand-in for __nv_bfloat16). Also checks the CPU backward's channel groups, and the
 // CPU core with its workers on real threads.
 // Built with ASan/UBSan in CI (ctest).
 #include <array>
@@ -31,6 +32,28 @@ using namespace retina;
 using namespace retina::dsconv_tiles;
 
 int failures = 0;
+
+// bfloat16 on the host: float's upper 16 bits, rounded to nearest even. The kernels' 16-bit paths read
+// elements of one type and sum in another (T != Acc); with this type the CPU runs them that way too.
+// to_acc and the explicit conversion from float are what the block bodies use (as for __nv_bfloat16).
+struct HostBf16 {
+  uint16_t bits = 0;
+  HostBf16() = default;
+  explicit HostBf16(float v) {
+    uint32_t u;
+    std::memcpy(&u, &v, sizeof u);
+    u += 0x7FFFu + ((u >> 16) & 1u);  // round to nearest even (the quiet NaN used here stays NaN)
+    bits = static_cast<uint16_t>(u >> 16);
+  }
+  explicit operator float() const {
+    const uint32_t u = uint32_t(bits) << 16;
+    float v;
+    std::memcpy(&v, &u, sizeof v);
+    return v;
+  }
+};
+float to_acc(HostBf16 v) { return static_cast<float>(v); }
+float round_to_bf16(float v) { return static_cast<float>(HostBf16(v)); }
 
 struct HostBlock {
   int tid;
@@ -168,17 +191,17 @@ struct Case {
 
 template <class T>
 bool close(const std::vector<T>& got, const std::vector<T>& want, double tol, const char* what, const Case& c,
-           int tm, int tn) {
+           int tm, int tn, const char* elements = "") {
   double scale = 1;
   for (T v : want) scale = std::max(scale, std::abs(static_cast<double>(v)));
   for (size_t i = 0; i < want.size(); ++i) {
     const double err = std::abs(static_cast<double>(got[i]) - static_cast<double>(want[i]));
     if (!(err <= tol * scale)) {  // also catches NaN
       std::fprintf(stderr,
-                   "%s (%s, tile %dx%d) differs at %zu: %.12g vs %.12g; case B=%lld C=%lld O=%lld %lldx%lld K=%lld "
+                   "%s (%s%s%s, tile %dx%d) differs at %zu: %.12g vs %.12g; case B=%lld C=%lld O=%lld %lldx%lld K=%lld "
                    "morph=%d scope=%g\n",
-                   what, sizeof(T) == 8 ? "double" : "float", tm, tn, i, static_cast<double>(got[i]),
-                   static_cast<double>(want[i]), (long long)c.batch, (long long)c.channels, (long long)c.out_channels,
+                   what, sizeof(T) == 8 ? "double" : "float", *elements ? ", " : "", elements, tm, tn, i,
+                   static_cast<double>(got[i]), static_cast<double>(want[i]), (long long)c.batch, (long long)c.channels, (long long)c.out_channels,
                    (long long)c.height, (long long)c.width, (long long)c.taps, c.morph, c.scope);
       ++failures;
       return false;
@@ -201,14 +224,18 @@ struct Problem {
   // permuted weights: [C, K, O] and [O, K, C]
   std::vector<T> weight_cko, weight_okc;
 
-  explicit Problem(const Case& cs, uint32_t seed)
+  // bf16_values: every input a bfloat16 value, so that bfloat16 copies of them are exact.
+  explicit Problem(const Case& cs, uint32_t seed, bool bf16_values = false)
       : c(cs), shape{cs.batch, cs.channels, cs.out_channels, cs.height, cs.width, cs.taps, cs.morph, cs.scope} {
     std::mt19937 gen(seed);
     std::uniform_real_distribution<double> unit(-1.0, 1.0);
     const int64_t HW = c.height * c.width, B = c.batch, C = c.channels, O = c.out_channels, K = c.taps;
     auto fill = [&](std::vector<T>& v, int64_t n, double scale) {
       v.resize(n);
-      for (auto& x : v) x = static_cast<T>(scale * unit(gen));
+      for (auto& x : v) {
+        x = static_cast<T>(scale * unit(gen));
+        if (bf16_values) x = static_cast<T>(round_to_bf16(static_cast<float>(x)));
+      }
     };
     fill(input, B * C * HW, 1.0);
     fill(offset, B * K * HW, c.spread);
@@ -243,56 +270,84 @@ struct Problem {
   int64_t high_step() const { return SnakeFrame(c.height, c.width, c.morph).high_step; }
 };
 
-template <class Math, class T, int TM, int TN>
-void check_forward(Problem<T>& pr, double tol) {
+// The problem's kernel operands in the element type T (the problem's values, converted exactly when
+// they were made bfloat16 values); tap positions and every sum stay in the problem's type Acc.
+template <class T, class Acc>
+struct Elements {
+  std::vector<T> input, weight_cko, weight_okc, bias, grad_out;
+  // Relative rounding of a result stored as T: bfloat16 keeps 8 significant bits.
+  static constexpr double kRounding = std::is_same_v<T, HostBf16> ? 1.0 / 256 : 0.0;
+  static constexpr const char* kName = std::is_same_v<T, HostBf16> ? "bfloat16 elements" : "";
+
+  explicit Elements(const Problem<Acc>& pr)
+      : input(convert(pr.input)), weight_cko(convert(pr.weight_cko)), weight_okc(convert(pr.weight_okc)),
+        bias(convert(pr.bias)), grad_out(convert(pr.grad_out)) {}
+  static std::vector<T> convert(const std::vector<Acc>& v) {
+    std::vector<T> out;
+    out.reserve(v.size());
+    for (Acc x : v) out.push_back(static_cast<T>(x));
+    return out;
+  }
+};
+
+template <class Acc, class T>
+std::vector<Acc> widen(const std::vector<T>& v) {
+  std::vector<Acc> out;
+  out.reserve(v.size());
+  for (T x : v) out.push_back(static_cast<Acc>(x));
+  return out;
+}
+
+template <class Math, class T, class Acc, int TM, int TN>
+void check_forward(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol) {
   using S = Tile<TM, TN>;
   const Case& c = pr.c;
   const int64_t HW = c.height * c.width;
-  std::vector<T> out(pr.out.size(), std::numeric_limits<T>::quiet_NaN());
-  const ForwardArgs<T, T> a{pr.input.data(), {pr.low.data(), pr.frac.data(), nullptr}, pr.weight_cko.data(),
-                            pr.bias.data(), out.data(), c.channels, c.out_channels, c.taps, HW, pr.high_step()};
+  std::vector<T> out(pr.out.size(), static_cast<T>(std::numeric_limits<Acc>::quiet_NaN()));
+  const ForwardArgs<T, Acc> a{el.input.data(), {pr.low.data(), pr.frac.data(), nullptr}, el.weight_cko.data(),
+                              el.bias.data(), out.data(), c.channels, c.out_channels, c.taps, HW, pr.high_step()};
   Shared shared(SharedTile<Math, TM, TN>::bytes);
   launch({ceil_div(HW, S::kCols), ceil_div(c.out_channels, S::kRows), c.batch}, {&shared},
-         [&](const HostBlock& blk) { forward_tile<Math, T, T, TM, TN>(a, shared.bytes(), blk); });
-  close(out, pr.out, tol, "forward", c, TM, TN);
+         [&](const HostBlock& blk) { forward_tile<Math, T, Acc, TM, TN>(a, shared.bytes(), blk); });
+  close(widen<Acc>(out), pr.out, tol + Elements<T, Acc>::kRounding, "forward", c, TM, TN, el.kName);
 }
 
-template <class Math, class T, int TM, int TN>
-void check_input_grad(Problem<T>& pr, double tol) {
+template <class Math, class T, class Acc, int TM, int TN>
+void check_input_grad(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol) {
   using S = Tile<TM, TN>;
   const Case& c = pr.c;
   const int64_t HW = c.height * c.width;
-  std::vector<T> grad_input(pr.grad_input.size(), T(0));
-  std::vector<T> grad_offset(pr.grad_offset.size(), std::numeric_limits<T>::quiet_NaN());
-  const InputGradArgs<T, T> a{pr.grad_out.data(), pr.input.data(), {pr.low.data(), pr.frac.data(), pr.live.data()},
-                              pr.weight_okc.data(), grad_input.data(), grad_offset.data(), c.channels,
-                              c.out_channels, c.taps, HW, pr.high_step(), static_cast<T>(c.scope)};
-  Shared shared(SharedTile<Math, TM, TN>::bytes), partial(kThreads * sizeof(T)), running(S::kCols * sizeof(T));
+  std::vector<Acc> grad_input(pr.grad_input.size(), Acc(0));
+  std::vector<Acc> grad_offset(pr.grad_offset.size(), std::numeric_limits<Acc>::quiet_NaN());
+  const InputGradArgs<T, Acc> a{el.grad_out.data(), el.input.data(), {pr.low.data(), pr.frac.data(), pr.live.data()},
+                                el.weight_okc.data(), grad_input.data(), grad_offset.data(), c.channels,
+                                c.out_channels, c.taps, HW, pr.high_step(), static_cast<Acc>(c.scope)};
+  Shared shared(SharedTile<Math, TM, TN>::bytes), partial(kThreads * sizeof(Acc)), running(S::kCols * sizeof(Acc));
   launch({ceil_div(HW, S::kCols), c.batch, 1}, {&shared, &partial, &running}, [&](const HostBlock& blk) {
-    input_grad_tile<Math, T, T, TM, TN>(a, shared.bytes(), partial.as<T>(), running.as<T>(), blk);
+    input_grad_tile<Math, T, Acc, TM, TN>(a, shared.bytes(), partial.as<Acc>(), running.as<Acc>(), blk);
   });
-  close(grad_input, pr.grad_input, tol, "grad_input", c, TM, TN);
-  close(grad_offset, pr.grad_offset, tol, "grad_offset", c, TM, TN);
+  close(grad_input, pr.grad_input, tol, "grad_input", c, TM, TN, el.kName);
+  close(grad_offset, pr.grad_offset, tol, "grad_offset", c, TM, TN, el.kName);
 }
 
-template <class Math, class T, int TM, int TN>
-void check_weight_grad(Problem<T>& pr, double tol, int64_t splits) {
+template <class Math, class T, class Acc, int TM, int TN>
+void check_weight_grad(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol, int64_t splits) {
   using S = Tile<TM, TN>;
   const Case& c = pr.c;
   const int64_t HW = c.height * c.width, rows = c.channels * c.taps, O = c.out_channels;
-  std::vector<T> partial(splits * rows * O, std::numeric_limits<T>::quiet_NaN());
-  const WeightGradArgs<T, T> a{pr.grad_out.data(), pr.input.data(), {pr.low.data(), pr.frac.data(), nullptr},
-                               partial.data(), c.batch, c.channels, O, c.taps, HW, pr.high_step(), splits};
+  std::vector<Acc> partial(splits * rows * O, std::numeric_limits<Acc>::quiet_NaN());
+  const WeightGradArgs<T, Acc> a{el.grad_out.data(), el.input.data(), {pr.low.data(), pr.frac.data(), nullptr},
+                                 partial.data(), c.batch, c.channels, O, c.taps, HW, pr.high_step(), splits};
   Shared shared(SharedTile<Math, TM, TN>::bytes);
   launch({ceil_div(rows, S::kRows), ceil_div(O, S::kCols), splits}, {&shared},
-         [&](const HostBlock& blk) { weight_grad_tile<Math, T, T, TM, TN>(a, shared.bytes(), blk); });
-  std::vector<T> grad_weight(pr.grad_weight.size(), T(0));
+         [&](const HostBlock& blk) { weight_grad_tile<Math, T, Acc, TM, TN>(a, shared.bytes(), blk); });
+  std::vector<Acc> grad_weight(pr.grad_weight.size(), Acc(0));
   for (int64_t s = 0; s < splits; ++s)
     for (int64_t k = 0; k < c.taps; ++k)
       for (int64_t ch = 0; ch < c.channels; ++ch)
         for (int64_t o = 0; o < O; ++o)
           grad_weight[(o * c.channels + ch) * c.taps + k] += partial[((s * c.channels + ch) * c.taps + k) * O + o];
-  close(grad_weight, pr.grad_weight, tol, "grad_weight", c, TM, TN);
+  close(grad_weight, pr.grad_weight, tol, "grad_weight", c, TM, TN, el.kName);
 }
 
 // The CPU backward split into channel groups (more workers than strips of one parity; serial_for runs
@@ -355,30 +410,36 @@ static_assert(tile_slices(1) == 1 && tile_slices(16) == 1 && tile_slices(17) == 
               tile_slices(216) == 8, "tile_slices");
 
 // The tiles dsconv_cuda.cu launches for one choice of slices, with one product.
-template <class Math, class T, int Slices>
-void check_slices(Problem<T>& pr, double tol, int64_t splits) {
-  check_forward<Math, T, pixel_tile_tm(Slices), pixel_tile_tn(Slices)>(pr, tol);
-  check_input_grad<Math, T, pixel_tile_tm(Slices), pixel_tile_tn(Slices)>(pr, tol);
-  check_weight_grad<Math, T, weight_tile_tm(Slices), weight_tile_tn(Slices)>(pr, tol, splits);
+template <class Math, int Slices, class T, class Acc>
+void check_slices(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol, int64_t splits) {
+  check_forward<Math, T, Acc, pixel_tile_tm(Slices), pixel_tile_tn(Slices)>(pr, el, tol);
+  check_input_grad<Math, T, Acc, pixel_tile_tm(Slices), pixel_tile_tn(Slices)>(pr, el, tol);
+  check_weight_grad<Math, T, Acc, weight_tile_tm(Slices), weight_tile_tn(Slices)>(pr, el, tol, splits);
 }
 
 // Every tile shape dsconv_cuda.cu can choose (whatever the case's channels, which only decide the
 // choice on the GPU), with one product.
-template <class Math, class T>
-void check_tiles(Problem<T>& pr, double tol) {
-  check_slices<Math, T, 1>(pr, tol, 1);
-  check_slices<Math, T, 2>(pr, tol, 3);
-  check_slices<Math, T, 4>(pr, tol, 2);
-  check_slices<Math, T, 8>(pr, tol, 2);
+template <class Math, class T, class Acc>
+void check_tiles(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol) {
+  check_slices<Math, 1>(pr, el, tol, 1);
+  check_slices<Math, 2>(pr, el, tol, 3);
+  check_slices<Math, 4>(pr, el, tol, 2);
+  check_slices<Math, 8>(pr, el, tol, 2);
 }
 
 template <class T>
 void check_case(const Case& c, uint32_t seed, double tol) {
   Problem<T> pr(c, seed);
   check_cpu_channel_groups(pr, tol);
-  check_tiles<SimtMath<T>>(pr, tol);
+  check_tiles<SimtMath<T>>(pr, Elements<T, T>(pr), tol);
   if constexpr (std::is_same_v<T, float>) {
-    check_tiles<TensorMath<EmulatedMma<16>>>(pr, tol);  // the 16-bit types'
+    check_tiles<TensorMath<EmulatedMma<16>>>(pr, Elements<T, T>(pr), tol);  // the 16-bit types' product
+    // bfloat16 elements summed in float: on the tensor cores, and on the CUDA cores as GPUs before sm_80
+    // run them. Inputs are bfloat16 values, so the CPU core's float results are the reference.
+    const Problem<float> bf16_values(c, seed, true);
+    const Elements<HostBf16, float> bf16(bf16_values);
+    check_tiles<TensorMath<EmulatedMma<16>>>(bf16_values, bf16, tol);
+    check_tiles<SimtMath<float>>(bf16_values, bf16, tol);
   }
 }
 
