@@ -9,6 +9,7 @@ earlier call freed; timed calls run with glibc's default behaviour. NaN where th
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import math
@@ -29,22 +30,49 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def _cpu_peak_mib(fn: Callable[[], object]) -> float:
+def resident_mib() -> float:
+    """The process's resident set now (VmRSS), MiB."""
+    return _status_kib("VmRSS") / 1024.0
+
+
+def reset_resident_peak() -> None:
+    """Sets the resident-set high-water mark (VmHWM) to the current RSS."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def resident_peak_mib() -> float:
+    """The resident-set high-water mark (VmHWM) since the last reset, MiB."""
+    return _status_kib("VmHWM") / 1024.0
+
+
+@contextlib.contextmanager
+def allocations_visible():
+    """Inside: glibc serves every block of 64 KiB or more with mmap (cached memory trimmed first), so
+    freed memory leaves the resident set and a later allocation cannot hide in it. Yields False where
+    this is not Linux/glibc (the resident-set figures then mean nothing)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         open("/proc/self/clear_refs", "w").close()
     except OSError:
-        return math.nan
+        yield False
+        return
     libc.mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
     libc.malloc_trim(0)
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        before = _status_kib("VmRSS")
-        fn()
-        return (_status_kib("VmHWM") - before) / 1024.0
+        yield True
     finally:
         libc.mallopt(_M_MMAP_THRESHOLD, _TIMING_THRESHOLD)
+
+
+def _cpu_peak_mib(fn: Callable[[], object]) -> float:
+    with allocations_visible() as visible:
+        if not visible:
+            return math.nan
+        reset_resident_peak()
+        before = resident_mib()
+        fn()
+        return resident_peak_mib() - before
 
 
 def peak_mib(fn: Callable[[], object], device: torch.device) -> float:

@@ -16,7 +16,7 @@ from retina.losses import IBPclDiceLoss
 from retina.models import DSCNet, S3OCTA
 from retina_kernels.reference import dsconv as reference
 
-MODELS = {"dscnet": lambda: DSCNet(in_channels=1), "s3octa": lambda: S3OCTA(in_channels=3)}
+MODELS = {"dscnet": lambda **kw: DSCNet(in_channels=1, **kw), "s3octa": lambda **kw: S3OCTA(in_channels=3, **kw)}
 
 
 def batch(device, model_name, size, n):
@@ -46,14 +46,16 @@ def training_step(model, image, target, extra_loss=None):
 @pytest.mark.parametrize("model_name", MODELS)
 @pytest.mark.parametrize("size", [304, 400])
 @pytest.mark.parametrize("n", [1, 4])
-@pytest.mark.parametrize("impl", ["ours", "reference"])
+@pytest.mark.parametrize("impl", ["ours", "reference", "ours+checkpointing"])
 def test_model_step(measure, monkeypatch, model_name, size, n, impl):
+    """"ours+checkpointing" is the model built with checkpointing=True, as on a small GPU: what it costs in
+    time and saves in memory (not part of the comparison with the reference, which could checkpoint too)."""
     if "cuda" not in DEVICES:
         pytest.skip("GPU benchmark (minutes per step on a CPU)")
     if impl == "reference":
         monkeypatch.setattr(retina_kernels, "dsconv2d", reference.dsconv2d)
     torch.manual_seed(0)
-    model = MODELS[model_name]().cuda()
+    model = MODELS[model_name](checkpointing=impl == "ours+checkpointing").cuda()
     image, target = batch("cuda", model_name, size, n)
     measure(training_step(model, image, target), "cuda", group=f"{model_name} step {n}×{size}² cuda", impl=impl,
             rounds=3)

@@ -68,6 +68,9 @@ PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --d
 echo "== the same with cuDNN's convolution workspace capped at ${WSCAP} MiB"
 CUDNN_CONV_WSCAP_DBG=$WSCAP PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 \
   --device cuda 2>&1 | tee -a "$out/memory.txt"
+echo "== the same with checkpointing=True (what a small GPU would run)"
+PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --device cuda --checkpointing 2>&1 \
+  | tee -a "$out/memory.txt"
 
 echo "== where the time goes: dsconv2d layer and S3-OCTA step, kernel by kernel (1x304², fp32)"
 for what in layer s3octa; do PYTHONPATH=. "$python" scripts/dsconv_profile.py --what $what --size 304 --device cuda; done \

@@ -1,12 +1,13 @@
 """Where a model's training-step memory goes: bytes saved for backward per module type, and the step's
-peak, with our dsconv2d and with the reference op (which materialises the samples). On CUDA also the
-operators at which the step peaks: what was allocated before each and what it added while it ran (its
-outputs and any workspace, e.g. cuDNN's), so a peak made of a workspace is told from one made of
-activations. Each step is measured after one unmeasured step, as the benchmarks are, so one-time
+peak, with our dsconv2d and with the reference op (which materialises the samples). Also the operators
+at which the step peaks: what was in use before each and what it added while it ran (its outputs and any
+workspace, e.g. cuDNN's, or on the CPU the convolutions' scratch buffers), so a peak made of a workspace
+is told from one made of activations (CPU: resident-set figures, Linux only). Each step is measured after one unmeasured step, as the benchmarks are, so one-time
 allocations (cuBLAS handles and workspaces, cuDNN plans) are not in it. To see whether a peak is cuDNN's
 convolution workspace, run again with it capped: CUDNN_CONV_WSCAP_DBG=<MiB> (read by cuDNN).
 
     python scripts/memory_breakdown.py [--model s3octa|dscnet] [--size 304] [--batch 1] [--device cuda]
+                                       [--checkpointing]
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
 import retina_kernels  # noqa: E402
-from memory import peak_mib  # noqa: E402
+from memory import (  # noqa: E402
+    allocations_visible, peak_mib, reset_resident_peak, resident_mib, resident_peak_mib)
 from retina.models import DSCNet, S3OCTA  # noqa: E402
 from retina_kernels.reference import dsconv as reference  # noqa: E402
 
@@ -59,19 +61,28 @@ def saved_by_module(model: torch.nn.Module, x: torch.Tensor) -> collections.Coun
 
 
 class PeakByOperator(TorchDispatchMode):
-    """Records, for every operator dispatched on a CUDA device while active (backward ones included), the
-    bytes allocated before it and the allocator's high-water mark while it ran."""
+    """Records, for every operator dispatched while active (backward ones included), the memory in use
+    before it and the high-water mark while it ran, in MiB: on CUDA torch's allocator counters (host-side,
+    no synchronisation); on the CPU the resident set (VmRSS, VmHWM reset before each operator), to be used
+    inside memory.allocations_visible() so freed memory leaves it."""
 
     def __init__(self, device: torch.device):
         super().__init__()
         self.device = device
-        self.records: list[tuple[str, int, int]] = []  # (operator, allocated before, peak during)
+        self.records: list[tuple[str, float, float]] = []  # (operator, in use before, peak during)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        before = torch.cuda.memory_allocated(self.device)
-        torch.cuda.reset_peak_memory_stats(self.device)  # host-side counters: no synchronisation
-        out = func(*args, **(kwargs or {}))
-        self.records.append((str(func.overloadpacket), before, torch.cuda.max_memory_allocated(self.device)))
+        if self.device.type == "cuda":
+            before = torch.cuda.memory_allocated(self.device) / 2**20
+            torch.cuda.reset_peak_memory_stats(self.device)
+            out = func(*args, **(kwargs or {}))
+            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            before = resident_mib()
+            reset_resident_peak()
+            out = func(*args, **(kwargs or {}))
+            peak = resident_peak_mib()
+        self.records.append((str(func.overloadpacket), before, peak))
         return out
 
     def report(self, rows: int = 6) -> str:
@@ -80,8 +91,7 @@ class PeakByOperator(TorchDispatchMode):
         lines = ["    operators at the step's highest peaks (MiB above the step's start):",
                  f"    {'operator':40s} {'peak':>8s} {'before':>8s} {'added':>8s}"]
         for name, before, peak in sorted(self.records, key=lambda r: -r[2])[:rows]:
-            lines.append(f"    {name:40s} {(peak - start) / 2**20:8.0f} {(before - start) / 2**20:8.0f} "
-                         f"{(peak - before) / 2**20:8.0f}")
+            lines.append(f"    {name:40s} {peak - start:8.0f} {before - start:8.0f} {peak - before:8.0f}")
         return "\n".join(lines)
 
 
@@ -91,28 +101,33 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=304)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--checkpointing", action="store_true", help="build the models with checkpointing=True")
     args = parser.parse_args()
     device = torch.device(args.device)
     ours = retina_kernels.dsconv2d
     for impl, op in (("ours", ours), ("reference", reference.dsconv2d)):
         retina_kernels.dsconv2d = op
         torch.manual_seed(0)
-        model = (S3OCTA(in_channels=3) if args.model == "s3octa" else DSCNet(in_channels=1)).to(device)
+        model_class = S3OCTA if args.model == "s3octa" else DSCNet
+        model = model_class(in_channels=3 if args.model == "s3octa" else 1, checkpointing=args.checkpointing).to(device)
         x = torch.rand(args.batch, 3 if args.model == "s3octa" else 1, args.size, args.size, device=device)
         saved = saved_by_module(model, x)
         model(x).float().mean().backward()  # the unmeasured step
         peak = peak_mib(lambda: model(x).float().mean().backward(), device)
         cap = os.environ.get("CUDNN_CONV_WSCAP_DBG")
-        print(f"{impl}{f' (cuDNN workspace capped at {cap} MiB)' if cap else ''}: "
+        notes = [f"cuDNN workspace capped at {cap} MiB"] * bool(cap) + ["checkpointing"] * args.checkpointing
+        label = f"{impl} ({', '.join(notes)})" if notes else impl
+        print(f"{label}: "
               f"{args.model} {args.batch}x{args.size}² on {device}: step peak {peak:.0f} MiB, "
               f"saved for backward {sum(saved.values()):.0f} MiB")
         for name, mib in saved.most_common(8):
             print(f"    {name:24s} {mib:8.1f} MiB")
-        if device.type == "cuda":
-            peaks = PeakByOperator(device)
-            with peaks:
-                model(x).float().mean().backward()
-            print(peaks.report())
+        with allocations_visible() as visible:
+            if device.type == "cuda" or visible:
+                peaks = PeakByOperator(device)
+                with peaks:
+                    model(x).float().mean().backward()
+                print(peaks.report())
     retina_kernels.dsconv2d = ours
 
 
