@@ -48,8 +48,8 @@ if [ -n "${BASELINE:-}" ]; then
   build "$out/build.log"
   baseline_json=$(mktemp --suffix .json)
   # Only our implementations: the references do not depend on csrc/ and run once, below.
-  RETINA_BENCH_LABEL=$BASELINE benchmarks "$baseline_json" "${BENCH_FILTER:+($BENCH_FILTER) and }ours and not checkpointing" \
-    || { status=1; tail -30 "$out/bench.log"; }
+  RETINA_BENCH_LABEL=$BASELINE benchmarks "$baseline_json" \
+    "${BENCH_FILTER:+($BENCH_FILTER) and }ours and not checkpointing" || { status=1; tail -30 "$out/bench.log"; }
   rm -rf csrc && cp -r "$keep/csrc" . && git reset -q -- csrc 2>/dev/null
 fi
 
@@ -83,8 +83,8 @@ capped_json=
 if [[ -z "${BENCH_FILTER:-}" || "$BENCH_FILTER" == *model_step* ]]; then
   echo "== S3-OCTA steps with cuDNN's workspace capped at ${WSCAP} MiB (what the cap costs in time)"
   capped_json=$(mktemp --suffix .json)
-  CUDNN_CONV_WSCAP_DBG=$WSCAP RETINA_BENCH_LABEL=wscap$WSCAP benchmarks "$capped_json" "model_step and s3octa and ours and not checkpointing" \
-    || { status=1; tail -30 "$out/bench.log"; }
+  CUDNN_CONV_WSCAP_DBG=$WSCAP RETINA_BENCH_LABEL=wscap$WSCAP benchmarks "$capped_json" \
+    "model_step and s3octa and ours and not checkpointing" || { status=1; tail -30 "$out/bench.log"; }
 fi
 "$python" benchmarks/report.py "$out/bench.json" $baseline_json $capped_json > "$out/results.md" && cat "$out/results.md"
 exit $status

@@ -2,8 +2,9 @@
 peak, with our dsconv2d and with the reference op (which materialises the samples). Also the operators
 at which the step peaks: what was in use before each and what it added while it ran (its outputs and any
 workspace, e.g. cuDNN's, or on the CPU the convolutions' scratch buffers), so a peak made of a workspace
-is told from one made of activations (CPU: resident-set figures, Linux only). Each step is measured after one unmeasured step, as the benchmarks are, so one-time
-allocations (cuBLAS handles and workspaces, cuDNN plans) are not in it. To see whether a peak is cuDNN's
+is told from one made of activations (CPU: resident-set figures, Linux only). Each step is measured
+after one unmeasured step, as the benchmarks are, so one-time allocations (cuBLAS handles and
+workspaces, cuDNN plans) are not in it. To see whether a peak is cuDNN's
 convolution workspace, run again with it capped: CUDNN_CONV_WSCAP_DBG=<MiB> (read by cuDNN).
 
     python scripts/memory_breakdown.py [--model s3octa|dscnet] [--size 304] [--batch 1] [--device cuda]

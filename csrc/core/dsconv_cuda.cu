@@ -67,8 +67,14 @@ __device__ constexpr bool compiled_for_this_arch() {
 __global__ void arch_probe_kernel() {}
 
 // Whether this module's code on the current device is sm_80 or newer: the PTX architecture its kernels
-// were compiled as (75 for Turing code even where a newer GPU JIT-compiles it), asked once per device.
-// RETINA_DSCONV_BF16_CUDA_CORES=1 (read once) forces the Turing path, so a newer GPU can test it.
+// were compiled as (75 for Turing code even where a newer GPU JIT-compiles it).
+bool probe_bfloat16_tensor_cores() {
+  cudaFuncAttributes attributes{};
+  return cudaFuncGetAttributes(&attributes, arch_probe_kernel) == cudaSuccess && attributes.ptxVersion >= 80;
+}
+
+// probe_bfloat16_tensor_cores, asked once per device. RETINA_DSCONV_BF16_CUDA_CORES=1 (read once) forces
+// the Turing path, so a newer GPU can test it.
 bool bfloat16_tensor_cores() {
   static const bool forced_off = [] {
     const char* v = std::getenv("RETINA_DSCONV_BF16_CUDA_CORES");
@@ -76,15 +82,15 @@ bool bfloat16_tensor_cores() {
   }();
   if (forced_off) return false;
   constexpr int kDevices = 64;
-  static std::atomic<int8_t> known[kDevices] = {};  // 0 unknown, 1 no, 2 yes
+  static std::atomic<int8_t> known[kDevices] = {};  // 0 not asked yet, 1 no, 2 yes
   int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  if (device >= 0 && device < kDevices && known[device].load(std::memory_order_relaxed) != 0)
-    return known[device].load(std::memory_order_relaxed) == 2;
-  cudaFuncAttributes attributes{};
-  const bool yes = cudaFuncGetAttributes(&attributes, arch_probe_kernel) == cudaSuccess && attributes.ptxVersion >= 80;
-  if (device >= 0 && device < kDevices) known[device].store(yes ? 2 : 1, std::memory_order_relaxed);
-  return yes;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) return probe_bfloat16_tensor_cores();
+  int8_t answer = known[device].load(std::memory_order_relaxed);
+  if (answer == 0) {
+    answer = probe_bfloat16_tensor_cores() ? 2 : 1;
+    known[device].store(answer, std::memory_order_relaxed);
+  }
+  return answer == 2;
 }
 
 // The products each element type runs on: float64 and float32 on the CUDA cores, the 16-bit types on the
