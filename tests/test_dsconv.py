@@ -110,6 +110,28 @@ def test_compiles_to_one_graph(monkeypatch):
         torch.testing.assert_close(a, e, rtol=1e-6, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("device, dtype", [("cpu", torch.bfloat16),
+                                           pytest.param("cuda", torch.float16, marks=requires_cuda)])
+def test_autocast_runs_the_op_in_the_autocast_dtype(device, dtype):
+    # Under autocast the layer's float32 weights meet low-precision activations: the op runs in the autocast
+    # dtype (as convolutions do), gradients reach the float32 parameters; without autocast mixed dtypes raise.
+    torch.manual_seed(0)
+    layer = DSConv(6, 8, 5, 1.5, morph=1).to(device)
+    x = torch.randn(2, 6, 13, 17, device=device, requires_grad=True)
+    offset = torch.zeros(2, 5, 13, 17, dtype=dtype, device=device)
+    weight = torch.randn(8, 6, 5, device=device)
+    expected = layer(x).detach()
+    with torch.autocast(device, dtype=dtype):
+        y = layer(x)
+        assert retina_kernels.dsconv2d(x, offset, weight, None, morph=0).dtype == dtype
+    assert (y.float() - expected).abs().max() <= 0.03 * expected.abs().max()
+    y.float().sum().backward()
+    grads = [x.grad] + [p.grad for p in layer.parameters() if p.grad is not None]
+    assert len(grads) == 9 and all(g.dtype == torch.float32 and g.isfinite().all() for g in grads)  # x and 8 used
+    with pytest.raises(TypeError, match="must have input's dtype float32"):
+        retina_kernels.dsconv2d(x, offset, weight, None, morph=0)
+
+
 def test_batch_independence_non_contiguous_float32_and_empty():
     x, offset, weight, bias, _ = random_case(3, 4, 8, 21, 26, 9, dtype=torch.float32)
     y = retina_kernels.dsconv2d(x, offset, weight, bias, morph=0)
