@@ -14,6 +14,7 @@ from retina.data import vessel_mask, vessel_volume
 from retina_kernels._extension import cpu_threads
 
 from .conftest import torch_threads
+from .test_dsconv import run
 
 pytestmark = pytest.mark.skipif(not retina_kernels.extension_loaded(), reason="needs the compiled extension")
 
@@ -86,13 +87,8 @@ def test_dsconv2d_is_the_same_on_any_thread_count(morph):
     bias = torch.randn(5, generator=gen, dtype=torch.float64)
     grad_out = torch.randn(2, 5, h, w, generator=gen, dtype=torch.float64)
 
-    def run():
-        leaves = [t.clone().requires_grad_() for t in (x, offset, weight, bias)]
-        y = retina_kernels.dsconv2d(*leaves, morph=morph, extend_scope=2.0)
-        y.backward(grad_out)
-        return [y.detach()] + [t.grad for t in leaves]
-
-    one, *others = on_threads(run, 1, 2, 4)
+    one, *others = on_threads(
+        lambda: run(retina_kernels.dsconv2d, x, offset, weight, bias, grad_out, morph=morph, extend_scope=2.0), 1, 2, 4)
     for other in others:
         assert torch.equal(one[0], other[0]), "out"  # each output pixel is one tile's
         assert torch.equal(one[1], other[1]), "grad input"  # parity phases: one writer at a time, fixed order

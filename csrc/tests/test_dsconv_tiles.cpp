@@ -270,6 +270,15 @@ struct Problem {
   int64_t high_step() const { return SnakeFrame(c.height, c.width, c.morph).high_step; }
 };
 
+// v's elements converted to To (between the element type and the accumulation type, either way).
+template <class To, class From>
+std::vector<To> converted(const std::vector<From>& v) {
+  std::vector<To> out;
+  out.reserve(v.size());
+  for (From x : v) out.push_back(static_cast<To>(x));
+  return out;
+}
+
 // The problem's kernel operands in the element type T (the problem's values, converted exactly when
 // they were made bfloat16 values); tap positions and every sum stay in the problem's type Acc.
 template <class T, class Acc>
@@ -280,23 +289,9 @@ struct Elements {
   static constexpr const char* kName = std::is_same_v<T, HostBf16> ? "bfloat16 elements" : "";
 
   explicit Elements(const Problem<Acc>& pr)
-      : input(convert(pr.input)), weight_cko(convert(pr.weight_cko)), weight_okc(convert(pr.weight_okc)),
-        bias(convert(pr.bias)), grad_out(convert(pr.grad_out)) {}
-  static std::vector<T> convert(const std::vector<Acc>& v) {
-    std::vector<T> out;
-    out.reserve(v.size());
-    for (Acc x : v) out.push_back(static_cast<T>(x));
-    return out;
-  }
+      : input(converted<T>(pr.input)), weight_cko(converted<T>(pr.weight_cko)),
+        weight_okc(converted<T>(pr.weight_okc)), bias(converted<T>(pr.bias)), grad_out(converted<T>(pr.grad_out)) {}
 };
-
-template <class Acc, class T>
-std::vector<Acc> widen(const std::vector<T>& v) {
-  std::vector<Acc> out;
-  out.reserve(v.size());
-  for (T x : v) out.push_back(static_cast<Acc>(x));
-  return out;
-}
 
 template <class Math, class T, class Acc, int TM, int TN>
 void check_forward(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol) {
@@ -309,7 +304,7 @@ void check_forward(const Problem<Acc>& pr, const Elements<T, Acc>& el, double to
   Shared shared(SharedTile<Math, TM, TN>::bytes);
   launch({ceil_div(HW, S::kCols), ceil_div(c.out_channels, S::kRows), c.batch}, {&shared},
          [&](const HostBlock& blk) { forward_tile<Math, T, Acc, TM, TN>(a, shared.bytes(), blk); });
-  close(widen<Acc>(out), pr.out, tol + Elements<T, Acc>::kRounding, "forward", c, TM, TN, el.kName);
+  close(converted<Acc>(out), pr.out, tol + Elements<T, Acc>::kRounding, "forward", c, TM, TN, el.kName);
 }
 
 template <class Math, class T, class Acc, int TM, int TN>
