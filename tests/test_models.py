@@ -36,6 +36,16 @@ def test_forward_backward_any_size(key):
     assert len(trained) > 0.8 * len(list(model.parameters()))  # unused: the other morph's conv in each DSConv
 
 
+@pytest.mark.parametrize("key", SMALL)
+def test_empty_batch(key):
+    model = build(key)
+    x = torch.randn(0, SMALL[key]["in_channels"], 21, 19, requires_grad=True)
+    y = model(x)
+    assert y.shape == (0, 1, 21, 19)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
 @pytest.mark.parametrize("key", ["dscnet", "s3octa-mit"])
 def test_batch_independence(key):
     model = build(key).eval()
