@@ -87,12 +87,37 @@ def test_gradcheck():
         )
 
 
+def second_order(fn, x, offset, weight, bias, morph):
+    """Gradients of a gradient penalty: the first-order gradients taken with create_graph=True."""
+    leaves = [t.clone().requires_grad_() for t in (x, offset, weight, bias)]
+    y = fn(*leaves, morph=morph, extend_scope=1.3)
+    first = torch.autograd.grad(y.sin().sum(), leaves, create_graph=True)
+    return torch.autograd.grad(sum(g.square().sum() for g in first) + y.square().sum(), leaves)
+
+
+@pytest.mark.parametrize("morph", [0, 1])
+def test_second_order_matches_reference(morph):
+    # The compiled backward is an op of its own: without a derivative, autograd would treat it as constant.
+    x, offset, weight, bias, _ = random_case(2, 3, 4, 5, 6, 3, seed=2)
+    ours = second_order(retina_kernels.dsconv2d, x, offset * 0.8, weight, bias, morph)
+    ref = second_order(reference.dsconv2d, x, offset * 0.8, weight, bias, morph)
+    for name, a, r in zip(("input", "offset", "weight", "bias"), ours, ref):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10, msg=name)
+    inputs = [t.clone().requires_grad_() for t in (x[:1, :2, :4], offset[:1, :, :4] * 0.8, weight[:2, :2], bias[:2])]
+    assert torch.autograd.gradgradcheck(
+        lambda *a: retina_kernels.dsconv2d(*a, morph=morph, extend_scope=1.3), inputs, atol=1e-6
+    )
+
+
 @needs_extension
 def test_opcheck():
     x, offset, weight, bias, _ = random_case(2, 3, 4, 6, 7, 5, dtype=torch.float32)
     torch.library.opcheck(torch.ops.retina.dsconv2d.default, (x, offset, weight, bias, 0, 1.0))
     args = [t.requires_grad_() for t in (x.double(), offset.double(), weight.double())]
     torch.library.opcheck(torch.ops.retina.dsconv2d.default, (*args, None, 1, 2.0))
+    # The backward op, differentiable itself (second order through the reference).
+    grad = torch.randn(2, 4, 6, 7, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.retina.dsconv2d_backward.default, (grad, *args, 0, 1.5))
 
 
 def test_compiles_to_one_graph(monkeypatch):
@@ -296,6 +321,10 @@ def test_cuda_gradcheck_opcheck_empty_and_non_contiguous():
     empty = retina_kernels.dsconv2d(x[:0].requires_grad_(), offset[:0], weight, bias, morph=0)
     assert empty.shape == (0, 4, 6, 7)
     empty.sum().backward()
+    ours = second_order(retina_kernels.dsconv2d, x, offset * 0.8, weight, bias, 1)
+    ref = second_order(reference.dsconv2d, x.cpu(), offset.cpu() * 0.8, weight.cpu(), bias.cpu(), 1)
+    for name, a, r in zip(("input", "offset", "weight", "bias"), ours, ref):
+        torch.testing.assert_close(a.cpu(), r, rtol=1e-9, atol=1e-9, msg=f"second order, {name}")
 
 
 def half_precision_case(dtype):

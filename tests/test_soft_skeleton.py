@@ -76,11 +76,29 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda t: retina_kernels.soft_skeleton(t, 2), (v,))
 
 
+@pytest.mark.parametrize("shape", [(2, 1, 16, 19), (1, 2, 6, 7, 5)])
+def test_second_order_matches_reference(shape):
+    # create_graph=True (a gradient penalty) differentiates the compiled backward op itself.
+    x = soft_vessels(shape, seed=3)
+
+    def second_order(fn):
+        leaf = x.clone().requires_grad_()
+        (first,) = torch.autograd.grad(fn(leaf, 3).pow(3).sum(), leaf, create_graph=True)
+        return torch.autograd.grad(first.square().sum(), leaf)[0]
+
+    ours, ref = second_order(retina_kernels.soft_skeleton), second_order(reference.soft_skeleton)
+    assert ref.abs().max() > 0
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    small = torch.rand(1, 1, 6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda t: retina_kernels.soft_skeleton(t, 2), (small,))
+
+
 @needs_extension
 def test_opcheck_and_saved_tensors():
     x = torch.rand(2, 1, 12, 15, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(torch.ops.retina.soft_skeleton.default, (x, 4))
     torch.library.opcheck(torch.ops.retina.soft_skeleton.default, (torch.rand(1, 2, 5, 6, 7), 2))
+    torch.library.opcheck(torch.ops.retina.soft_skeleton_backward.default, (torch.rand_like(x).requires_grad_(), x, 3))
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         retina_kernels.soft_skeleton(x, 10)

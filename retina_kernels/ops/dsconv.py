@@ -9,6 +9,7 @@ import torch
 from .. import _checks
 from .._extension import extension_loaded, has_kernel, triton_available
 from ..reference import dsconv as reference
+from ._second_order import register_backward_derivative
 
 # What serves retina::dsconv2d on CUDA devices: "CUDA" (compiled), "Triton" or the "reference".
 CUDA_IMPLEMENTATION = "reference"
@@ -46,7 +47,8 @@ def dsconv2d(
         [B, O, H, W]. Differentiable in input, offset, weight and bias. CPU: C++ (float16/bfloat16 are
         computed in float32). CUDA: compiled kernels (float32 accumulation for float16/bfloat16), or
         Triton where the extension was built without CUDA; the reference where neither is available.
-        Autocast-aware: under autocast everything runs in the autocast dtype.
+        Autocast-aware: under autocast everything runs in the autocast dtype. Second-order gradients
+        (create_graph=True) are exact, computed through the materialising reference.
     """
     for name, tensor in (("input", input), ("offset", offset), ("weight", weight)):
         _checks.require_tensor(name, tensor)
@@ -119,6 +121,12 @@ if extension_loaded():
         return grad_input, grad_offset, grad_weight, grad_bias, None, None
 
     torch.library.register_autograd("retina::dsconv2d", _backward, setup_context=_setup_context)
+    register_backward_derivative(
+        "retina::dsconv2d_backward",
+        lambda input, offset, weight, morph, extend_scope: reference.dsconv2d(
+            input, offset, weight, None, morph=morph, extend_scope=extend_scope),
+        num_inputs=3,
+    )
 
     # CUDA: the compiled kernels (csrc/core/dsconv_cuda.cu) where the extension was built with CUDA;
     # otherwise the Triton version (retina_kernels/triton_kernels/dsconv.py), registered only where it can

@@ -7,6 +7,7 @@ import torch
 from .. import _checks
 from .._extension import extension_loaded, has_kernel, triton_available
 from ..reference import soft_skeleton as reference
+from ._second_order import register_backward_derivative
 
 
 def soft_skeleton(x: torch.Tensor, num_iter: int = 10) -> torch.Tensor:
@@ -25,7 +26,8 @@ def soft_skeleton(x: torch.Tensor, num_iter: int = 10) -> torch.Tensor:
             reaches structures up to about 2 * num_iter pixels wide).
 
     Returns:
-        Tensor like x. Backward recomputes the forward from x: autograd keeps only x.
+        Tensor like x. Backward recomputes the forward from x: autograd keeps only x. Second-order
+        gradients (create_graph=True) are exact, computed through the reference.
     """
     _checks.require_tensor("x", x)
     _checks.require_dtype("x", x, _checks.FLOATING)
@@ -62,6 +64,7 @@ if extension_loaded():
         return torch.ops.retina.soft_skeleton_backward(grad, x, ctx.num_iter), None
 
     torch.library.register_autograd("retina::soft_skeleton", _backward, setup_context=_setup_context)
+    register_backward_derivative("retina::soft_skeleton_backward", reference.soft_skeleton, num_inputs=1)
 
     # The CUDA kernel is written in Triton (retina_kernels/triton_kernels/soft_skeleton.py); it is
     # registered only where it can run, so CPU-only installs never import triton.
