@@ -87,12 +87,36 @@ def test_forward_is_skeleton_of_hard_values_and_batch_independent(backend):
     assert torch.equal(y.reshape(6, 1, 48, 56).to(torch.uint8), retina_kernels.skeletonize(hard, max_iter=5))
 
 
-def test_keeps_one_tensor_for_backward():
+def test_keeps_one_new_tensor_and_a_byte_per_pixel_for_backward():
     prob = vessel_probabilities(2, 1, 64, 64).requires_grad_()
+    uniform = uniform_like(prob, 0)
     saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
-        retina_kernels.differentiable_skeleton(prob, uniform=uniform_like(prob, 0))
-    assert saved == [prob.shape]
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        retina_kernels.differentiable_skeleton(prob, uniform=uniform)
+    factor, *rest = saved
+    assert factor.shape == prob.shape and factor.dtype == prob.dtype
+    assert rest[0] is prob and rest[1] is uniform  # the caller's own tensors, not copies
+    assert rest[2].shape == prob.shape and rest[2].dtype == torch.uint8 and len(rest) == 3
+
+
+@pytest.mark.parametrize("params", [(0.33, 1.0), (1.0, 0.5)])
+def test_second_order_matches_literal_reference(backend, params):
+    # create_graph=True (a gradient penalty): the reference's derivative of its own gradient.
+    beta, tau = params
+    prob = vessel_probabilities(2, 2, 24, 30, seed=5)
+    uniform = uniform_like(prob, seed=6)
+    weights = torch.randn(prob.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+
+    def second_order(fn, **kw):
+        leaf = prob.clone().requires_grad_()
+        (first,) = torch.autograd.grad((fn(leaf, uniform, **kw) * weights).sum(), leaf, create_graph=True)
+        return first.detach(), torch.autograd.grad(first.square().sum(), leaf)[0]
+
+    ours = second_order(fused, num_iter=3, beta=beta, tau=tau)
+    ref = second_order(literal.differentiable_skeleton, num_iter=3, beta=beta, tau=tau)
+    assert ref[1].abs().max() > 0
+    for a, r in zip(ours, ref):
+        torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
 
 
 def test_dtypes_and_generator():

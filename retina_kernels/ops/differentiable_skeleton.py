@@ -2,7 +2,9 @@
 
 The public reference's Jacobian is diagonal, so the forward pass is the binary skeleton of the hard
 values plus one gradient factor per pixel (2^-k or 0), and the backward pass is one elementwise product:
-about the cost of `skeletonize`, with one tensor kept for backward.
+about the cost of `skeletonize`. Autograd keeps that factor, prob and uniform (both usually alive
+anyway) and one byte per pixel, so that a backward pass that is itself differentiated (create_graph=True)
+gets the reference's second derivative too.
 """
 
 from __future__ import annotations
@@ -28,26 +30,47 @@ def skeleton_factors(mask: torch.Tensor, num_iter: int) -> tuple[torch.Tensor, t
     return reference.skeleton_factors(mask, num_iter)
 
 
+def soft_values(prob: torch.Tensor, uniform: torch.Tensor, beta: float, tau: float) -> torch.Tensor:
+    """The soft binarisation: sigmoid((logit(prob) + beta * logistic noise) / tau)."""
+    noise = torch.log(uniform) - torch.log(1 - uniform)
+    return torch.sigmoid((torch.log((prob + EPS) / (1 - prob + EPS)) + beta * noise) / tau)
+
+
+def soft_slope(prob: torch.Tensor, soft: torch.Tensor, tau: float) -> torch.Tensor:
+    """d soft / d prob = soft (1 - soft) / tau * d logit / d prob."""
+    return soft * (1 - soft) / tau * (1 / (prob + EPS) + 1 / (1 - prob + EPS))
+
+
+def halving_factors(halvings: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """2^-k per pixel, 0 where the kernel marked the gradient cut."""
+    return torch.where(halvings == _ZERO_FACTOR, 0.0, torch.exp2(-halvings.to(dtype)))
+
+
 class _DifferentiableSkeleton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, prob: torch.Tensor, uniform: torch.Tensor, num_iter: int, beta: float, tau: float):
         compute = torch.float64 if prob.dtype == torch.float64 else torch.float32
         p, u = prob.to(compute), uniform.to(compute)
-        soft = torch.sigmoid((torch.log((p + EPS) / (1 - p + EPS)) + beta * (torch.log(u) - torch.log(1 - u))) / tau)
+        soft = soft_values(p, u, beta, tau)
         n, c, h, w = prob.shape
         hard = (soft > 0.5).to(torch.uint8).reshape(n * c, 1, h, w)
         skeleton, halvings = skeleton_factors(hard, num_iter)
         halvings = halvings.reshape(prob.shape)
-        factor = torch.where(halvings == _ZERO_FACTOR, 0.0, torch.exp2(-halvings.to(compute)))
-        # d soft / d prob = soft (1 - soft) / tau * d logit / d prob
-        ctx.save_for_backward(factor * soft * (1 - soft) / tau * (1 / (p + EPS) + 1 / (1 - p + EPS)))
-        ctx.prob_dtype = prob.dtype
+        # First-order backward is one product with this; prob, uniform and the halvings (one byte a
+        # pixel) are kept too, for a backward that is itself differentiated (create_graph=True).
+        ctx.save_for_backward(halving_factors(halvings, compute) * soft_slope(p, soft, tau), prob, uniform, halvings)
+        ctx.beta, ctx.tau = beta, tau
         return skeleton.reshape(prob.shape).to(prob.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        (gradient_factor,) = ctx.saved_tensors
-        return (grad_out * gradient_factor).to(ctx.prob_dtype), None, None, None, None
+        gradient_factor, prob, uniform, halvings = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: the same product, written so autograd sees prob in it
+            compute = gradient_factor.dtype
+            p = prob.to(compute)
+            slope = soft_slope(p, soft_values(p, uniform.to(compute), ctx.beta, ctx.tau), ctx.tau)
+            gradient_factor = halving_factors(halvings, compute) * slope
+        return (grad_out * gradient_factor).to(prob.dtype), None, None, None, None
 
 
 def differentiable_skeleton(
