@@ -95,6 +95,23 @@ def test_ibp_cldice_batch_correct_with_fixed_noise():
     torch.testing.assert_close(loss(changed, target)[1:], together[1:])
 
 
+@pytest.mark.parametrize(
+    "loss_cls", [DiceLoss, SoftclDiceLoss, SoftDiceclDiceLoss, IBPclDiceLoss, SkeletonRecallLoss, DiceCELoss]
+)
+def test_empty_batch_reduces_like_torch(loss_cls):
+    # An empty batch (an uneven split's last shard): the mean over nothing is NaN, as in torch's own
+    # losses, the sum 0, and backward runs.
+    channels = 2 if loss_cls is DiceCELoss else 1
+    input = torch.rand(0, channels, 16, 16, requires_grad=True)
+    target = torch.zeros(0, channels, 16, 16)
+    assert torch.isnan(loss_cls()(input, target))
+    total = loss_cls(reduction="sum")(input, target)
+    total.backward()
+    assert total == 0 and input.grad.shape == input.shape
+    if loss_cls is not DiceCELoss:  # (which has no per-element form)
+        assert loss_cls(reduction="none")(input, target).shape == (0, channels)
+
+
 def test_gradients_flow_to_the_prediction():
     target = vessels(2, 40)
     logits = torch.randn(target.shape, generator=torch.Generator().manual_seed(3), requires_grad=True)

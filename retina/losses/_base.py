@@ -46,9 +46,10 @@ class SegmentationLoss(nn.Module):
                 raise ValueError("softmax needs at least 2 channels in input; use sigmoid for one")
             prob = torch.softmax(input, dim=1)
         else:
-            low, high = input.detach().min().item(), input.detach().max().item()
-            if low < 0 or high > 1:
-                raise ValueError(f"input must be probabilities in [0, 1] (or set sigmoid/softmax), found [{low}, {high}]")
+            if input.numel():  # (an empty batch has no range to check)
+                low, high = input.detach().min().item(), input.detach().max().item()
+                if low < 0 or high > 1:
+                    raise ValueError(f"input must be probabilities in [0, 1] (or set sigmoid/softmax), found [{low}, {high}]")
             prob = input
         if not self.include_background:
             if input.shape[1] == 1:
