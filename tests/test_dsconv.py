@@ -173,6 +173,24 @@ def test_batch_independence_non_contiguous_float32_and_empty():
     empty.sum().backward()
 
 
+@pytest.mark.parametrize("impl", ["ours", "reference", pytest.param("ours-cuda", marks=[pytest.mark.cuda, requires_cuda])])
+@pytest.mark.parametrize("b, c, o, h, w", [(0, 2, 3, 5, 6), (2, 0, 3, 5, 6), (2, 2, 0, 5, 6), (2, 2, 3, 0, 6),
+                                           (2, 2, 3, 5, 0), (0, 0, 0, 0, 0)])
+@pytest.mark.parametrize("morph", [0, 1])
+def test_zero_sized_extents(impl, b, c, o, h, w, morph):
+    # Any extent may be zero (an empty batch, a crop with no rows): a shaped result and gradients, no error.
+    fn = reference.dsconv2d if impl == "reference" else retina_kernels.dsconv2d
+    device = "cuda" if impl == "ours-cuda" else "cpu"
+    x, offset, weight, bias, grad_out = [t.to(device) for t in random_case(b, c, o, h, w, 3)]
+    y, grad_x, grad_offset, grad_weight, grad_bias = run(fn, x, offset, weight, bias, grad_out, morph=morph)
+    assert y.shape == (b, o, h, w)
+    assert grad_x.shape == x.shape and grad_offset.shape == offset.shape and grad_weight.shape == weight.shape
+    if c == 0:  # nothing to sample: the bias alone
+        torch.testing.assert_close(y, bias.view(1, -1, 1, 1).expand(b, o, h, w))
+    if b * h * w == 0:  # no pixels: nothing feeds the weight gradient
+        assert not grad_weight.any()
+
+
 def test_meta_tensors_give_the_output_shape():
     # Shapes can be traced without memory (memory planning, model summaries): no autocast query on "meta".
     x, offset, weight, bias = (t.to("meta") for t in random_case(2, 3, 5, 7, 9, 5)[:4])

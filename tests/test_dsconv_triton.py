@@ -55,6 +55,12 @@ def test_without_bias_and_empty():
     torch.testing.assert_close(y, reference.dsconv2d(x, offset, weight, None, morph=0), rtol=0, atol=1e-10)
     empty = triton_kernels.dsconv2d_forward(x[:0].to(DEVICE), offset[:0].to(DEVICE), weight.to(DEVICE), None, 1, 1.0)
     assert empty.shape == (0, 3, 4, 5)
+    for b, c, o, h, w in [(2, 0, 3, 5, 6), (2, 2, 0, 5, 6), (2, 2, 3, 0, 6), (2, 2, 3, 5, 0)]:
+        case = random_case(b, c, o, h, w, 3, seed=4)
+        ours = triton_run(*case, 1, 1.0)
+        ref = run(reference.dsconv2d, *case, morph=1, extend_scope=1.0)
+        for name, a, r in zip(("out", "input", "offset", "weight"), ours, ref):
+            torch.testing.assert_close(a, r, rtol=0, atol=1e-12, msg=f"{(b, c, o, h, w)} {name}")
 
 
 @pytest.mark.parametrize("morph", [0, 1])

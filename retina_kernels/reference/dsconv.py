@@ -63,7 +63,8 @@ def dsconv2d(
     high = torch.gather(flat, 2, (index + high_step).expand(b, ch, -1)).view(b, ch, k, h * w)
     frac = frac.reshape(b, 1, k, h * w)
     samples = low + frac * (high - low)
-    out = torch.einsum("ock,bckp->bop", weight, samples).view(b, -1, h, w)
+    # (Every extent spelled out: with zero pixels view() cannot infer one.)
+    out = torch.einsum("ock,bckp->bop", weight, samples).view(b, weight.shape[0], h, w)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out
