@@ -115,6 +115,15 @@ def test_batch_independence_non_contiguous_and_empty():
     assert retina_kernels.soft_skeleton(torch.zeros(0, 1, 8, 8), 3).shape == (0, 1, 8, 8)
 
 
+@pytest.mark.parametrize("shape", [(0, 1, 5, 6), (2, 0, 5, 6), (1, 2, 0, 6), (1, 1, 5, 0), (1, 1, 0, 5, 6), (1, 1, 4, 5, 0)])
+@pytest.mark.parametrize("fn", [retina_kernels.soft_skeleton, reference.soft_skeleton], ids=["ours", "reference"])
+def test_zero_sized_extents(shape, fn):
+    x = torch.rand(shape, dtype=torch.float64, requires_grad=True)
+    y = fn(x, 3)
+    y.sum().backward()
+    assert y.shape == shape and x.grad.shape == shape
+
+
 @pytest.mark.parametrize(
     "x, num_iter, error, match",
     [

@@ -28,6 +28,8 @@ def soft_dilate(x: torch.Tensor) -> torch.Tensor:
 
 def soft_skeleton(x: torch.Tensor, num_iter: int = 10) -> torch.Tensor:
     """Soft skeleton of [B, C, H, W] or [B, C, D, H, W] maps: num_iter erosions past the first opening."""
+    if x.numel() == 0:  # torch's pools reject zero channels or extents; there is nothing to skeletonise
+        return x * 0
     skel = F.relu(x - soft_dilate(soft_erode(x)))
     for _ in range(num_iter):
         x = soft_erode(x)
