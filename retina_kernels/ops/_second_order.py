@@ -3,8 +3,8 @@
 A compiled backward op (`retina::dsconv2d_backward`, `retina::soft_skeleton_backward`) is opaque to
 autograd: without a derivative of its own, differentiating through it (create_graph=True, as gradient
 penalties and MAML-style meta-learning do) would silently treat it as a constant of its inputs. Here its
-derivatives come from the op's plain-PyTorch reference instead: double-backward re-runs the reference
-forward, takes its first-order gradients with create_graph=True and differentiates those. Correct to
+derivatives come from the op's plain-PyTorch reference instead: double backward is the vector-Jacobian
+product of the reference's own first-order vector-Jacobian product (both torch.func.vjp). Correct to
 every order, at the reference's speed and memory — only second-order training pays it.
 """
 
