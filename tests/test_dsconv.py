@@ -118,6 +118,12 @@ def test_opcheck():
     # The backward op, differentiable itself (second order through the reference).
     grad = torch.randn(2, 4, 6, 7, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(torch.ops.retina.dsconv2d_backward.default, (grad, *args, 0, 1.5))
+    # Channels-last operands (inductor lays convolution outputs out so on the CPU) and a transposed
+    # weight: the fake kernels must promise the strides the real ones return, or compiled code fails.
+    channels_last = [t.detach().to(memory_format=torch.channels_last).requires_grad_() for t in (grad, *args[:2])]
+    weight_t = args[2].detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()
+    torch.library.opcheck(torch.ops.retina.dsconv2d.default, (*channels_last[1:], weight_t, None, 0, 1.0))
+    torch.library.opcheck(torch.ops.retina.dsconv2d_backward.default, (*channels_last, weight_t, 1, 1.5))
 
 
 def test_compiles_to_one_graph(monkeypatch):

@@ -104,7 +104,8 @@ if extension_loaded():
 
     @torch.library.register_fake("retina::dsconv2d_backward")
     def _dsconv2d_backward_fake(grad, input, offset, weight, morph, extend_scope):
-        return torch.empty_like(input), torch.empty_like(offset), torch.empty_like(weight)
+        # Contiguous whatever the operands' layout, as every kernel returns them (compiled code checks).
+        return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (input, offset, weight))
 
     def _setup_context(ctx, inputs, output):
         input, offset, weight, bias, morph, extend_scope = inputs

@@ -174,7 +174,7 @@ def dsconv2d_backward(grad, input, offset, weight, morph: int, extend_scope: flo
     b, c, h, w = input.shape
     o, _, k = weight.shape
     if grad.numel() == 0 or input.numel() == 0:
-        return torch.zeros_like(input), torch.zeros_like(offset), torch.zeros_like(weight)
+        return tuple(torch.zeros_like(t, memory_format=torch.contiguous_format) for t in (input, offset, weight))
     x, wt, g = input.contiguous(), weight.contiguous(), grad.contiguous()
     low, high_step, frac, live = _positions(input, offset, morph, extend_scope)
     acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
