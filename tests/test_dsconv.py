@@ -52,6 +52,10 @@ def test_module_matches_public_golden(golden, morph):
     params = dict(layer.named_parameters())
     names = [k.removeprefix("grad.") for k in g if k.startswith("grad.")]
     assert len(names) == 8
+    # Our checkpoints have the public module's keys; its parameters are those that receive a gradient
+    # (the other morph's conv is kept as buffers).
+    assert set(layer.state_dict()) == {k.removeprefix("state.") for k in g if k.startswith("state.")}
+    assert set(params) == set(names)
     for name in names:
         np.testing.assert_allclose(params[name].grad.numpy(), g[f"grad.{name}"], rtol=0, atol=1e-8, err_msg=name)
 

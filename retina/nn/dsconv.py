@@ -14,8 +14,9 @@ class DSConv(nn.Module):
     offset_conv (3x3, 2K channels) -> GroupNorm(K) -> tanh gives per-pixel tap offsets (rows first, then
     columns; morph 0 uses the row half, morph 1 the column half), accumulated outwards from the centre tap
     into a snake; the input is sampled there and contracted with a K x 1 (morph 0) or 1 x K (morph 1)
-    kernel, then GroupNorm(out/4) and ReLU. Parameter names match the public DSConv_pro, so its
-    checkpoints load (`dsc_conv_x` serves morph 0, `dsc_conv_y` morph 1; both exist).
+    kernel, then GroupNorm(out/4) and ReLU. State-dict keys match the public DSConv_pro, so its
+    checkpoints load (`dsc_conv_x` serves morph 0, `dsc_conv_y` morph 1; both are kept, the unused one
+    as buffers, so every parameter receives a gradient).
 
     Shapes: input [B, in_channels, H, W] -> output [B, out_channels, H, W].
     """
@@ -36,6 +37,14 @@ class DSConv(nn.Module):
         self.gn_offset = nn.GroupNorm(kernel_size, 2 * kernel_size)
         self.dsc_conv_x = nn.Conv2d(in_channels, out_channels, (kernel_size, 1), stride=(kernel_size, 1))
         self.dsc_conv_y = nn.Conv2d(in_channels, out_channels, (1, kernel_size), stride=(1, kernel_size))
+        # The other morph's conv never computes anything. It stays, as buffers, so that the state-dict keys
+        # are the public module's (its checkpoints load here, ours there), but it is not a parameter: an
+        # unused parameter makes DistributedDataParallel fail on the second step (unless
+        # find_unused_parameters=True, a graph walk every step) and inflates parameter counts.
+        unused = self.dsc_conv_y if morph == 0 else self.dsc_conv_x
+        for name, value in list(unused.named_parameters(recurse=False)):
+            delattr(unused, name)
+            unused.register_buffer(name, value.detach())
         self.gn = nn.GroupNorm(out_channels // 4, out_channels)
         self.relu = nn.ReLU(inplace=True)
 
