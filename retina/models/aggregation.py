@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvNormAct
+from .blocks import ConvNormAct, padding_to_multiple, replicate_pad
 
 
 def attend(attention: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -32,7 +32,7 @@ def attend(attention: nn.MultiheadAttention, query: torch.Tensor, key: torch.Ten
 
     def heads_of(x: torch.Tensor, index: int) -> torch.Tensor:
         x = F.linear(x, weights[index], biases[index]).view(b, x.shape[1], heads, width).transpose(1, 2)
-        return F.pad(x, (0, (-width) % 8))
+        return F.pad(x, (0, padding_to_multiple(width, 8)))
 
     allowed = None if blocked is None else ~blocked.view(b, 1, n, m)
     out = F.scaled_dot_product_attention(heads_of(query, 0), heads_of(key, 1), heads_of(value, 2),
@@ -61,12 +61,15 @@ class MiTBlock(nn.Module):
         tokens = x.flatten(2).transpose(1, 2)  # [B, HW, C]
         q = self.norm1(tokens)
         r = self.reduction
-        pad = ((-w) % r, 0, (-h) % r, 0)
-        kv_map = self.reduce(F.pad(q.transpose(1, 2).reshape(b, c, h, w), (0, pad[0], 0, pad[2]), mode="replicate"))
+        # The token-to-map views are made contiguous before the convolutions: a convolution saving a
+        # channels-last-strided view for backward makes inductor fail under dynamic shapes (torch 2.13:
+        # "cannot determine truth value of Relational" when sorting strides that tie at size 1).
+        q_map = q.transpose(1, 2).reshape(b, c, h, w).contiguous()
+        kv_map = self.reduce(replicate_pad(q_map, padding_to_multiple(h, r), padding_to_multiple(w, r)))
         kv = self.norm_kv(kv_map.flatten(2).transpose(1, 2))
         tokens = tokens + attend(self.attention, q, kv, kv)
         # (Channel count spelled out: -1 cannot be inferred when the batch is empty.)
-        hidden = self.fc1(self.norm2(tokens)).transpose(1, 2).reshape(b, self.fc1.out_features, h, w)
+        hidden = self.fc1(self.norm2(tokens)).transpose(1, 2).reshape(b, self.fc1.out_features, h, w).contiguous()
         hidden = F.gelu(self.mix(hidden)).flatten(2).transpose(1, 2)
         tokens = tokens + self.fc2(hidden)
         return tokens.transpose(1, 2).reshape(b, c, h, w)
@@ -85,7 +88,7 @@ class _WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         s = self.window
-        ph, pw = (-h) % s, (-w) % s
+        ph, pw = padding_to_multiple(h, s), padding_to_multiple(w, s)
         t = F.pad(x, (0, pw, 0, ph)).permute(0, 2, 3, 1)  # [B, H', W', C]
         hp, wp = h + ph, w + pw
         # Region labels: padding and, when shifted, the wrapped-around strips must not attend across.
