@@ -135,6 +135,20 @@ def test_compiles_with_inductor_as_the_input_size_changes():
         assert (grads[0] - grads[1]).norm() <= 1e-2 * grads[1].norm()
 
 
+@pytest.mark.parametrize("key", ["unet", "dscnet", "s3octa-mit"])
+def test_exports_with_dynamic_sizes_in_multiples_of_16(key):
+    # torch.export cannot prove the pad-to-stride amount of an arbitrary size non-negative, so dynamic
+    # sizes are declared as multiples of the models' strides (README); then one program serves them all.
+    from torch.export import Dim
+
+    model = build(key).eval()
+    channels = SMALL[key]["in_channels"]
+    sizes = {0: Dim("batch"), 2: 16 * Dim("rows", min=1, max=64), 3: 16 * Dim("columns", min=1, max=64)}
+    program = torch.export.export(model, (torch.randn(2, channels, 32, 48),), dynamic_shapes=(sizes,))
+    x = torch.randn(3, channels, 64, 16)
+    torch.testing.assert_close(program.module()(x), model(x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("key", ["dscnet", "s3octa-mit"])
 def test_trains_under_ddp(key):
     # DistributedDataParallel (default find_unused_parameters=False) fails on the second step if any
