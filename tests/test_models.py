@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from retina.models import DSCNet, S3OCTA, UNet, create
-from retina.models.blocks import replicate_pad
+from retina.models.aggregation import ASPP
+from retina.models.blocks import ConcatConvNormAct, ConvNormAct, SnakeBlock, replicate_pad
 
 from .conftest import requires_cuda
 
@@ -98,6 +99,51 @@ def test_s3octa_compiles_to_one_graph_with_checkpointing():
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
     for name, p in model.named_parameters():  # (float32 rounding: the traced graph orders some sums differently)
         torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("kernel_size, shapes", [(3, [(2, 3, 9, 7), (2, 5, 9, 7), (2, 4, 9, 7)]),
+                                                 (1, [(2, 3, 6, 5), (2, 2, 1, 1), (2, 4, 6, 5)]),
+                                                 (3, [(0, 4, 5, 5), (0, 4, 5, 5)])])
+def test_concat_conv_norm_act_is_conv_norm_act_of_the_concatenation(kernel_size, shapes):
+    # float64, values and every gradient; a one-pixel part (image pooling) stands for a constant map.
+    torch.manual_seed(0)
+    channels = sum(shape[1] for shape in shapes)
+    fused = ConcatConvNormAct(channels, 8, kernel_size).double()
+    plain = ConvNormAct(channels, 8, kernel_size).double()
+    plain.load_state_dict(fused.state_dict())  # same parameters, same keys
+    parts = [torch.randn(*shape, dtype=torch.float64, requires_grad=True) for shape in shapes]
+    size = shapes[0][2:]
+    y = fused(parts)
+    expected = plain(torch.cat([part.expand(*part.shape[:2], *size) for part in parts], 1))
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(y)
+    got = torch.autograd.grad(y, [*parts, *fused.parameters()], grad)
+    want = torch.autograd.grad(expected, [*parts, *plain.parameters()], grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_concat_conv_norm_act_rejects_parts_that_do_not_fit():
+    fused = ConcatConvNormAct(6, 4)
+    with pytest.raises(ValueError, match="parts must have 6 channels in all"):
+        fused([torch.randn(1, 2, 5, 5), torch.randn(1, 3, 5, 5)])
+    with pytest.raises(ValueError, match="parts must all be"):  # a constant map under a 3x3 kernel: borders differ
+        fused([torch.randn(1, 3, 5, 5), torch.randn(1, 3, 1, 1)])
+    with pytest.raises(ValueError, match="parts must all be"):
+        fused([torch.randn(1, 3, 5, 5), torch.randn(1, 3, 5, 4)])
+
+
+@pytest.mark.parametrize("block", [lambda: SnakeBlock(4, 8, 5, 1.0), lambda: ASPP(8)], ids=["snake", "aspp"])
+def test_branches_are_fused_without_storing_their_concatenation(block):
+    # The branch outputs are kept for backward by their own ReLUs; a concatenation kept by the fusing
+    # convolution would be a second copy of them all (a fifth of S3-OCTA's stored activations).
+    torch.manual_seed(0)
+    module = block()
+    fused_channels = module.fuse[0].in_channels if isinstance(module, SnakeBlock) else module.project[0].in_channels
+    shapes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+        module(torch.randn(2, 8 if isinstance(module, ASPP) else 4, 12, 10)).sum()
+    assert shapes and not [shape for shape in shapes if len(shape) == 4 and shape[1] == fused_channels], shapes
 
 
 @pytest.mark.parametrize("shape, bottom, right", [((2, 3, 5, 7), 2, 3), ((1, 4, 6, 6), 0, 0), ((2, 1, 5, 7), 0, 4),

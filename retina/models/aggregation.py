@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvNormAct, padding_to_multiple, replicate_pad
+from .blocks import ConcatConvNormAct, ConvNormAct, padding_to_multiple, replicate_pad
 
 
 def attend(attention: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -129,11 +129,11 @@ class ASPP(nn.Module):
         self.branches = nn.ModuleList([ConvNormAct(channels, channels, 1)] +
                                       [ConvNormAct(channels, channels, 3, dilation=r) for r in rates])
         self.pooled = nn.Conv2d(channels, channels, 1)
-        self.project = ConvNormAct(channels * (len(rates) + 2), channels, 1)
+        self.project = ConcatConvNormAct(channels * (len(rates) + 2), channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = F.relu(self.pooled(x.mean((2, 3), keepdim=True))).expand_as(x)
-        return self.project(torch.cat([branch(x) for branch in self.branches] + [pooled], 1))
+        pooled = F.relu(self.pooled(x.mean((2, 3), keepdim=True)))  # [B, C, 1, 1]: never expanded
+        return self.project([branch(x) for branch in self.branches] + [pooled])
 
 
 def make_aggregation(kind: str | None, channels: int) -> nn.Module | None:
