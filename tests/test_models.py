@@ -84,21 +84,25 @@ def test_checkpointing_stores_less_and_gives_the_same_gradients(key):
         torch.testing.assert_close(grads["checkpointed"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def output_and_grads(run, model, x):
+    """run(x) (`run`: the model or a compiled version of it) and, after backward of a loss on it, the
+    gradient of each of the model's parameters by name."""
+    model.zero_grad(set_to_none=True)
+    y = run(x)
+    y.square().mean().backward()
+    return y, {name: p.grad for name, p in model.named_parameters()}
+
+
 def test_s3octa_compiles_to_one_graph_with_checkpointing():
     # DSConv, attention, GroupNorm and checkpointed blocks in one torch.compile(fullgraph=True) graph.
     torch._dynamo.reset()
     model = build("s3octa-mit", checkpointing=True)
     x = torch.randn(2, 3, 24, 40)
-    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
-    y = compiled(x)
-    y.square().mean().backward()
-    grads = {name: p.grad for name, p in model.named_parameters()}
-    model.zero_grad(set_to_none=True)
-    expected = model(x)
-    expected.square().mean().backward()
+    y, grads = output_and_grads(torch.compile(model, backend="aot_eager", fullgraph=True), model, x)
+    expected, expected_grads = output_and_grads(model, model, x)
     torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
-    for name, p in model.named_parameters():  # (float32 rounding: the traced graph orders some sums differently)
-        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+    for name, grad in expected_grads.items():  # (float32 rounding: the traced graph orders some sums differently)
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("kernel_size, shapes", [(3, [(2, 3, 9, 7), (2, 5, 9, 7), (2, 4, 9, 7)]),
@@ -173,14 +177,10 @@ def test_compiles_with_inductor_as_the_input_size_changes(device):
     scale = 1 if device == "cpu" else 10
     for size in ((21, 30), (35, 18)):
         x = torch.randn(2, 3, *size, device=device)
-        outputs, grads = [], []
-        for run in (compiled, model):
-            model.zero_grad(set_to_none=True)
-            outputs.append(run(x))
-            outputs[-1].square().mean().backward()
-            grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
-        torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-3 * scale, atol=1e-4 * scale)
-        assert (grads[0] - grads[1]).norm() <= 1e-2 * scale * grads[1].norm()
+        (y, grads), (expected, expected_grads) = (output_and_grads(run, model, x) for run in (compiled, model))
+        torch.testing.assert_close(y, expected, rtol=1e-3 * scale, atol=1e-4 * scale)
+        grads, expected_grads = (torch.cat([g.flatten() for g in d.values()]) for d in (grads, expected_grads))
+        assert (grads - expected_grads).norm() <= 1e-2 * scale * expected_grads.norm()
 
 
 @pytest.mark.parametrize("key", ["unet", "dscnet", "s3octa-mit"])
