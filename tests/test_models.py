@@ -127,6 +127,19 @@ def test_concat_conv_norm_act_is_conv_norm_act_of_the_concatenation(kernel_size,
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_concat_conv_norm_act_keeps_16_bit_dtypes(dtype):
+    # Summed in float32, handed back in the parts' dtype (a half model's GroupNorm wants its own dtype).
+    torch.manual_seed(0)
+    fused = ConcatConvNormAct(12, 8).to(dtype)
+    plain = ConvNormAct(12, 8).to(dtype)
+    plain.load_state_dict(fused.state_dict())
+    parts = [torch.randn(2, 4, 9, 7, dtype=dtype).relu() for _ in range(3)]
+    y = fused(parts)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y, plain(torch.cat(parts, 1)), rtol=0.05, atol=0.05)
+
+
 def test_concat_conv_norm_act_rejects_parts_that_do_not_fit():
     fused = ConcatConvNormAct(6, 4)
     with pytest.raises(ValueError, match="parts must have 6 channels in all"):
