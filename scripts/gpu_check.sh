@@ -4,17 +4,19 @@
 # results table to $OUT (8 files: the most the device tool brings back).
 # Needs no network: the machine's python3 already has torch, pytest-benchmark, scikit-image, scipy, opencv.
 #   device run: GIT_COMMIT=<sha> [TEST_FILTER=<pytest -k>] [BENCH_FILTER=<pytest -k>] [BASELINE=<commit>]
-#               bash scripts/gpu_check.sh
+#               [BASELINE_MODELS=<commit>] bash scripts/gpu_check.sh
 #   (then copy $OUT/results.md into benchmarks/RESULTS.md)
 # BASELINE: first build the kernels (csrc/) of that commit, with this tree's Python, and run our rows of
 # the same benchmarks labelled "<impl>@<commit>", so one table compares the two builds on the same card.
+# BASELINE_MODELS: also run our model-step rows with the models (retina/) of that commit on this tree's
+# kernels (no build), labelled "<impl>@models-<commit>": a Python-only change to the models, A/B on one card.
 # WSCAP (MiB, default 64): the cuDNN workspace cap of a second memory breakdown and, when the model
 # steps are benchmarked, of a second run of S3-OCTA's steps ("ours@wscap<MiB>").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu_out}
 WSCAP=${WSCAP:-64}
-mkdir -p "$out"
+mkdir -p "$out" && out=$(cd "$out" && pwd)  # absolute: the BASELINE_MODELS run works in another directory
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
 # The GPU image's default CXX (/opt/gcc/bin/g++) produces an extension that segfaults inside
@@ -86,5 +88,17 @@ if [[ -z "${BENCH_FILTER:-}" || "$BENCH_FILTER" == *model_step* ]]; then
   CUDNN_CONV_WSCAP_DBG=$WSCAP RETINA_BENCH_LABEL=wscap$WSCAP benchmarks "$capped_json" \
     "model_step and s3octa and ours and not checkpointing" || { status=1; tail -30 "$out/bench.log"; }
 fi
-"$python" benchmarks/report.py "$out/bench.json" $baseline_json $capped_json > "$out/results.md" && cat "$out/results.md"
+models_json=
+if [ -n "${BASELINE_MODELS:-}" ]; then
+  echo "== model steps with the models of $BASELINE_MODELS on this tree's kernels"
+  models_json=$(mktemp --suffix .json)
+  # A copy of the tree whose retina/ is that commit's (python -m puts the working directory first on
+  # sys.path, so the copy's retina/ is the one imported); retina_kernels/ carries the build above.
+  models_tree=$(mktemp -d)
+  cp -r benchmarks retina_kernels "$models_tree"/ && git archive "$BASELINE_MODELS" retina | tar -x -C "$models_tree" \
+    && (cd "$models_tree" && RETINA_BENCH_LABEL=models-$BASELINE_MODELS benchmarks "$models_json" \
+        "model_step and ours") || { status=1; echo "BASELINE_MODELS $BASELINE_MODELS failed"; tail -30 "$out/bench.log"; }
+fi
+"$python" benchmarks/report.py "$out/bench.json" $baseline_json $capped_json $models_json > "$out/results.md" \
+  && cat "$out/results.md"
 exit $status
