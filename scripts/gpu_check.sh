@@ -10,10 +10,30 @@
 # the same benchmarks labelled "<impl>@<commit>", so one table compares the two builds on the same card.
 # BASELINE_MODELS: also run our model-step rows with the models (retina/) of that commit on this tree's
 # kernels (no build), labelled "<impl>@models-<commit>": a Python-only change to the models, A/B on one card.
+# The device gets a copy of the working tree without .git, so a baseline's sources go with it: first, here,
+#   BASELINE=<commit> BASELINE_MODELS=<commit> bash scripts/gpu_check.sh --sources
+# writes them to .baseline/<commit>/ (git-ignored); then name ".baseline" in the device call's carry.
 # WSCAP (MiB, default 64): the cuDNN workspace cap of a second memory breakdown and, when the model
 # steps are benchmarked, of a second run of S3-OCTA's steps ("ours@wscap<MiB>").
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+baseline_sources() {  # baseline_sources <commit> <path>: prints .baseline/<commit>, which holds its <path>
+  local dir=.baseline/$1
+  if [ ! -e "$dir/$2" ]; then
+    mkdir -p "$dir" && git archive "$1" "$2" 2>/dev/null | tar -x -C "$dir" 2>/dev/null && [ -e "$dir/$2" ] || {
+      echo "no $dir/$2 (and no git history here to take it from): run, where the repository is," >&2
+      echo "  BASELINE=... BASELINE_MODELS=... bash scripts/gpu_check.sh --sources, and carry .baseline" >&2
+      return 1
+    }
+  fi
+  echo "$dir"
+}
+if [ "${1:-}" = "--sources" ]; then
+  [ -z "${BASELINE:-}" ] || baseline_sources "$BASELINE" csrc || exit 1
+  [ -z "${BASELINE_MODELS:-}" ] || baseline_sources "$BASELINE_MODELS" retina || exit 1
+  exit 0
+fi
 out=${OUT:-gpu_out}
 WSCAP=${WSCAP:-64}
 mkdir -p "$out" && out=$(cd "$out" && pwd)  # absolute: the BASELINE_MODELS run works in another directory
@@ -45,14 +65,14 @@ benchmarks() {  # benchmarks <json> [pytest -k]: the benchmarks; logs to bench.l
 baseline_json=
 if [ -n "${BASELINE:-}" ]; then
   echo "== baseline: the kernels of $BASELINE, built and benchmarked first"
-  keep=$(mktemp -d) && cp -r csrc "$keep/" || exit 1
-  git checkout "$BASELINE" -- csrc || { echo "BASELINE $BASELINE: not in this checkout's history"; exit 1; }
+  sources=$(baseline_sources "$BASELINE" csrc) || exit 1
+  keep=$(mktemp -d) && cp -r csrc "$keep/" && rm -rf csrc && cp -r "$sources/csrc" . || exit 1
   build "$out/build.log"
   baseline_json=$(mktemp --suffix .json)
   # Only our implementations: the references do not depend on csrc/ and run once, below.
   RETINA_BENCH_LABEL=$BASELINE benchmarks "$baseline_json" \
     "${BENCH_FILTER:+($BENCH_FILTER) and }ours and not checkpointing" || { status=1; tail -30 "$out/bench.log"; }
-  rm -rf csrc && cp -r "$keep/csrc" . && git reset -q -- csrc 2>/dev/null
+  rm -rf csrc && cp -r "$keep/csrc" .
 fi
 
 echo "== build (CUDA, arch $TORCH_CUDA_ARCH_LIST)"
@@ -95,7 +115,8 @@ if [ -n "${BASELINE_MODELS:-}" ]; then
   # A copy of the tree whose retina/ is that commit's (python -m puts the working directory first on
   # sys.path, so the copy's retina/ is the one imported); retina_kernels/ carries the build above.
   models_tree=$(mktemp -d)
-  cp -r benchmarks retina_kernels "$models_tree"/ && git archive "$BASELINE_MODELS" retina | tar -x -C "$models_tree" \
+  sources=$(baseline_sources "$BASELINE_MODELS" retina) \
+    && cp -r benchmarks retina_kernels "$sources/retina" "$models_tree"/ \
     && (cd "$models_tree" && RETINA_BENCH_LABEL=models-$BASELINE_MODELS benchmarks "$models_json" \
         "model_step and ours") || { status=1; echo "BASELINE_MODELS $BASELINE_MODELS failed"; tail -30 "$out/bench.log"; }
 fi
