@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -33,6 +34,11 @@ def require_binary(name: str, tensor: torch.Tensor) -> None:
     if not bool(((tensor == 0) | (tensor == 1)).all()):
         bad = tensor[(tensor != 0) & (tensor != 1)].flatten()[0].item()
         raise ValueError(f"{name} must contain only 0 and 1, found {bad}")
+
+
+def require_finite_number(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 def require_optional_int(name: str, value: object, minimum: int) -> int | None:

@@ -231,6 +231,19 @@ def test_errors(change, error, match):
         retina_kernels.dsconv2d(args.pop("input"), args.pop("offset"), args.pop("weight"), args.pop("bias"), **args)
 
 
+@needs_extension
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+@pytest.mark.parametrize("scope", [float("inf"), float("nan")])
+def test_the_op_itself_rejects_a_non_finite_extend_scope(device, scope):
+    # The wrapper's check is skipped while torch.compile traces it (extend_scope may be a symbolic float
+    # there), so the compiled kernels check it when they run.
+    x, offset, weight, bias, grad = (t.to(device) for t in random_case(2, 3, 4, 5, 6, 3))
+    with pytest.raises(ValueError, match="extend_scope must be a finite number"):
+        torch.ops.retina.dsconv2d(x, offset, weight, bias, 0, scope)
+    with pytest.raises(ValueError, match="extend_scope must be a finite number"):
+        torch.ops.retina.dsconv2d_backward(grad, x, offset, weight, 1, scope)
+
+
 def nan_offset_case(device, dtype=torch.float64):
     """A random case whose offsets are NaN for one pixel (image 1, row 3, column 4, tap 0) and +inf for
     another (image 0, row 0, column 0, tap 2), with the same case without them."""

@@ -49,6 +49,16 @@ def test_matches_reference(b, c, o, h, w, k, scope, spread, morph, dtype):
         torch.testing.assert_close(a, r, rtol=tol, atol=tol, msg=name)
 
 
+@pytest.mark.parametrize("scope", [float("inf"), float("nan")])
+def test_rejects_a_non_finite_extend_scope(scope):
+    # (The wrapper does not check it while torch.compile traces it.)
+    x, offset, weight, bias, grad = (t.to(DEVICE) for t in random_case(1, 2, 3, 4, 5, 3))
+    with pytest.raises(ValueError, match="extend_scope must be a finite number"):
+        triton_kernels.dsconv2d_forward(x, offset, weight, bias, 0, scope)
+    with pytest.raises(ValueError, match="extend_scope must be a finite number"):
+        triton_kernels.dsconv2d_backward(grad, x, offset, weight, 1, scope)
+
+
 def test_without_bias_and_empty():
     x, offset, weight, _, grad_out = random_case(1, 2, 3, 4, 5, 3, seed=3)
     y = triton_kernels.dsconv2d_forward(x.to(DEVICE), offset.to(DEVICE), weight.to(DEVICE), None, 0, 1.0).cpu()

@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <optional>
 
 #include "../core/dsconv_cpu.h"
@@ -24,6 +25,8 @@ inline DSConvShape check_dsconv_args(const at::Tensor& input, const at::Tensor& 
   TORCH_CHECK_VALUE(weight.size(1) == input.size(1), "dsconv2d: weight must have C = ", input.size(1),
                     " input channels, got shape ", weight.sizes());
   TORCH_CHECK_VALUE(morph == 0 || morph == 1, "dsconv2d: morph must be 0 or 1, got ", morph);
+  // (The Python wrapper checks this too, except while torch.compile traces it with a symbolic float.)
+  TORCH_CHECK_VALUE(std::isfinite(extend_scope), "dsconv2d: extend_scope must be a finite number, got ", extend_scope);
   TORCH_CHECK_VALUE(offset.scalar_type() == input.scalar_type() && weight.scalar_type() == input.scalar_type(),
                     "dsconv2d: input, offset and weight must share a dtype");
   TORCH_CHECK_VALUE(offset.device() == input.device() && weight.device() == input.device(),

@@ -49,17 +49,17 @@ class ConcatConvNormAct(ConvNormAct):
         sizes = [part.shape[1] for part in parts]
         if sum(sizes) != conv.in_channels:
             raise ValueError(f"parts must have {conv.in_channels} channels in all, got {sizes}")
-        terms = sorted(zip(parts, conv.weight.split(sizes, 1)), key=lambda term: term[0].shape[-2:] == (1, 1))
-        size = terms[0][0].shape[-2:]  # (sorted stably: the full-size parts first; the bias goes on one)
-        for part, _ in terms:
-            if part.shape[-2:] != size and (part.shape[-2:] != (1, 1) or conv.kernel_size != (1, 1)):
-                raise ValueError(f"parts must all be {tuple(size)} (or 1x1 under a 1x1 kernel), got "
-                                 f"{[tuple(p.shape[-2:]) for p in parts]}")
+        # (No sorting or branching on sizes beyond these checks: under torch.compile's dynamic sizes they
+        # are symbolic, and sorting on them breaks the graph.)
+        shapes = [tuple(part.shape[-2:]) for part in parts]
+        full = [shape for shape in shapes if shape != (1, 1)]
+        if any(shape != full[0] for shape in full) or (len(full) < len(shapes) and full and conv.kernel_size != (1, 1)):
+            raise ValueError(f"parts must all have one size (or be 1x1 under a 1x1 kernel), got {shapes}")
         # The sum is taken in at least float32 and rounded once: in bfloat16 (autocast, half models) each
         # term is rounded by its convolution, and summing in bfloat16 too gave 1.23x one convolution's
         # relative error where this gives 1.13x.
         y = None
-        for part, weight in terms:  # (y + term broadcasts a one-pixel part's term)
+        for part, weight in zip(parts, conv.weight.split(sizes, 1)):  # (y + term broadcasts one-pixel terms)
             term = F.conv2d(part, weight, conv.bias if y is None else None, conv.stride, conv.padding, conv.dilation)
             y = term.to(torch.promote_types(term.dtype, torch.float32)) if y is None else y + term
         return act(norm(y.to(term.dtype)))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .. import _checks
@@ -71,8 +69,13 @@ def dsconv2d(
             raise ValueError(f"bias must be [O] = [{out_channels}], got {tuple(bias.shape)}")
     if isinstance(morph, bool) or morph not in (0, 1):
         raise ValueError(f"morph must be 0 (snake along rows) or 1 (along columns), got {morph!r}")
-    if isinstance(extend_scope, bool) or not isinstance(extend_scope, (int, float)) or not math.isfinite(extend_scope):
+    if isinstance(extend_scope, bool) or not isinstance(extend_scope, (int, float)):
         raise ValueError(f"extend_scope must be a finite number, got {extend_scope!r}")
+    # Under torch.compile with dynamic sizes a float attribute can be traced as a symbolic float, which
+    # math.isfinite cannot take (fullgraph=True fails; otherwise the graph breaks at every layer): while
+    # tracing, the kernels' own run-time check of extend_scope (C++, Triton) stands in for this one.
+    if not torch.compiler.is_compiling():
+        _checks.require_finite_number("extend_scope", extend_scope)
     for name, tensor in (("offset", offset), ("weight", weight), ("bias", bias)):
         if tensor is not None and tensor.device != input.device:
             raise ValueError(f"{name} is on {tensor.device} but input is on {input.device}")

@@ -145,6 +145,7 @@ def _flags(dtype: torch.dtype) -> dict:
 
 
 def _positions(input, offset, morph, extend_scope):
+    _checks.require_finite_number("extend_scope", extend_scope)  # (skipped by the wrapper under torch.compile)
     b, _, h, w = input.shape
     with torch.no_grad():
         low, high_step, frac, live = tap_samples(offset.float() if offset.dtype != torch.float64 else offset,
