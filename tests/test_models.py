@@ -151,16 +151,17 @@ def test_concat_conv_norm_act_rejects_parts_that_do_not_fit():
         fused([torch.randn(1, 3, 5, 5), torch.randn(1, 3, 5, 4)])
 
 
-@pytest.mark.parametrize("block", [lambda: SnakeBlock(4, 8, 5, 1.0), lambda: ASPP(8)], ids=["snake", "aspp"])
-def test_branches_are_fused_without_storing_their_concatenation(block):
+@pytest.mark.parametrize("block, in_channels, fusing", [(lambda: SnakeBlock(4, 8, 5, 1.0), 4, "fuse"),
+                                                       (lambda: ASPP(8), 8, "project")], ids=["snake", "aspp"])
+def test_branches_are_fused_without_storing_their_concatenation(block, in_channels, fusing):
     # The branch outputs are kept for backward by their own ReLUs; a concatenation kept by the fusing
     # convolution would be a second copy of them all (a fifth of S3-OCTA's stored activations).
     torch.manual_seed(0)
     module = block()
-    fused_channels = module.fuse[0].in_channels if isinstance(module, SnakeBlock) else module.project[0].in_channels
+    fused_channels = getattr(module, fusing)[0].in_channels
     shapes = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
-        module(torch.randn(2, 8 if isinstance(module, ASPP) else 4, 12, 10)).sum()
+        module(torch.randn(2, in_channels, 12, 10)).sum()
     assert shapes and not [shape for shape in shapes if len(shape) == 4 and shape[1] == fused_channels], shapes
 
 
