@@ -237,11 +237,17 @@ def test_errors(change, error, match):
 def test_the_op_itself_rejects_a_non_finite_extend_scope(device, scope):
     # The wrapper's check is skipped while torch.compile traces it (extend_scope may be a symbolic float
     # there), so the compiled kernels check it when they run.
+    assert_kernels_reject_scope(torch.ops.retina.dsconv2d, torch.ops.retina.dsconv2d_backward, device, scope)
+
+
+def assert_kernels_reject_scope(forward, backward, device, scope):
+    """forward(input, offset, weight, bias, morph, scope) and backward(grad, input, offset, weight, morph,
+    scope), a kernel pair behind retina::dsconv2d, each raise on `scope` naming extend_scope."""
     x, offset, weight, bias, grad = (t.to(device) for t in random_case(2, 3, 4, 5, 6, 3))
     with pytest.raises(ValueError, match="extend_scope must be a finite number"):
-        torch.ops.retina.dsconv2d(x, offset, weight, bias, 0, scope)
+        forward(x, offset, weight, bias, 0, scope)
     with pytest.raises(ValueError, match="extend_scope must be a finite number"):
-        torch.ops.retina.dsconv2d_backward(grad, x, offset, weight, 1, scope)
+        backward(grad, x, offset, weight, 1, scope)
 
 
 def nan_offset_case(device, dtype=torch.float64):

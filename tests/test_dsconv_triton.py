@@ -8,6 +8,7 @@ from retina_kernels.reference import dsconv as reference
 
 from .conftest import deterministic_algorithms
 from .test_dsconv import (
+    assert_kernels_reject_scope,
     assert_offset_grad_finite_but_at_the_nan_pixel,
     assert_only_the_nan_pixel_is_nan,
     nan_offset_case,
@@ -52,11 +53,7 @@ def test_matches_reference(b, c, o, h, w, k, scope, spread, morph, dtype):
 @pytest.mark.parametrize("scope", [float("inf"), float("nan")])
 def test_rejects_a_non_finite_extend_scope(scope):
     # (The wrapper does not check it while torch.compile traces it.)
-    x, offset, weight, bias, grad = (t.to(DEVICE) for t in random_case(1, 2, 3, 4, 5, 3))
-    with pytest.raises(ValueError, match="extend_scope must be a finite number"):
-        triton_kernels.dsconv2d_forward(x, offset, weight, bias, 0, scope)
-    with pytest.raises(ValueError, match="extend_scope must be a finite number"):
-        triton_kernels.dsconv2d_backward(grad, x, offset, weight, 1, scope)
+    assert_kernels_reject_scope(triton_kernels.dsconv2d_forward, triton_kernels.dsconv2d_backward, DEVICE, scope)
 
 
 def test_without_bias_and_empty():
