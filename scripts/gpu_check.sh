@@ -6,8 +6,8 @@
 #   device run: GIT_COMMIT=<sha> [TEST_FILTER=<pytest -k>] [BENCH_FILTER=<pytest -k>] [BASELINE=<commit>]
 #               [BASELINE_MODELS=<commit>] bash scripts/gpu_check.sh
 #   (then copy $OUT/results.md into benchmarks/RESULTS.md)
-# BASELINE: first build the kernels (csrc/) of that commit, with this tree's Python, and run our rows of
-# the same benchmarks labelled "<impl>@<commit>", so one table compares the two builds on the same card.
+# BASELINE: last, build the kernels (csrc/) of that commit in a copy of this tree (its Python) and run our
+# rows of the same benchmarks labelled "<impl>@<commit>", so one table compares the two builds on one card.
 # BASELINE_MODELS: also run our model-step rows with the models (retina/) of that commit on this tree's
 # kernels (no build), labelled "<impl>@models-<commit>": a Python-only change to the models, A/B on one card.
 # The device gets a copy of the working tree without .git, so a baseline's sources go with it: first, here,
@@ -36,7 +36,7 @@ if [ "${1:-}" = "--sources" ]; then
 fi
 out=${OUT:-gpu_out}
 WSCAP=${WSCAP:-64}
-mkdir -p "$out" && out=$(cd "$out" && pwd)  # absolute: the BASELINE_MODELS run works in another directory
+mkdir -p "$out" && out=$(cd "$out" && pwd)  # absolute: the baseline runs work in other directories
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
 # The GPU image's default CXX (/opt/gcc/bin/g++) produces an extension that segfaults inside
@@ -45,6 +45,7 @@ python=${PYTHON:-python3}
 if [ -z "${RETINA_KEEP_CXX:-}" ] && [ -x /usr/bin/g++ ]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++; fi
 echo "compiler: ${CXX:-default}"
 status=0
+stage() { echo; echo "== [${SECONDS}s] $*"; }
 
 {
   date -u
@@ -54,72 +55,98 @@ status=0
 } > "$out/env.txt" 2>&1
 cat "$out/env.txt"
 
-build() {  # build() <log>: the extension in place, from the csrc/ now in the tree
-  FORCE_CUDA=1 "$python" setup.py build_ext --inplace --force >> "$1" 2>&1 || { tail -40 "$1"; echo "BUILD FAILED"; exit 1; }
+build() {  # build <tree>: the extension in place, from that tree's csrc/; logs to build.log
+  (cd "$1" && FORCE_CUDA=1 "$python" setup.py build_ext --inplace --force) >> "$out/build.log" 2>&1 \
+    || { tail -40 "$out/build.log"; echo "BUILD FAILED in $1"; return 1; }
 }
-benchmarks() {  # benchmarks <json> [pytest -k]: the benchmarks; logs to bench.log
-  "$python" -m pytest -q -p no:cacheprovider benchmarks ${2:+-k "$2"} \
-    --benchmark-json="$1" --benchmark-columns=min,median,max >> "$out/bench.log" 2>&1
+benchmarks() {  # benchmarks <tree> <json> [pytest -k]: that tree's benchmarks (python -m puts the tree
+  # first on sys.path, so its retina/ and retina_kernels/ are the ones imported); logs to bench.log
+  (cd "$1" && "$python" -m pytest -q -p no:cacheprovider benchmarks ${3:+-k "$3"} \
+    --benchmark-json="$2" --benchmark-columns=min,median,max) >> "$out/bench.log" 2>&1 \
+    || { status=1; tail -30 "$out/bench.log"; }
+}
+# Every benchmark JSON written so far; results.md is rewritten from them after each stage, so a run cut
+# short by the device's time limit still brings back the table of what it measured.
+jsons=()
+report() {
+  local done=() json
+  for json in "${jsons[@]}"; do [ -s "$json" ] && done+=("$json"); done
+  [ ${#done[@]} -eq 0 ] || "$python" benchmarks/report.py "${done[@]}" > "$out/results.md"
+}
+tree_copy() {  # tree_copy: prints a fresh copy of this tree (sources and build, no baselines or logs)
+  local tree
+  tree=$(mktemp -d)
+  tar -c --exclude=./.baseline --exclude=./build --exclude=./gpu_out . | tar -x -C "$tree" && echo "$tree"
 }
 : > "$out/build.log"; : > "$out/bench.log"
-baseline_json=
-if [ -n "${BASELINE:-}" ]; then
-  echo "== baseline: the kernels of $BASELINE, built and benchmarked first"
-  sources=$(baseline_sources "$BASELINE" csrc) || exit 1
-  keep=$(mktemp -d) && cp -r csrc "$keep/" && rm -rf csrc && cp -r "$sources/csrc" . || exit 1
-  build "$out/build.log"
-  baseline_json=$(mktemp --suffix .json)
-  # Only our implementations: the references do not depend on csrc/ and run once, below.
-  RETINA_BENCH_LABEL=$BASELINE benchmarks "$baseline_json" \
-    "${BENCH_FILTER:+($BENCH_FILTER) and }ours and not checkpointing" || { status=1; tail -30 "$out/bench.log"; }
-  rm -rf csrc && cp -r "$keep/csrc" .
-fi
+# Order: what this commit must show first (build, CUDA tests, benchmarks), then the diagnostics, then
+# the A/B baselines, which cost a second build.
 
-echo "== build (CUDA, arch $TORCH_CUDA_ARCH_LIST)"
-build "$out/build.log"
+stage "build (CUDA, arch $TORCH_CUDA_ARCH_LIST)"
+build . || exit 1
 "$python" -c "import retina_kernels as r; b = r.backends(); print(b); assert b['cuda'] == 'CUDA' and b['cuda dsconv2d'] == 'CUDA', b"  || exit 1
 
-echo "== tests (CUDA included)"
-"$python" -m pytest -q -p no:cacheprovider tests ${TEST_FILTER:+-k "$TEST_FILTER"} 2>&1 | tee "$out/tests.log" | tail -25
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+stage "tests (CUDA included)"
+# A hung test must not take the benchmarks with it: TEST_TIMEOUT seconds (default 300) at most.
+timeout "${TEST_TIMEOUT:-300}" "$python" -m pytest -q -p no:cacheprovider tests ${TEST_FILTER:+-k "$TEST_FILTER"} 2>&1 \
+  | tee "$out/tests.log" | tail -25
+tests_rc=${PIPESTATUS[0]}
+[ "$tests_rc" -eq 0 ] || { status=1; echo "TESTS FAILED or timed out (rc $tests_rc)"; }
 
-echo "== S3-OCTA step memory by module, ours vs reference op (1x304²)"
+stage "benchmarks"
+jsons+=("$out/bench.json")
+benchmarks . "$out/bench.json" "${BENCH_FILTER:-}"
+report
+if [[ -z "${BENCH_FILTER:-}" || "$BENCH_FILTER" == *model_step* ]]; then
+  stage "S3-OCTA steps with cuDNN's workspace capped at ${WSCAP} MiB (what the cap costs in time)"
+  jsons+=("$(mktemp --suffix .json)")
+  CUDNN_CONV_WSCAP_DBG=$WSCAP RETINA_BENCH_LABEL=wscap$WSCAP benchmarks . "${jsons[-1]}" \
+    "model_step and s3octa and ours and not checkpointing"
+  report
+fi
+
+stage "S3-OCTA step memory by module, ours vs reference op (1x304²)"
 PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --device cuda 2>&1 | tee "$out/memory.txt"
 # The 1x304² step peaked 1.9 GiB above the CPU's (3.0 vs 1.2 GiB) while 4x304² did not: is it a cuDNN
 # convolution workspace chosen for batch 1? The same breakdown with the workspace capped tells.
-echo "== the same with cuDNN's convolution workspace capped at ${WSCAP} MiB"
+stage "the same with cuDNN's convolution workspace capped at ${WSCAP} MiB"
 CUDNN_CONV_WSCAP_DBG=$WSCAP PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 \
   --device cuda 2>&1 | tee -a "$out/memory.txt"
-echo "== the same with checkpointing=True (what a small GPU would run)"
+stage "the same with checkpointing=True (what a small GPU would run)"
 PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --device cuda --checkpointing 2>&1 \
   | tee -a "$out/memory.txt"
 
-echo "== where the time goes: dsconv2d layer and S3-OCTA step, kernel by kernel (1x304², fp32)"
+stage "where the time goes: dsconv2d layer and S3-OCTA step, kernel by kernel (1x304², fp32)"
 for what in layer s3octa; do PYTHONPATH=. "$python" scripts/dsconv_profile.py --what $what --size 304 --device cuda; done \
   > "$out/profile.txt" 2>&1
 grep "^per step" "$out/profile.txt"
 
-echo "== benchmarks"
-benchmarks "$out/bench.json" "${BENCH_FILTER:-}" || { status=1; tail -30 "$out/bench.log"; }
-capped_json=
-if [[ -z "${BENCH_FILTER:-}" || "$BENCH_FILTER" == *model_step* ]]; then
-  echo "== S3-OCTA steps with cuDNN's workspace capped at ${WSCAP} MiB (what the cap costs in time)"
-  capped_json=$(mktemp --suffix .json)
-  CUDNN_CONV_WSCAP_DBG=$WSCAP RETINA_BENCH_LABEL=wscap$WSCAP benchmarks "$capped_json" \
-    "model_step and s3octa and ours and not checkpointing" || { status=1; tail -30 "$out/bench.log"; }
-fi
-models_json=
 if [ -n "${BASELINE_MODELS:-}" ]; then
-  echo "== model steps with the models of $BASELINE_MODELS on this tree's kernels"
-  models_json=$(mktemp --suffix .json)
-  # A copy of the tree whose retina/ is that commit's (python -m puts the working directory first on
-  # sys.path, so the copy's retina/ is the one imported); retina_kernels/ carries the build above.
-  models_tree=$(mktemp -d)
-  sources=$(baseline_sources "$BASELINE_MODELS" retina) \
-    && cp -r benchmarks retina_kernels "$sources/retina" "$models_tree"/ \
-    && (cd "$models_tree" && RETINA_BENCH_LABEL=models-$BASELINE_MODELS benchmarks "$models_json" \
-        "model_step and ours") || { status=1; echo "BASELINE_MODELS $BASELINE_MODELS failed"; tail -30 "$out/bench.log"; }
+  stage "model steps with the models of $BASELINE_MODELS on this tree's kernels"
+  # A copy of the tree whose retina/ is that commit's; its retina_kernels/ holds the build above.
+  if sources=$(baseline_sources "$BASELINE_MODELS" retina) && tree=$(tree_copy) \
+      && rm -rf "$tree/retina" && cp -r "$sources/retina" "$tree/"; then
+    jsons+=("$(mktemp --suffix .json)")
+    RETINA_BENCH_LABEL=models-$BASELINE_MODELS benchmarks "$tree" "${jsons[-1]}" \
+      "${BENCH_FILTER:+($BENCH_FILTER) and }model_step and ours"
+    report
+  else
+    status=1; echo "BASELINE_MODELS $BASELINE_MODELS: no sources"
+  fi
 fi
-"$python" benchmarks/report.py "$out/bench.json" $baseline_json $capped_json $models_json > "$out/results.md" \
-  && cat "$out/results.md"
+if [ -n "${BASELINE:-}" ]; then
+  stage "the kernels of $BASELINE, built in a copy of this tree, benchmarked"
+  # Only our implementations: the references do not depend on csrc/ and ran above.
+  if sources=$(baseline_sources "$BASELINE" csrc) && tree=$(tree_copy) \
+      && rm -rf "$tree/csrc" && cp -r "$sources/csrc" "$tree/" && build "$tree"; then
+    jsons+=("$(mktemp --suffix .json)")
+    RETINA_BENCH_LABEL=$BASELINE benchmarks "$tree" "${jsons[-1]}" \
+      "${BENCH_FILTER:+($BENCH_FILTER) and }ours and not checkpointing"
+    report
+  else
+    status=1; echo "BASELINE $BASELINE: no sources or no build"
+  fi
+fi
+stage "results"
+cat "$out/results.md" 2>/dev/null
 exit $status
