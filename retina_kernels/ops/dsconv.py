@@ -13,6 +13,16 @@ from ._second_order import register_backward_derivative
 CUDA_IMPLEMENTATION = "reference"
 
 
+def _autocast_is_on(device_type: str) -> bool:
+    """Whether autocast is enabled for that device type. Meta tensors (used to trace shapes) have no
+    autocast state to ask about, and torch.amp.is_autocast_available answers for them; but torch.compile
+    before torch 2.13 cannot trace that function (fullgraph fails; otherwise a graph break at every layer:
+    torch 2.11 on the GPU machine), and while compiling the tensors are fake tensors of a real device."""
+    if torch.compiler.is_compiling():
+        return device_type != "meta" and torch.is_autocast_enabled(device_type)
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
 def dsconv2d(
     input: torch.Tensor,
     offset: torch.Tensor,
@@ -80,8 +90,7 @@ def dsconv2d(
         if tensor is not None and tensor.device != input.device:
             raise ValueError(f"{name} is on {tensor.device} but input is on {input.device}")
     device_type = input.device.type
-    # (Meta tensors, used to trace shapes, have no autocast state to ask about.)
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+    if _autocast_is_on(device_type):
         # Under autocast the layer's float32 parameters meet low-precision activations: run in the
         # autocast dtype (accumulating in float32), as convolutions do.
         dtype = torch.get_autocast_dtype(device_type)
