@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..nn import DSConv
+from .concat_conv import conv2d_of_concatenation
 
 
 def groups_for(channels: int) -> int:
@@ -33,15 +34,13 @@ class ConvNormAct(nn.Sequential):
 
 
 class ConcatConvNormAct(ConvNormAct):
-    """ConvNormAct of the channel concatenation of `parts`, without the concatenation: the convolution is
-    linear, so it is the sum of each part's convolution with its slice of the weight. A concatenation
-    would be a copy of every part that the convolution keeps for backward, while the parts themselves are
-    kept anyway (each ends in a ReLU, which keeps its output): S3-OCTA's step stores a fifth less.
-    Same parameters and state-dict keys as ConvNormAct(sum of the parts' channels, out_channels).
+    """ConvNormAct of the channel concatenation of `parts`, keeping the parts for backward instead of the
+    concatenation (concat_conv.py): that would be a second copy of every part, which their own ReLUs keep
+    anyway; S3-OCTA's step stores a fifth less. Same parameters and state-dict keys as
+    ConvNormAct(sum of the parts' channels, out_channels), and the same single convolution.
 
     Shapes: parts [B, C_i, H, W] (ΣC_i = in_channels) -> [B, out_channels, H, W]. With a 1x1 kernel, a
-    part may be [B, C_i, 1, 1]: it stands for its value at every pixel (image pooling) and is never
-    expanded.
+    part may be [B, C_i, 1, 1]: it stands for its value at every pixel (image pooling).
     """
 
     def forward(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -55,14 +54,8 @@ class ConcatConvNormAct(ConvNormAct):
         full = [shape for shape in shapes if shape != (1, 1)]
         if any(shape != full[0] for shape in full) or (len(full) < len(shapes) and full and conv.kernel_size != (1, 1)):
             raise ValueError(f"parts must all have one size (or be 1x1 under a 1x1 kernel), got {shapes}")
-        # The sum is taken in at least float32 and rounded once: in bfloat16 (autocast, half models) each
-        # term is rounded by its convolution, and summing in bfloat16 too gave 1.23x one convolution's
-        # relative error where this gives 1.13x.
-        y = None
-        for part, weight in zip(parts, conv.weight.split(sizes, 1)):  # (y + term broadcasts one-pixel terms)
-            term = F.conv2d(part, weight, conv.bias if y is None else None, conv.stride, conv.padding, conv.dilation)
-            y = term.to(torch.promote_types(term.dtype, torch.float32)) if y is None else y + term
-        return act(norm(y.to(term.dtype)))
+        return act(norm(conv2d_of_concatenation(parts, conv.weight, conv.bias, conv.stride, conv.padding,
+                                                conv.dilation)))
 
 
 class SnakeBlock(nn.Module):
