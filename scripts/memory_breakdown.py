@@ -83,16 +83,18 @@ class PeakByOperator(TorchDispatchMode):
             reset_resident_peak()
             out = func(*args, **(kwargs or {}))
             peak = resident_peak_mib()
-        self.records.append((str(func.overloadpacket), before, peak))
+        # (The first operands' shapes tell which layer it was: a convolution's workspace depends on them.)
+        operands = " ".join("x".join(map(str, a.shape)) for a in args[:3] if isinstance(a, torch.Tensor))
+        self.records.append((f"{func.overloadpacket} {operands}", before, peak))
         return out
 
     def report(self, rows: int = 6) -> str:
         """The operators with the highest peaks, the step's own first."""
         start = self.records[0][1] if self.records else 0
         lines = ["    operators at the step's highest peaks (MiB above the step's start):",
-                 f"    {'operator':40s} {'peak':>8s} {'before':>8s} {'added':>8s}"]
+                 f"    {'operator, shapes of its first operands':72s} {'peak':>8s} {'before':>8s} {'added':>8s}"]
         for name, before, peak in sorted(self.records, key=lambda r: -r[2])[:rows]:
-            lines.append(f"    {name:40s} {peak - start:8.0f} {before - start:8.0f} {peak - before:8.0f}")
+            lines.append(f"    {name:72s} {peak - start:8.0f} {before - start:8.0f} {peak - before:8.0f}")
         return "\n".join(lines)
 
 
