@@ -158,8 +158,7 @@ void with_pixel_tile(int64_t extent, Launch&& launch) {
   switch (tile_slices(extent)) {
     case 1: launch(Int<pixel_tile_tm(1)>{}, Int<pixel_tile_tn(1)>{}); break;
     case 2: launch(Int<pixel_tile_tm(2)>{}, Int<pixel_tile_tn(2)>{}); break;
-    case 4: launch(Int<pixel_tile_tm(4)>{}, Int<pixel_tile_tn(4)>{}); break;
-    default: launch(Int<pixel_tile_tm(8)>{}, Int<pixel_tile_tn(8)>{});
+    default: launch(Int<pixel_tile_tm(4)>{}, Int<pixel_tile_tn(4)>{});
   }
 }
 
@@ -176,8 +175,7 @@ void with_weight_tile(int64_t out_channels, Launch&& launch) {
   switch (tile_slices(out_channels)) {
     case 1: launch(Int<weight_tile_tm(1)>{}, Int<weight_tile_tn(1)>{}); break;
     case 2: launch(Int<weight_tile_tm(2)>{}, Int<weight_tile_tn(2)>{}); break;
-    case 4: launch(Int<weight_tile_tm(4)>{}, Int<weight_tile_tn(4)>{}); break;
-    default: launch(Int<weight_tile_tm(8)>{}, Int<weight_tile_tn(8)>{});
+    default: launch(Int<weight_tile_tm(4)>{}, Int<weight_tile_tn(4)>{});
   }
 }
 

@@ -62,22 +62,20 @@ struct Tile {
 
 // How many kGrid-wide slices of channels one block covers: the channel rows of a pixel tile (output
 // channels in the forward, input channels in the input gradient) or the output-channel columns of a
-// weight-gradient tile. 1, 2, 4 or 8: the fewest that cover `extent` (8 beyond 128). Every tile along
-// this axis gathers its own copy of the bilinear samples, and the gathers, not the products, bound these
-// kernels (on the H100 the 1×64×304² forward took 0.38 ms in bfloat16 with its products on the tensor
-// cores, 0.43 ms in float32 on the CUDA cores), so fewer, wider tiles win even where they compute more
-// padding: S3-OCTA's 72 channels take one 128-wide tile (72 of 128 used), not two 64-wide ones (72 of
-// 128 too, and every sample gathered twice).
-constexpr int tile_slices(int64_t extent) {
-  return extent <= kGrid ? 1 : (extent <= 2 * kGrid ? 2 : (extent <= 4 * kGrid ? 4 : 8));
-}
+// weight-gradient tile. 1, 2 or 4: the fewest that cover `extent`, at most 4 (64 channels); wider
+// extents take several tiles, each gathering its own copy of the bilinear samples. One 128-wide tile
+// (8 slices) for 65-128 channels gathered each sample once, but measured on an H200 it lost where it
+// mattered: S3-OCTA's 144->72 layer at 304² 9.98 vs 8.59 ms forward + backward, 72->72 at 152² 1.84 vs
+// 1.21, its training step 4-6% slower at batch 4 (benchmarks/RESULTS.md, 2026-11-26; not profiled: it
+// launches half the blocks, and a thread's 8 x 2 results reuse each sample less than 4 x 4 do).
+constexpr int tile_slices(int64_t extent) { return extent <= kGrid ? 1 : (extent <= 2 * kGrid ? 2 : 4); }
 
 // The Tile<TM, TN> of each choice, a thread holding TM x TN <= 16 results. Pixel tiles (channels x
-// pixels): 16 x 128, 32 x 128, 64 x 64, 128 x 32. Weight tiles ((channel, tap) rows x output channels):
-// 64 x 16, 64 x 32, 64 x 64, 32 x 128.
+// pixels): 16 x 128, 32 x 128, 64 x 64. Weight tiles ((channel, tap) rows x output channels): 64 x 16,
+// 64 x 32, 64 x 64.
 constexpr int pixel_tile_tm(int slices) { return slices; }
-constexpr int pixel_tile_tn(int slices) { return slices <= 2 ? 8 : 16 / slices; }
-constexpr int weight_tile_tm(int slices) { return slices <= 4 ? 4 : 2; }
+constexpr int pixel_tile_tn(int slices) { return slices <= 2 ? 8 : 4; }
+constexpr int weight_tile_tm(int) { return 4; }
 constexpr int weight_tile_tn(int slices) { return slices; }
 
 // Loads and stores in the accumulation type: float for float/half/bfloat16, double for double.
