@@ -17,9 +17,9 @@
 # The device gets a copy of the working tree without .git, so a baseline's sources go with it: first, here,
 #   BASELINE=<commit> BASELINE_MODELS=<commit> bash scripts/gpu_check.sh --sources
 # writes them to .baseline/<commit>/ (git-ignored); then name ".baseline" in the device call's carry.
-# WSCAP (MiB, default 64): the cuDNN workspace cap of a second memory breakdown and, when the model
-# steps are benchmarked, of a second run of S3-OCTA's steps ("ours@wscap<MiB>"). (On the H200 with torch
-# 2.11 CUDNN_CONV_WSCAP_DBG capped nothing: the 2.6 GiB workspace stayed.)
+# GPU_LIMIT_MIB (default 2048): a second memory breakdown with the process limited to that much GPU
+# memory, as on a small GPU: the 1x304² S3-OCTA peak was one cuDNN workspace of 2.6 GiB (H200) that
+# CUDNN_CONV_WSCAP_DBG did not cap; does torch pick an algorithm that fits, and what is the peak then?
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +40,7 @@ if [ "${1:-}" = "--sources" ]; then
   exit 0
 fi
 out=${OUT:-gpu_out}
-WSCAP=${WSCAP:-64}
+GPU_LIMIT_MIB=${GPU_LIMIT_MIB:-2048}
 mkdir -p "$out" && out=$(cd "$out" && pwd)  # absolute: the baseline runs work in other directories
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
@@ -103,21 +103,12 @@ stage "benchmarks"
 jsons+=("$out/bench.json")
 benchmarks . "$out/bench.json" "${BENCH_FILTER:-}"
 report
-if [[ -z "${BENCH_FILTER:-}" || "$BENCH_FILTER" == *model_step* ]]; then
-  stage "S3-OCTA steps with cuDNN's workspace capped at ${WSCAP} MiB (what the cap costs in time)"
-  jsons+=("$(mktemp --suffix .json)")
-  CUDNN_CONV_WSCAP_DBG=$WSCAP RETINA_BENCH_LABEL=wscap$WSCAP benchmarks . "${jsons[-1]}" \
-    "model_step and s3octa and ours and not checkpointing"
-  report
-fi
 
 stage "S3-OCTA step memory by module, ours vs reference op (1x304²)"
 PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --device cuda 2>&1 | tee "$out/memory.txt"
-# The 1x304² step peaked 1.9 GiB above the CPU's (3.0 vs 1.2 GiB) while 4x304² did not: is it a cuDNN
-# convolution workspace chosen for batch 1? The same breakdown with the workspace capped tells.
-stage "the same with cuDNN's convolution workspace capped at ${WSCAP} MiB"
-CUDNN_CONV_WSCAP_DBG=$WSCAP PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 \
-  --device cuda 2>&1 | tee -a "$out/memory.txt"
+stage "the same with the process limited to ${GPU_LIMIT_MIB} MiB of GPU memory (a small GPU)"
+PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --device cuda \
+  --gpu-limit-mib "$GPU_LIMIT_MIB" 2>&1 | tee -a "$out/memory.txt"
 stage "the same with checkpointing=True (what a small GPU would run)"
 PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --device cuda --checkpointing 2>&1 \
   | tee -a "$out/memory.txt"

@@ -4,18 +4,19 @@ at which the step peaks: what was in use before each and what it added while it 
 workspace, e.g. cuDNN's, or on the CPU the convolutions' scratch buffers), so a peak made of a workspace
 is told from one made of activations (CPU: resident-set figures, Linux only). Each step is measured
 after one unmeasured step, as the benchmarks are, so one-time allocations (cuBLAS handles and
-workspaces, cuDNN plans) are not in it. To see whether a peak is cuDNN's
-convolution workspace, run again with it capped: CUDNN_CONV_WSCAP_DBG=<MiB> (read by cuDNN).
+workspaces, cuDNN plans) are not in it. A cuDNN workspace at the peak is whatever the chosen
+algorithm asks for while memory is plentiful (CUDNN_CONV_WSCAP_DBG did not cap it: H200, torch 2.11);
+--gpu-limit-mib runs the step with the process limited to that much GPU memory, as on a small GPU: the
+step's peak then shows whether torch found an algorithm whose workspace fits, or "out of memory".
 
     python scripts/memory_breakdown.py [--model s3octa|dscnet] [--size 304] [--batch 1] [--device cuda]
-                                       [--checkpointing]
+                                       [--checkpointing] [--gpu-limit-mib MiB]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import os
 import sys
 from pathlib import Path
 
@@ -105,33 +106,49 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--checkpointing", action="store_true", help="build the models with checkpointing=True")
+    parser.add_argument("--gpu-limit-mib", type=int, help="limit the process to this much GPU memory (CUDA)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.gpu_limit_mib is not None:
+        if device.type != "cuda":
+            parser.error("--gpu-limit-mib needs --device cuda")
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.gpu_limit_mib * 2**20 / total), device)
+    notes = [f"GPU memory limited to {args.gpu_limit_mib} MiB"] * (args.gpu_limit_mib is not None) + \
+        ["checkpointing"] * args.checkpointing
     ours = retina_kernels.dsconv2d
     for impl, op in (("ours", ours), ("reference", reference.dsconv2d)):
         retina_kernels.dsconv2d = op
-        torch.manual_seed(0)
-        model_class = S3OCTA if args.model == "s3octa" else DSCNet
-        model = model_class(in_channels=3 if args.model == "s3octa" else 1, checkpointing=args.checkpointing).to(device)
-        x = torch.rand(args.batch, 3 if args.model == "s3octa" else 1, args.size, args.size, device=device)
-        saved = saved_by_module(model, x)
-        model(x).float().mean().backward()  # the unmeasured step
-        peak = peak_mib(lambda: model(x).float().mean().backward(), device)
-        cap = os.environ.get("CUDNN_CONV_WSCAP_DBG")
-        notes = [f"cuDNN workspace capped at {cap} MiB"] * bool(cap) + ["checkpointing"] * args.checkpointing
         label = f"{impl} ({', '.join(notes)})" if notes else impl
-        print(f"{label}: "
-              f"{args.model} {args.batch}x{args.size}² on {device}: step peak {peak:.0f} MiB, "
-              f"saved for backward {sum(saved.values()):.0f} MiB")
-        for name, mib in saved.most_common(8):
-            print(f"    {name:24s} {mib:8.1f} MiB")
-        with allocations_visible() as visible:
-            if device.type == "cuda" or visible:
-                peaks = PeakByOperator(device)
-                with peaks:
-                    model(x).float().mean().backward()
-                print(peaks.report())
+        try:
+            report(args, device, label)
+        except torch.OutOfMemoryError:
+            print(f"{label}: {args.model} {args.batch}x{args.size}² on {device}: out of memory")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     retina_kernels.dsconv2d = ours
+
+
+def report(args: argparse.Namespace, device: torch.device, label: str) -> None:
+    """Prints one model's step peak, what it saves for backward by module, and the operators at its peaks."""
+    torch.manual_seed(0)
+    model_class = S3OCTA if args.model == "s3octa" else DSCNet
+    model = model_class(in_channels=3 if args.model == "s3octa" else 1, checkpointing=args.checkpointing).to(device)
+    x = torch.rand(args.batch, 3 if args.model == "s3octa" else 1, args.size, args.size, device=device)
+    saved = saved_by_module(model, x)
+    model(x).float().mean().backward()  # the unmeasured step
+    peak = peak_mib(lambda: model(x).float().mean().backward(), device)
+    print(f"{label}: "
+          f"{args.model} {args.batch}x{args.size}² on {device}: step peak {peak:.0f} MiB, "
+          f"saved for backward {sum(saved.values()):.0f} MiB")
+    for name, mib in saved.most_common(8):
+        print(f"    {name:24s} {mib:8.1f} MiB")
+    with allocations_visible() as visible:
+        if device.type == "cuda" or visible:
+            peaks = PeakByOperator(device)
+            with peaks:
+                model(x).float().mean().backward()
+            print(peaks.report())
 
 
 if __name__ == "__main__":
