@@ -13,7 +13,8 @@
 # BASELINE: last, build the kernels (csrc/) of that commit in a copy of this tree (its Python) and run our
 # rows of the same benchmarks labelled "<impl>@<commit>", so one table compares the two builds on one card.
 # BASELINE_MODELS: also run our model-step rows with the models (retina/) of that commit on this tree's
-# kernels (no build), labelled "<impl>@models-<commit>": a Python-only change to the models, A/B on one card.
+# kernels (no build), labelled "<impl>@models-<commit>", then this tree's again ("<impl>@again"): a
+# Python-only change to the models, A/B/A on one card.
 # The device gets a copy of the working tree without .git, so a baseline's sources go with it: first, here,
 #   BASELINE=<commit> BASELINE_MODELS=<commit> bash scripts/gpu_check.sh --sources
 # writes them to .baseline/<commit>/ (git-ignored); then name ".baseline" in the device call's carry.
@@ -126,6 +127,10 @@ if [ -n "${BASELINE_MODELS:-}" ]; then
     jsons+=("$(mktemp --suffix .json)")
     RETINA_BENCH_LABEL=models-$BASELINE_MODELS benchmarks "$tree" "${jsons[-1]}" \
       "${BENCH_FILTER:+($BENCH_FILTER) and }model_step and ours"
+    # Then this tree's rows once more ("@again"): DSCNet's batch-1 steps (host-bound) moved by a quarter
+    # between two calls on one H200, so an A/B needs the A measured on both sides of the B.
+    jsons+=("$(mktemp --suffix .json)")
+    RETINA_BENCH_LABEL=again benchmarks . "${jsons[-1]}" "${BENCH_FILTER:+($BENCH_FILTER) and }model_step and ours"
     report
   else
     status=1; echo "BASELINE_MODELS $BASELINE_MODELS: no sources"
