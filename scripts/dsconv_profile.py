@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -74,6 +75,13 @@ def main() -> None:
     for _ in range(2):
         step()
     sync()
+    # Wall time per step without the profiler: far above the GPU time below, the host sets the pace
+    # (kernel launches, Python), and a faster kernel would not show in the step.
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync()
+    wall_ms = (time.perf_counter() - start) * 1e3 / args.steps
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         for _ in range(args.steps):
@@ -92,7 +100,8 @@ def main() -> None:
     step_us = sum(getattr(e, own) for e in timed) / args.steps
     op_us = sum(getattr(e, total) for e in events if e.key in OP_NAMES) / args.steps
     print(f"per step: {step_us / 1000:.3f} ms {'on the GPU' if cuda else 'of CPU time'}, "
-          f"of which dsconv2d (forward + backward) {op_us / 1000:.3f} ms ({100 * op_us / max(step_us, 1e-9):.0f}%)")
+          f"of which dsconv2d (forward + backward) {op_us / 1000:.3f} ms ({100 * op_us / max(step_us, 1e-9):.0f}%); "
+          f"{wall_ms:.3f} ms wall, unprofiled")
 
 
 if __name__ == "__main__":

@@ -114,8 +114,8 @@ stage "the same with checkpointing=True (what a small GPU would run)"
 PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --device cuda --checkpointing 2>&1 \
   | tee -a "$out/memory.txt"
 
-stage "where the time goes: dsconv2d layer and S3-OCTA step, kernel by kernel (1x304², fp32)"
-for what in layer s3octa; do PYTHONPATH=. "$python" scripts/dsconv_profile.py --what $what --size 304 --device cuda; done \
+stage "where the time goes: dsconv2d layer, S3-OCTA and DSCNet steps, kernel by kernel (1x304², fp32)"
+for what in layer s3octa dscnet; do PYTHONPATH=. "$python" scripts/dsconv_profile.py --what $what --size 304 --device cuda; done \
   > "$out/profile.txt" 2>&1
 grep "^per step" "$out/profile.txt"
 
