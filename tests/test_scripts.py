@@ -3,11 +3,14 @@ or a scarce GPU session is spent on a traceback. Run here on the CPU at small si
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from .conftest import requires_cuda
 
 ROOT = Path(__file__).parents[1]
 
@@ -24,10 +27,11 @@ def test_dsconv_profile_reports_the_op_share(what):
     out = run_script("scripts/dsconv_profile.py", "--what", what, "--size", "24", "--steps", "1", "--device", "cpu")
     summary = [line for line in out.splitlines() if line.startswith("per step:")]
     assert len(summary) == 1, out
-    share = float(summary[0].rsplit("(", 1)[1].rstrip("%)"))
+    share = float(re.search(r"\((\d+)%\)", summary[0]).group(1))
     # The layer is mostly the op (at this tiny size the autograd bookkeeping around it is ~10% of the
     # CPU time); in DSCNet the op is one part of the step among convolutions.
     assert (share > 50) if what == "layer" else (0 < share < 100), summary[0]
+    assert float(re.search(r"; ([\d.]+) ms wall", summary[0]).group(1)) > 0, summary[0]  # beside the profiled time
 
 
 def test_memory_breakdown_compares_ours_with_the_reference():
@@ -49,11 +53,21 @@ def test_memory_breakdown_with_checkpointing_saves_less():
     assert saved_mib(checkpointed, "ours (checkpointing)") < 0.25 * saved_mib(plain, "ours:"), (plain, checkpointed)
 
 
-def test_memory_breakdown_names_a_workspace_cap():
-    # scripts/gpu_check.sh runs the breakdown again with cuDNN's workspace capped; the output must say so.
-    out = run_script("scripts/memory_breakdown.py", "--model", "dscnet", "--size", "16", "--device", "cpu",
-                     CUDNN_CONV_WSCAP_DBG="64")
-    assert out.startswith("ours (cuDNN workspace capped at 64 MiB): dscnet 1x16²"), out
+def test_memory_breakdown_gpu_limit_needs_cuda():
+    done = subprocess.run([sys.executable, "scripts/memory_breakdown.py", "--device", "cpu", "--gpu-limit-mib", "64"],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2 and "--gpu-limit-mib needs --device cuda" in done.stderr, done.stderr[-2000:]
+
+
+@requires_cuda
+def test_memory_breakdown_under_a_gpu_memory_limit():
+    # scripts/gpu_check.sh runs the breakdown again as on a small GPU: each run says so, and a step that does
+    # not fit reports it instead of ending the script (the reference op's needs far more than 64 MiB at 96²).
+    out = run_script("scripts/memory_breakdown.py", "--model", "dscnet", "--size", "96", "--device", "cuda",
+                     "--gpu-limit-mib", "64")
+    assert out.startswith("ours (GPU memory limited to 64 MiB): dscnet 1x96²"), out
+    assert "\nreference (GPU memory limited to 64 MiB): dscnet 1x96² on cuda: out of memory" in out, out
 
 
 def test_benchmarks_collect():
