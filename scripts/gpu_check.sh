@@ -79,12 +79,18 @@ report() {
   for json in "${jsons[@]}"; do [ -s "$json" ] && done+=("$json"); done
   [ ${#done[@]} -eq 0 ] || "$python" benchmarks/report.py "${done[@]}" > "$out/results.md"
 }
-tree_copy() {  # tree_copy: prints a fresh copy of this tree (sources and build, no baselines or logs)
-  local tree
-  tree=$(mktemp -d)
-  tar -c --exclude=./.baseline --exclude=./build --exclude=./gpu_out . | tar -x -C "$tree" && echo "$tree"
+baseline_tree() {  # baseline_tree <commit> <path>: prints a fresh copy of this tree (sources and build, no
+  # baselines or logs) whose <path> is that commit's
+  local sources tree
+  sources=$(baseline_sources "$1" "$2") && tree=$(mktemp -d) || return 1
+  tar -c --exclude=./.baseline --exclude=./build --exclude=./gpu_out . | tar -x -C "$tree" \
+    && rm -rf "${tree:?}/$2" && cp -r "$sources/$2" "$tree/" && echo "$tree"
 }
-: > "$out/build.log"; : > "$out/bench.log"
+breakdown() {  # breakdown [memory_breakdown.py options]: S3-OCTA's 1x304² step on the GPU, into memory.txt
+  PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --device cuda "$@" 2>&1 \
+    | tee -a "$out/memory.txt"
+}
+: > "$out/build.log"; : > "$out/bench.log"; : > "$out/memory.txt"
 # Order: what this commit must show first (build, CUDA tests, benchmarks), then the diagnostics, then
 # the A/B baselines, which cost a second build.
 
@@ -106,13 +112,11 @@ benchmarks . "$out/bench.json" "${BENCH_FILTER:-}"
 report
 
 stage "S3-OCTA step memory by module, ours vs reference op (1x304²)"
-PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --device cuda 2>&1 | tee "$out/memory.txt"
+breakdown
 stage "the same with the process limited to ${GPU_LIMIT_MIB} MiB of GPU memory (a small GPU)"
-PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --device cuda \
-  --gpu-limit-mib "$GPU_LIMIT_MIB" 2>&1 | tee -a "$out/memory.txt"
+breakdown --gpu-limit-mib "$GPU_LIMIT_MIB"
 stage "the same with checkpointing=True (what a small GPU would run)"
-PYTHONPATH=. "$python" scripts/memory_breakdown.py --model s3octa --size 304 --device cuda --checkpointing 2>&1 \
-  | tee -a "$out/memory.txt"
+breakdown --checkpointing
 
 stage "where the time goes: dsconv2d layer, S3-OCTA and DSCNet steps, kernel by kernel (1x304², fp32)"
 for what in layer s3octa dscnet; do PYTHONPATH=. "$python" scripts/dsconv_profile.py --what $what --size 304 --device cuda; done \
@@ -122,15 +126,14 @@ grep "^per step" "$out/profile.txt"
 if [ -n "${BASELINE_MODELS:-}" ]; then
   stage "model steps with the models of $BASELINE_MODELS on this tree's kernels"
   # A copy of the tree whose retina/ is that commit's; its retina_kernels/ holds the build above.
-  if sources=$(baseline_sources "$BASELINE_MODELS" retina) && tree=$(tree_copy) \
-      && rm -rf "$tree/retina" && cp -r "$sources/retina" "$tree/"; then
+  if tree=$(baseline_tree "$BASELINE_MODELS" retina); then
+    steps="${BENCH_FILTER:+($BENCH_FILTER) and }model_step and ours"
     jsons+=("$(mktemp --suffix .json)")
-    RETINA_BENCH_LABEL=models-$BASELINE_MODELS benchmarks "$tree" "${jsons[-1]}" \
-      "${BENCH_FILTER:+($BENCH_FILTER) and }model_step and ours"
+    RETINA_BENCH_LABEL=models-$BASELINE_MODELS benchmarks "$tree" "${jsons[-1]}" "$steps"
     # Then this tree's rows once more ("@again"): DSCNet's batch-1 steps (host-bound) moved by a quarter
     # between two calls on one H200, so an A/B needs the A measured on both sides of the B.
     jsons+=("$(mktemp --suffix .json)")
-    RETINA_BENCH_LABEL=again benchmarks . "${jsons[-1]}" "${BENCH_FILTER:+($BENCH_FILTER) and }model_step and ours"
+    RETINA_BENCH_LABEL=again benchmarks . "${jsons[-1]}" "$steps"
     report
   else
     status=1; echo "BASELINE_MODELS $BASELINE_MODELS: no sources"
@@ -139,8 +142,7 @@ fi
 if [ -n "${BASELINE:-}" ]; then
   stage "the kernels of $BASELINE, built in a copy of this tree, benchmarked"
   # Only our implementations: the references do not depend on csrc/ and ran above.
-  if sources=$(baseline_sources "$BASELINE" csrc) && tree=$(tree_copy) \
-      && rm -rf "$tree/csrc" && cp -r "$sources/csrc" "$tree/" && build "$tree"; then
+  if tree=$(baseline_tree "$BASELINE" csrc) && build "$tree"; then
     jsons+=("$(mktemp --suffix .json)")
     RETINA_BENCH_LABEL=$BASELINE benchmarks "$tree" "${jsons[-1]}" \
       "${BENCH_FILTER:+($BENCH_FILTER) and }ours and not checkpointing"

@@ -29,8 +29,7 @@ class _Conv2dOfConcatenation(torch.autograd.Function):
     def forward(ctx, weight, bias, stride, padding, dilation, size, *parts):
         y = F.conv2d(concatenate(parts, size), weight, bias, stride, padding, dilation)
         ctx.save_for_backward(weight, *parts)
-        ctx.has_bias = bias is not None
-        ctx.bias_dtype = bias.dtype if bias is not None else None
+        ctx.bias_dtype = bias.dtype if bias is not None else None  # (None: no bias)
         ctx.conv = (stride, padding, dilation)
         ctx.size = size
         return y
@@ -42,11 +41,11 @@ class _Conv2dOfConcatenation(torch.autograd.Function):
         # Under autocast the forward convolution ran in y's dtype (the backward runs without autocast):
         # the recomputed operands take that dtype, the gradients their own tensors' dtypes.
         dtype = grad.dtype
-        parts_need_grad = any(ctx.needs_input_grad[6:])
+        parts_need_grad, has_bias = any(ctx.needs_input_grad[6:]), ctx.bias_dtype is not None
         grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
             grad, concatenate(parts, ctx.size).to(dtype), weight.to(dtype),
-            [weight.shape[0]] if ctx.has_bias else None, stride, padding, dilation, False, [0, 0], 1,
-            [parts_need_grad, ctx.needs_input_grad[0], ctx.has_bias and ctx.needs_input_grad[1]],
+            [weight.shape[0]] if has_bias else None, stride, padding, dilation, False, [0, 0], 1,
+            [parts_need_grad, ctx.needs_input_grad[0], has_bias and ctx.needs_input_grad[1]],
         )
         grad_parts = [None] * len(parts)
         if parts_need_grad:
