@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import retina_kernels
+from retina.models import create
 from retina.nn import DSConv
 from retina_kernels._extension import triton_available
 from retina_kernels.reference import dsconv as reference
@@ -315,14 +316,21 @@ def test_module_errors():
         DSConv(3, 8, kernel_size=4)
     with pytest.raises(ValueError, match="morph must be 0"):
         DSConv(3, 8, morph=3)
+    with pytest.raises(ValueError, match="out_channels must be a multiple of 4"):
+        DSConv(3, 6)
+    for scope in (float("nan"), float("inf")):  # at construction, before any forward
+        with pytest.raises(ValueError, match="extend_scope must be a finite number"):
+            DSConv(3, 8, extend_scope=scope)
+    with pytest.raises(ValueError, match="extend_scope must be a finite number"):
+        create("s3octa", width=8, extend_scope=float("nan"))
 
 
 NAMES = ("out", "input", "offset", "weight", "bias")
 CUDA_CASES = [  # b, c, o, h, w, k, scope, spread: each tile shape the CUDA launcher picks, partial tiles
     (2, 8, 8, 37, 45, 9, 2.0, 1.0),
     (1, 1, 16, 19, 23, 9, 1.0, 1.0),      # one input channel (DSCNet's first layer)
-    (2, 37, 70, 21, 17, 11, 3.0, 1.0),    # partial tiles: 64 input-channel rows, 128 output-channel rows
-    (1, 216, 72, 13, 11, 11, 3.0, 1.0),   # S3-OCTA's decoder widths: two 128-row tiles of input channels
+    (2, 37, 70, 21, 17, 11, 3.0, 1.0),    # partial tiles: 37 of 64 input-channel rows, 6 of 64 output channels
+    (1, 216, 72, 13, 11, 11, 3.0, 1.0),   # S3-OCTA's decoder widths: four 64-row input-channel tiles, 64 + 8
     (1, 24, 30, 1, 33, 5, 1.0, 1.0),      # one row: the two interpolated lines coincide
     (3, 4, 5, 12, 14, 7, 7.0, 20.0),      # offsets far outside the image
 ]

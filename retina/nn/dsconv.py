@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import retina_kernels
+from retina_kernels import _checks
 
 
 class DSConv(nn.Module):
@@ -30,6 +31,8 @@ class DSConv(nn.Module):
             raise ValueError(f"morph must be 0 (snake along rows) or 1 (along columns), got {morph}")
         if out_channels % 4:
             raise ValueError(f"out_channels must be a multiple of 4 (GroupNorm(out/4)), got {out_channels}")
+        # Checked here too, not only by the op: a model built with a NaN scope should fail when built.
+        _checks.require_finite_number("extend_scope", extend_scope)
         self.kernel_size, self.extend_scope, self.morph = kernel_size, float(extend_scope), morph
         self.offset_conv = nn.Conv2d(in_channels, 2 * kernel_size, 3, padding=1)
         # GroupNorm(K, 2K) pairs channels (0,1), (2,3), ...: with K odd one group mixes the last row offset
