@@ -11,7 +11,8 @@
 #   TEST_TIMEOUT (default 300 s) must leave room for it.
 #   (then copy $OUT/results.md into benchmarks/RESULTS.md)
 # BASELINE: last, build the kernels (csrc/) of that commit in a copy of this tree (its Python) and run our
-# rows of the same benchmarks labelled "<impl>@<commit>", so one table compares the two builds on one card.
+# rows of the same benchmarks labelled "<impl>@<commit>", so one table compares the two builds on one card;
+# and profile S3-OCTA's step on them too (profile.txt, after this tree's profiles).
 # BASELINE_MODELS: also run our model-step rows with the models (retina/) of that commit on this tree's
 # kernels (no build), labelled "<impl>@models-<commit>", then this tree's again ("<impl>@again"): a
 # Python-only change to the models, A/B/A on one card.
@@ -147,6 +148,12 @@ if [ -n "${BASELINE:-}" ]; then
     RETINA_BENCH_LABEL=$BASELINE benchmarks "$tree" "${jsons[-1]}" \
       "${BENCH_FILTER:+($BENCH_FILTER) and }ours and not checkpointing"
     report
+    # The same S3-OCTA profile on those kernels: which of the three (forward, input and weight gradient)
+    # each tile design wins, which the step times alone cannot tell.
+    stage "where the time goes with the kernels of $BASELINE: S3-OCTA step (1x304², fp32)"
+    { echo; echo "== the kernels of $BASELINE"; (cd "$tree" && PYTHONPATH=. "$python" scripts/dsconv_profile.py \
+      --what s3octa --size 304 --device cuda); } >> "$out/profile.txt" 2>&1
+    grep "^per step" "$out/profile.txt" | tail -1
   else
     status=1; echo "BASELINE $BASELINE: no sources or no build"
   fi
