@@ -128,3 +128,24 @@ def test_dsconv_s3octa_layer(measure, layer, impl):
         return out
 
     measure(step, "cuda", group=f"dsconv fwd+bwd s3octa layer {layer} fp32 cuda", impl=impl, rounds=20)
+
+
+# A U-Net's deepest levels on the CPU: few pixels, many channels (DSCNet's 256 -> 128 decoder layer at 8²
+# on a 64² crop; 128 -> 128 at 4²), where per-call costs, not arithmetic, decide.
+DEEP_CPU_LAYERS = {"256→128 K=9 8²": (256, 128, 8), "128→128 K=9 4²": (128, 128, 4)}
+
+
+@pytest.mark.parametrize("layer", DEEP_CPU_LAYERS)
+@pytest.mark.parametrize("impl", ["ours", "reference"])
+def test_dsconv_deep_layer_cpu(measure, layer, impl):
+    c, o, size = DEEP_CPU_LAYERS[layer]
+    x, offset, weight, bias = layer_inputs("cpu", size, torch.float32, channels=c, out_channels=o)
+    grad = torch.randn(1, o, size, size)
+    fn = reference.dsconv2d if impl == "reference" else retina_kernels.dsconv2d
+
+    def step():
+        out = fn(x, offset, weight, bias, morph=0)
+        out.backward(grad)
+        return out
+
+    measure(step, "cpu", group=f"dsconv fwd+bwd deep layer {layer} fp32 cpu", impl=impl, rounds=50)
