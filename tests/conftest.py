@@ -28,6 +28,15 @@ def golden():
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (scripts/gpu_check.sh)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before -k selects: the marker must be there when it does
+def pytest_collection_modifyitems(items):
+    # Every test that needs a GPU carries the `cuda` marker, whatever its name, so scripts/gpu_check.sh's
+    # TEST_FILTER=cuda selects it: a test named without "cuda" was once left out of a GPU run's plan.
+    for item in items:
+        if any(mark == requires_cuda.mark for mark in item.iter_markers("skipif")):
+            item.add_marker(pytest.mark.cuda)
+
+
 @contextmanager
 def torch_threads(n: int):
     """torch.set_num_threads(n) inside the block, the previous count restored after it."""

@@ -70,6 +70,14 @@ def test_memory_breakdown_under_a_gpu_memory_limit():
     assert "\nreference (GPU memory limited to 64 MiB): dscnet 1x96² on cuda: out of memory" in out, out
 
 
+def test_gpu_checks_filter_selects_every_cuda_test():
+    # gpu_check.sh's TEST_FILTER=cuda is `pytest -k cuda`: a test that needs a GPU but has no "cuda" in its
+    # name (this file's GPU-limit breakdown) must be selected too (conftest adds the marker).
+    out = run_script("-m", "pytest", "tests/test_scripts.py", "--collect-only", "-q", "-p", "no:cacheprovider",
+                     "-k", "cuda")
+    assert "test_memory_breakdown_under_a_gpu_memory_limit" in out, out
+
+
 def test_benchmarks_collect():
     # Collection runs module-level code (S3-OCTA's layer shapes are traced on the meta device there).
     out = run_script("-m", "pytest", "benchmarks", "--collect-only", "-q", "-p", "no:cacheprovider")
