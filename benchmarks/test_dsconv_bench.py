@@ -130,8 +130,8 @@ def test_dsconv_s3octa_layer(measure, layer, impl):
     measure(step, "cuda", group=f"dsconv fwd+bwd s3octa layer {layer} fp32 cuda", impl=impl, rounds=20)
 
 
-# A U-Net's deepest levels on the CPU: few pixels, many channels (DSCNet's 256 -> 128 decoder layer at 8²
-# on a 64² crop; 128 -> 128 at 4²), where per-call costs, not arithmetic, decide.
+# A U-Net's deepest levels on the CPU: few pixels, many channels (as at 8² and 4² when DSCNet or S3-OCTA
+# train on small crops), where per-call costs, not arithmetic, decide.
 DEEP_CPU_LAYERS = {"256→128 K=9 8²": (256, 128, 8), "128→128 K=9 4²": (128, 128, 4)}
 
 

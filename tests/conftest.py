@@ -31,7 +31,7 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 @pytest.hookimpl(tryfirst=True)  # before -k selects: the marker must be there when it does
 def pytest_collection_modifyitems(items):
     # Every test that needs a GPU carries the `cuda` marker, whatever its name, so scripts/gpu_check.sh's
-    # TEST_FILTER=cuda selects it: a test named without "cuda" was once left out of a GPU run's plan.
+    # TEST_FILTER=cuda selects it (a test named without "cuda" was nearly left out of a GPU run).
     for item in items:
         if any(mark == requires_cuda.mark for mark in item.iter_markers("skipif")):
             item.add_marker(pytest.mark.cuda)
