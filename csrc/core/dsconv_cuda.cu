@@ -117,48 +117,35 @@ void with_math(Launch&& launch) {
 // forward in 360 µs instead of 410 (ncu, 2026-11-23).
 constexpr int kBlocksPerSM = 4;
 
-template <class Math, class T, class Acc, int TM, int TN>
+template <class Math, class T, class Acc, int TM, int TN, bool REST>
 __global__ void __launch_bounds__(kThreads, kBlocksPerSM) forward_kernel(ForwardArgs<T, Acc> a) {
   if constexpr (compiled_for_this_arch<Math>()) {
     __shared__ __align__(32) unsigned char shared[SharedTile<Math, TM, TN>::bytes];
-    forward_tile<Math, T, Acc, TM, TN>(a, shared, DeviceBlock{});
+    forward_tile<Math, T, Acc, TM, TN, REST>(a, shared, DeviceBlock{});
   } else {
     __trap();
   }
 }
 
-template <class Math, class T, class Acc, int TM, int TN>
+template <class Math, class T, class Acc, int TM, int TN, int REST_TM>
 __global__ void __launch_bounds__(kThreads, kBlocksPerSM) input_grad_kernel(InputGradArgs<T, Acc> a) {
   if constexpr (compiled_for_this_arch<Math>()) {
-    __shared__ __align__(32) unsigned char shared[SharedTile<Math, TM, TN>::bytes];
+    __shared__ __align__(32) unsigned char shared[InputGradShared<Math, TM, TN, REST_TM>::bytes];
     __shared__ Acc partial[kThreads];
     __shared__ Acc running[Tile<TM, TN>::kCols];
-    input_grad_tile<Math, T, Acc, TM, TN>(a, shared, partial, running, DeviceBlock{});
+    input_grad_tile<Math, T, Acc, TM, TN, REST_TM>(a, shared, partial, running, DeviceBlock{});
   } else {
     __trap();
   }
 }
 
-template <class Math, class T, class Acc, int TM, int TN>
+template <class Math, class T, class Acc, int TM, int TN, bool REST>
 __global__ void __launch_bounds__(kThreads, kBlocksPerSM) weight_grad_kernel(WeightGradArgs<T, Acc> a) {
   if constexpr (compiled_for_this_arch<Math>()) {
     __shared__ __align__(32) unsigned char shared[SharedTile<Math, TM, TN>::bytes];
-    weight_grad_tile<Math, T, Acc, TM, TN>(a, shared, DeviceBlock{});
+    weight_grad_tile<Math, T, Acc, TM, TN, REST>(a, shared, DeviceBlock{});
   } else {
     __trap();
-  }
-}
-
-template <int N>
-using Int = std::integral_constant<int, N>;
-
-// Pixel tiles (forward, input gradient) for `extent` channel rows; see tile_slices.
-template <class Launch>
-void with_pixel_tile(int64_t extent, Launch&& launch) {
-  switch (tile_slices(extent)) {
-    case 1: launch(Int<pixel_tile_tm(1)>{}, Int<pixel_tile_tn(1)>{}); break;
-    case 2: launch(Int<pixel_tile_tm(2)>{}, Int<pixel_tile_tn(2)>{}); break;
-    default: launch(Int<pixel_tile_tm(4)>{}, Int<pixel_tile_tn(4)>{});
   }
 }
 
@@ -169,22 +156,12 @@ constexpr int64_t kWeightGradBlocks = 512;
 // A split sums at least this many pixel chunks (fewer, and the partial sums cost more than they save).
 constexpr int64_t kMinChunksPerSplit = 8;
 
-// Tile of the weight gradient for `out_channels` columns; see tile_slices.
-template <class Launch>
-void with_weight_tile(int64_t out_channels, Launch&& launch) {
-  switch (tile_slices(out_channels)) {
-    case 1: launch(Int<weight_tile_tm(1)>{}, Int<weight_tile_tn(1)>{}); break;
-    case 2: launch(Int<weight_tile_tm(2)>{}, Int<weight_tile_tn(2)>{}); break;
-    default: launch(Int<weight_tile_tm(4)>{}, Int<weight_tile_tn(4)>{});
-  }
-}
-
 }  // namespace
 
 int64_t dsconv2d_weight_grad_splits(const DSConvShape& s) {
-  const int slices = tile_slices(s.out_channels);
-  const int64_t tiles =
-      ceil_div(s.channels * s.taps, kGrid * weight_tile_tm(slices)) * ceil_div(s.out_channels, kGrid * slices);
+  const ChannelTiles columns = channel_tiles(s.out_channels);
+  const int64_t tiles = ceil_div(s.channels * s.taps, kGrid * weight_tile_tm(columns.slices)) *
+                        (columns.count + (columns.rest_slices > 0 ? 1 : 0));
   const int64_t chunks = ceil_div(s.batch * s.height * s.width, kChunk);
   int64_t splits = ceil_div(kWeightGradBlocks, tiles > 0 ? tiles : 1);
   if (splits > chunks / kMinChunksPerSplit) splits = chunks / kMinChunksPerSplit;
@@ -215,16 +192,18 @@ cudaError_t dsconv2d_forward_cuda(const T* input, const int32_t* low, const dsco
   if (s.batch > kDSConvMaxBatch) return cudaErrorInvalidValue;
   const ForwardArgs<T, Acc> a{input, {low, frac, nullptr}, weight_cko, bias, out, s.channels, s.out_channels, s.taps,
                               pixels, SnakeFrame(s.height, s.width, s.morph).high_step};
+  cudaError_t error = cudaSuccess;
   with_math<T>([&](auto math) {
-    with_pixel_tile(s.out_channels, [&](auto tm, auto tn) {
+    for_each_forward_launch(s.out_channels, [&](auto tm, auto tn, auto rest, int64_t tiles) {
       using S = Tile<decltype(tm)::value, decltype(tn)::value>;
-      const dim3 grid(static_cast<unsigned>(ceil_div(pixels, S::kCols)),
-                      static_cast<unsigned>(ceil_div(s.out_channels, S::kRows)), static_cast<unsigned>(s.batch));
-      forward_kernel<decltype(math), T, Acc, decltype(tm)::value, decltype(tn)::value>
+      const dim3 grid(static_cast<unsigned>(ceil_div(pixels, S::kCols)), static_cast<unsigned>(tiles),
+                      static_cast<unsigned>(s.batch));
+      forward_kernel<decltype(math), T, Acc, decltype(tm)::value, decltype(tn)::value, decltype(rest)::value>
           <<<grid, kThreads, 0, stream>>>(a);
+      if (error == cudaSuccess) error = cudaGetLastError();
     });
   });
-  return cudaGetLastError();
+  return error;
 }
 
 template <class T>
@@ -240,10 +219,10 @@ cudaError_t dsconv2d_input_grad_cuda(const T* grad_out, const T* input, const in
                                 grad_offset, s.channels,   s.out_channels,    s.taps,     pixels,
                                 SnakeFrame(s.height, s.width, s.morph).high_step, static_cast<Acc>(s.extend_scope)};
   with_math<T>([&](auto math) {
-    with_pixel_tile(s.channels, [&](auto tm, auto tn) {
+    with_input_grad_tile(s.channels, [&](auto tm, auto tn, auto rest_tm) {
       using S = Tile<decltype(tm)::value, decltype(tn)::value>;
       const dim3 grid(static_cast<unsigned>(ceil_div(pixels, S::kCols)), static_cast<unsigned>(s.batch));
-      input_grad_kernel<decltype(math), T, Acc, decltype(tm)::value, decltype(tn)::value>
+      input_grad_kernel<decltype(math), T, Acc, decltype(tm)::value, decltype(tn)::value, decltype(rest_tm)::value>
           <<<grid, kThreads, 0, stream>>>(a);
     });
   });
@@ -261,16 +240,18 @@ cudaError_t dsconv2d_weight_grad_cuda(const T* grad_out, const T* input, const i
   const WeightGradArgs<T, Acc> a{grad_out, input,  {low, frac, nullptr}, partial, s.batch,
                                  s.channels, s.out_channels, s.taps, pixels, SnakeFrame(s.height, s.width, s.morph).high_step,
                                  splits};
+  cudaError_t error = cudaSuccess;
   with_math<T>([&](auto math) {
-    with_weight_tile(s.out_channels, [&](auto tm, auto tn) {
+    for_each_weight_grad_launch(s.out_channels, [&](auto tm, auto tn, auto rest, int64_t tiles) {
       using S = Tile<decltype(tm)::value, decltype(tn)::value>;
-      const dim3 grid(static_cast<unsigned>(ceil_div(rows, S::kRows)),
-                      static_cast<unsigned>(ceil_div(s.out_channels, S::kCols)), static_cast<unsigned>(splits));
-      weight_grad_kernel<decltype(math), T, Acc, decltype(tm)::value, decltype(tn)::value>
+      const dim3 grid(static_cast<unsigned>(ceil_div(rows, S::kRows)), static_cast<unsigned>(tiles),
+                      static_cast<unsigned>(splits));
+      weight_grad_kernel<decltype(math), T, Acc, decltype(tm)::value, decltype(tn)::value, decltype(rest)::value>
           <<<grid, kThreads, 0, stream>>>(a);
+      if (error == cudaSuccess) error = cudaGetLastError();
     });
   });
-  return cudaGetLastError();
+  return error;
 }
 
 #define RETINA_DSCONV_INSTANTIATE(T)                                                                            \

@@ -25,6 +25,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "dsconv_taps.h"
 
@@ -63,20 +64,103 @@ struct Tile {
 // How many kGrid-wide slices of channels one block covers: the channel rows of a pixel tile (output
 // channels in the forward, input channels in the input gradient) or the output-channel columns of a
 // weight-gradient tile. 1, 2 or 4: the fewest that cover `extent`, at most 4 (64 channels); wider
-// extents take several tiles, each gathering its own copy of the bilinear samples. One 128-wide tile
-// (8 slices) for 65-128 channels gathered each sample once, but measured on an H200 it lost where it
-// mattered: S3-OCTA's 144->72 layer at 304² 9.98 vs 8.59 ms forward + backward, 72->72 at 152² 1.84 vs
-// 1.21, its training step 4-6% slower at batch 4 (benchmarks/RESULTS.md, 2026-11-26; not profiled: it
-// launches half the blocks, and a thread's 8 x 2 results reuse each sample less than 4 x 4 do).
+// extents take several tiles (channel_tiles), each gathering its own copy of the bilinear samples. One
+// 128-wide tile (8 slices) for 65-128 channels gathered each sample once, but measured on an H200 it lost
+// where it mattered: S3-OCTA's 144->72 layer at 304² 9.98 vs 8.59 ms forward + backward, 72->72 at 152²
+// 1.84 vs 1.21, its training step 4-6% slower at batch 4 (benchmarks/RESULTS.md, 2026-11-26; not
+// profiled: it launches half the blocks, and a thread's 8 x 2 results reuse each sample less than 4 x 4
+// do). Halving the gathers did not pay there, which points at the products (and what they ask of
+// registers and shared memory), not the gathers, as what bounds these kernels at those widths.
 constexpr int tile_slices(int64_t extent) { return extent <= kGrid ? 1 : (extent <= 2 * kGrid ? 2 : 4); }
 
+// How `extent` channels are covered: `count` tiles of `slices` slices from channel 0 (the last may be
+// partial), then, where `rest_slices` > 0, one narrower tile of the channels left over (at most 32).
+// 64-wide tiles alone would compute 128 rows for S3-OCTA's 72 channels and 192 for its 144, and 256
+// for its 216; with rest tiles, 80, 144 and 224. A rest tile gathers the samples a 64-wide one would but
+// multiplies a quarter or half as many; extents without a rest launch exactly what they did before.
+// (Chosen from the measurements above, by the products it saves; its own GPU timing is pending.)
+struct ChannelTiles {
+  int slices;
+  int64_t count;
+  int rest_slices;  // 0: no rest tile
+};
+constexpr int64_t kWideTile = 4 * kGrid;
+constexpr ChannelTiles channel_tiles(int64_t extent) {
+  const int64_t rest = extent % kWideTile;
+  if (extent <= kWideTile || rest == 0 || rest > 2 * kGrid)
+    return {tile_slices(extent), extent <= 0 ? 0 : (extent + kWideTile - 1) / kWideTile, 0};
+  return {4, extent / kWideTile, tile_slices(rest)};
+}
+// The first channel of channel_tiles(extent)'s rest tile, where it has one. The kernels of rest tiles
+// compute it from the extent (a template flag rather than an argument: the 64-wide kernels sit at the
+// register limit, and with one more 64-bit argument nvcc spilled the float forward's gathered samples
+// to local memory inside its main loop).
+RETINA_HD constexpr int64_t rest_tile_first(int64_t extent) { return extent - extent % kWideTile; }
+
 // The Tile<TM, TN> of each choice, a thread holding TM x TN <= 16 results. Pixel tiles (channels x
-// pixels): 16 x 128, 32 x 128, 64 x 64. Weight tiles ((channel, tap) rows x output channels): 64 x 16,
+// pixels): 16 x 128, 32 x 128, 64 x 64; the input gradient's rest tiles share the 64-pixel width of its
+// 64 x 64 tiles: 16 x 64, 32 x 64. Weight tiles ((channel, tap) rows x output channels): 64 x 16,
 // 64 x 32, 64 x 64.
 constexpr int pixel_tile_tm(int slices) { return slices; }
 constexpr int pixel_tile_tn(int slices) { return slices <= 2 ? 8 : 4; }
 constexpr int weight_tile_tm(int) { return 4; }
 constexpr int weight_tile_tn(int slices) { return slices; }
+
+// ---- what the launcher runs (dsconv_cuda.cu; the CPU test runs the same) -----------------------------
+
+template <int N>
+using Int = std::integral_constant<int, N>;
+
+// launch(Int<slices>{}, std::bool_constant<rest>{}, tiles) for each launch that covers `extent` channels
+// as channel_tiles says: its whole tiles from channel 0, then its rest tile (on the same stream).
+template <class Launch>
+void for_each_channel_run(int64_t extent, Launch&& launch) {
+  const ChannelTiles tiles = channel_tiles(extent);
+  switch (tiles.slices) {
+    case 1: launch(Int<1>{}, std::false_type{}, tiles.count); break;
+    case 2: launch(Int<2>{}, std::false_type{}, tiles.count); break;
+    default: launch(Int<4>{}, std::false_type{}, tiles.count);
+  }
+  if (tiles.rest_slices == 1) launch(Int<1>{}, std::true_type{}, int64_t(1));
+  if (tiles.rest_slices == 2) launch(Int<2>{}, std::true_type{}, int64_t(1));
+}
+
+// The forward's launches for `out_channels`: launch(Int<TM>{}, Int<TN>{}, std::bool_constant<REST>{},
+// output-channel tiles).
+template <class Launch>
+void for_each_forward_launch(int64_t out_channels, Launch&& launch) {
+  for_each_channel_run(out_channels, [&](auto slices, auto rest, int64_t tiles) {
+    constexpr int s = decltype(slices)::value;
+    launch(Int<pixel_tile_tm(s)>{}, Int<pixel_tile_tn(s)>{}, rest, tiles);
+  });
+}
+
+// The weight gradient's launches, likewise (its tiles' columns are output channels).
+template <class Launch>
+void for_each_weight_grad_launch(int64_t out_channels, Launch&& launch) {
+  for_each_channel_run(out_channels, [&](auto slices, auto rest, int64_t tiles) {
+    constexpr int s = decltype(slices)::value;
+    launch(Int<weight_tile_tm(s)>{}, Int<weight_tile_tn(s)>{}, rest, tiles);
+  });
+}
+
+// The input gradient's one launch for `channels` (all its channel tiles in each block): launch(Int<TM>{},
+// Int<TN>{}, Int<REST_TM>{}). Only 64-wide tiles leave a rest; its tile has their 64-pixel width.
+template <class Launch>
+void with_input_grad_tile(int64_t channels, Launch&& launch) {
+  const ChannelTiles tiles = channel_tiles(channels);
+  constexpr int kWide = pixel_tile_tm(4), kWidePixels = pixel_tile_tn(4);
+  switch (tiles.slices) {
+    case 1: launch(Int<pixel_tile_tm(1)>{}, Int<pixel_tile_tn(1)>{}, Int<0>{}); break;
+    case 2: launch(Int<pixel_tile_tm(2)>{}, Int<pixel_tile_tn(2)>{}, Int<0>{}); break;
+    default:
+      switch (tiles.rest_slices) {
+        case 0: launch(Int<kWide>{}, Int<kWidePixels>{}, Int<0>{}); break;
+        case 1: launch(Int<kWide>{}, Int<kWidePixels>{}, Int<1>{}); break;
+        default: launch(Int<kWide>{}, Int<kWidePixels>{}, Int<2>{});
+      }
+  }
+}
 
 // Loads and stores in the accumulation type: float for float/half/bfloat16, double for double.
 RETINA_TILE float to_acc(float v) { return v; }
@@ -290,13 +374,14 @@ struct ForwardArgs {
 };
 
 // Block (index(0), index(1), index(2)) = (pixel tile, output-channel tile, image); `shared`: SharedTile bytes.
-template <class Math, class T, class Acc, int TM, int TN, class Block>
+// REST: the block is channel_tiles(O)'s rest tile (index(1) is 0), whose channels start at rest_tile_first(O).
+template <class Math, class T, class Acc, int TM, int TN, bool REST, class Block>
 RETINA_TILE void forward_tile(const ForwardArgs<T, Acc>& a, unsigned char* shared, const Block& blk) {
   using S = Tile<TM, TN>;
   const SharedTile<Math, TM, TN> sh(shared);
   const int t = blk.thread();
-  const int64_t p0 = blk.index(0) * S::kCols, o0 = blk.index(1) * S::kRows, b = blk.index(2);
   const int64_t C = a.channels, O = a.out_channels, HW = a.pixels, rows = C * a.num_taps;
+  const int64_t p0 = blk.index(0) * S::kCols, o0 = REST ? rest_tile_first(O) : blk.index(1) * S::kRows, b = blk.index(2);
   const T* x = a.input + b * C * HW;
   const int32_t* low = a.taps.low + b * a.num_taps * HW;
   const Acc* frac = a.taps.frac + b * a.num_taps * HW;
@@ -373,29 +458,88 @@ struct InputGradArgs {
   Acc scope;
 };
 
-// Shared memory: `shared` (SharedTile bytes: the staged operands, then the finished tile for the
-// scatter), `partial` (kThreads position-gradient partials) and `running` (kCols running sums).
-
-// Block (index(0), index(1)) = (pixel tile, image). Taps run outermost, from the ends of the snake towards
-// its centre (K-1 .. c, then 0 .. c-1), so the offset gradient — the position gradient summed outwards
-// from the centre — is a running sum finished tap by tap, with no [K, pixels] buffer.
+// One channel tile of the input gradient at tap k, for the block's pixels p0 .. p0 + kCols: G for channels
+// c0 .. c0 + kRows, scattered to grad_input; the thread's share of the position gradient (its pixel,
+// its channels) is added to grad_position. `shared`: SharedTile<Math, TM, TN> bytes.
 template <class Math, class T, class Acc, int TM, int TN, class Block>
-RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, unsigned char* shared, Acc* partial, Acc* running,
-                                 const Block& blk) {
+RETINA_TILE void input_grad_channel_tile(const InputGradArgs<T, Acc>& a, unsigned char* shared, int64_t b, int64_t k,
+                                         int64_t p0, int64_t c0, int32_t tap_low, Acc tap_frac, Acc& grad_position,
+                                         const Block& blk) {
   using S = Tile<TM, TN>;
   const SharedTile<Math, TM, TN> sh(shared);
   const int t = blk.thread();
-  const int64_t p0 = blk.index(0) * S::kCols, b = blk.index(1);
-  const int64_t C = a.channels, O = a.out_channels, K = a.num_taps, HW = a.pixels, centre = K / 2;
-  const T* x = a.input + b * C * HW;
+  const int64_t C = a.channels, O = a.out_channels, K = a.num_taps, HW = a.pixels;
   const T* g = a.grad_out + b * O * HW;
-  Acc* gx = a.grad_input + b * C * HW;
-  const int64_t tap_base = b * K * HW;
   // In the scatter each thread owns one pixel and every (kThreads / kCols)-th channel of the tile:
   // consecutive threads, consecutive pixels, so a warp's atomic adds and reads fall on nearby addresses.
   constexpr int kScatterStep = kThreads / S::kCols;
   const int q = t % S::kCols, first = t / S::kCols;
   const int64_t p = p0 + q;
+
+  typename Math::template Product<TM, TN> product;
+  for (int64_t o0 = 0; o0 < O; o0 += kChunk) {
+    for (int e = t; e < kChunk * S::kRows; e += kThreads) {
+      const int kk = e / S::kRows, m = e % S::kRows;
+      const int64_t o = o0 + kk, c = c0 + m;
+      sh.a[kk * S::kLdA + m] = Math::stage(o < O && c < C ? to_acc(a.weight[(o * K + k) * C + c]) : Acc(0));
+    }
+    for (int e = t; e < kChunk * S::kCols; e += kThreads) {
+      const int kk = e / S::kCols, j = e % S::kCols;
+      const int64_t o = o0 + kk, pj = p0 + j;
+      sh.b[kk * S::kLdB + j] = Math::stage(o < O && pj < HW ? to_acc(g[o * HW + pj]) : Acc(0));
+    }
+    blk.sync();
+    product.multiply(sh.a, sh.b, t);
+    blk.sync();
+  }
+  // tile[m][j]: the gradient of channel c0 + m's sample at tap k of pixel p0 + j.
+  product.finish(sh.tile, t);
+  blk.sync();
+  // Split each sample's gradient between the two lines it interpolated; times their difference, it is
+  // the gradient of the sample position.
+  if (p < HW) {
+    const T* x = a.input + b * C * HW;
+    Acc* gx = a.grad_input + b * C * HW;
+    for (int m = first; m < S::kRows && c0 + m < C; m += kScatterStep) {
+      const int64_t c = c0 + m;
+      const Acc v = sh.tile[m * S::kLdT + q], upper = v * tap_frac;
+      Acc* grad_plane = gx + c * HW;
+      blk.atomic_add(grad_plane + tap_low, v - upper);
+      blk.atomic_add(grad_plane + tap_low + a.high_step, upper);
+      const T* plane = x + c * HW;
+      grad_position += v * (to_acc(plane[tap_low + a.high_step]) - to_acc(plane[tap_low]));
+    }
+  }
+  blk.sync();  // the tile is the operands' memory: read before the next channel tile is staged
+}
+
+// The shared memory of an input-gradient block whose channel tiles are Tile<TM, TN> and, for the channels
+// left over, Tile<REST_TM, TN> (REST_TM 0: none); see input_grad_tile.
+template <class Math, int TM, int TN, int REST_TM>
+struct InputGradShared {
+  static constexpr int kRestTM = REST_TM > 0 ? REST_TM : TM;
+  static constexpr int a = SharedTile<Math, TM, TN>::bytes, b = SharedTile<Math, kRestTM, TN>::bytes;
+  static constexpr int bytes = a > b ? a : b;
+};
+
+// Block (index(0), index(1)) = (pixel tile, image); shared memory: `shared` (InputGradShared bytes: the
+// staged operands, then the finished tile for the scatter), `partial` (kThreads position-gradient
+// partials) and `running` (kCols running sums). The channels are covered as channel_tiles(C) says: tiles
+// of TM slices from channel 0, then, with REST_TM > 0, one tile of REST_TM slices for the channels left
+// over after the whole TM tiles (at most REST_TM * kGrid of them). Taps run outermost, from the ends of the
+// snake towards its centre (K-1 .. c, then 0 .. c-1), so the offset gradient — the position gradient
+// summed outwards from the centre — is a running sum finished tap by tap, with no [K, pixels] buffer.
+template <class Math, class T, class Acc, int TM, int TN, int REST_TM, class Block>
+RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, unsigned char* shared, Acc* partial, Acc* running,
+                                 const Block& blk) {
+  using S = Tile<TM, TN>;
+  static_assert(REST_TM == 0 || Tile<REST_TM, TN>::kCols == S::kCols, "one pixel tile for every channel tile");
+  const int t = blk.thread();
+  const int64_t p0 = blk.index(0) * S::kCols, b = blk.index(1);
+  const int64_t C = a.channels, K = a.num_taps, HW = a.pixels, centre = K / 2;
+  const int64_t tap_base = b * K * HW;
+  const int64_t p = p0 + t % S::kCols;
+  const int64_t whole_end = REST_TM > 0 ? C - C % S::kRows : C;  // channels in tiles of TM slices
 
   for (int64_t n = 0; n < K; ++n) {
     const int64_t k = n <= centre ? K - 1 - n : n - centre - 1;
@@ -403,41 +547,12 @@ RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, unsigned char* 
     const int32_t tap_low = p < HW ? a.taps.low[tap_base + k * HW + p] : 0;
     const Acc tap_frac = p < HW ? a.taps.frac[tap_base + k * HW + p] : Acc(0);
     Acc grad_position = Acc(0);
-
-    for (int64_t c0 = 0; c0 < C; c0 += S::kRows) {
-      typename Math::template Product<TM, TN> product;
-      for (int64_t o0 = 0; o0 < O; o0 += kChunk) {
-        for (int e = t; e < kChunk * S::kRows; e += kThreads) {
-          const int kk = e / S::kRows, m = e % S::kRows;
-          const int64_t o = o0 + kk, c = c0 + m;
-          sh.a[kk * S::kLdA + m] = Math::stage(o < O && c < C ? to_acc(a.weight[(o * K + k) * C + c]) : Acc(0));
-        }
-        for (int e = t; e < kChunk * S::kCols; e += kThreads) {
-          const int kk = e / S::kCols, j = e % S::kCols;
-          const int64_t o = o0 + kk, pj = p0 + j;
-          sh.b[kk * S::kLdB + j] = Math::stage(o < O && pj < HW ? to_acc(g[o * HW + pj]) : Acc(0));
-        }
-        blk.sync();
-        product.multiply(sh.a, sh.b, t);
-        blk.sync();
-      }
-      // tile[m][j]: the gradient of channel c0 + m's sample at tap k of pixel p0 + j.
-      product.finish(sh.tile, t);
-      blk.sync();
-      // Split each sample's gradient between the two lines it interpolated; times their difference, it
-      // is the gradient of the sample position.
-      if (p < HW) {
-        for (int m = first; m < S::kRows && c0 + m < C; m += kScatterStep) {
-          const int64_t c = c0 + m;
-          const Acc v = sh.tile[m * S::kLdT + q], upper = v * tap_frac;
-          Acc* grad_plane = gx + c * HW;
-          blk.atomic_add(grad_plane + tap_low, v - upper);
-          blk.atomic_add(grad_plane + tap_low + a.high_step, upper);
-          const T* plane = x + c * HW;
-          grad_position += v * (to_acc(plane[tap_low + a.high_step]) - to_acc(plane[tap_low]));
-        }
-      }
-      blk.sync();  // the tile is the operands' memory: read before the next channel tile is staged
+    for (int64_t c0 = 0; c0 < whole_end; c0 += S::kRows)
+      input_grad_channel_tile<Math, T, Acc, TM, TN>(a, shared, b, k, p0, c0, tap_low, tap_frac, grad_position, blk);
+    if constexpr (REST_TM > 0) {
+      if (whole_end < C)
+        input_grad_channel_tile<Math, T, Acc, REST_TM, TN>(a, shared, b, k, p0, whole_end, tap_low, tap_frac,
+                                                            grad_position, blk);
     }
     // Sum the position gradient over the threads that share a pixel, then extend the running sum.
     partial[t] = grad_position;
@@ -445,7 +560,7 @@ RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, unsigned char* 
     if (t < S::kCols && p0 + t < HW) {
       const int64_t pt = p0 + t;
       Acc total = Acc(0);
-      for (int group = 0; group < kScatterStep; ++group) total += partial[group * S::kCols + t];
+      for (int group = 0; group < kThreads / S::kCols; ++group) total += partial[group * S::kCols + t];
       if (k != centre && a.taps.live[tap_base + k * HW + pt]) running[t] += a.scope * total;
       a.grad_offset[tap_base + k * HW + pt] = k == centre ? Acc(0) : running[t];
     }
@@ -466,13 +581,15 @@ struct WeightGradArgs {
 
 // Block (index(0), index(1), index(2)) = ((channel, tap) row tile, output-channel tile, split). Split s sums
 // the pixel chunks s, s + splits, ... of the flattened [B, H·W]; every (row, o) of its tile is written.
-template <class Math, class T, class Acc, int TM, int TN, class Block>
+// REST: the block is channel_tiles(O)'s rest tile (index(1) is 0), whose columns start at rest_tile_first(O).
+template <class Math, class T, class Acc, int TM, int TN, bool REST, class Block>
 RETINA_TILE void weight_grad_tile(const WeightGradArgs<T, Acc>& a, unsigned char* shared, const Block& blk) {
   using S = Tile<TM, TN>;
   const SharedTile<Math, TM, TN> sh(shared);
   const int t = blk.thread();
-  const int64_t r0 = blk.index(0) * S::kRows, o0 = blk.index(1) * S::kCols, split = blk.index(2);
   const int64_t C = a.channels, O = a.out_channels, K = a.num_taps, HW = a.pixels;
+  const int64_t r0 = blk.index(0) * S::kRows, o0 = REST ? rest_tile_first(O) : blk.index(1) * S::kCols;
+  const int64_t split = blk.index(2);
   const int64_t rows = C * K, total = a.batch * HW;
 
   // The rows this thread stages are the same in every chunk: find their (channel, tap) once.

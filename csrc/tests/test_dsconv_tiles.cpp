@@ -2,7 +2,9 @@
 // compared with the CPU core (dsconv2d_forward_cpu / dsconv2d_backward_cpu). A "block" is 256 std::threads
 // sharing the tile's shared-memory arrays and a barrier for __syncthreads(); shared memory is filled with
 // NaN before every block, so reading an element no thread wrote this block shows up in the results.
-// Every tile shape the CUDA launcher can choose is run, with the CUDA-core product and with the
+// Every tile shape the CUDA launcher can choose is run over all of a case's channels, and where a case's
+// channels leave a rest tile, the launches the launcher makes for them (dsconv_tiles::for_each_forward_launch
+// and the like, which dsconv_cuda.cu calls); with the CUDA-core product and with the
 // tensor-core product (the 16-bit types') on an emulated warp-wide 16-deep multiply
 // that checks the alignment the hardware requires, in float and double and with bfloat16 elements summed
 // in float (a host stand-in for __nv_bfloat16). Also checks the CPU backward's channel groups, and the
@@ -293,23 +295,36 @@ struct Elements {
         weight_okc(converted<T>(pr.weight_okc)), bias(converted<T>(pr.bias)), grad_out(converted<T>(pr.grad_out)) {}
 };
 
-template <class Math, class T, class Acc, int TM, int TN>
-void check_forward(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol) {
-  using S = Tile<TM, TN>;
+// Each check takes `launches`, which calls run(Int<TM>{}, Int<TN>{}, rest, tiles) for each launch to
+// make (rest: std::bool_constant or, for the input gradient, Int<REST_TM>): either one tile shape over
+// every channel (every_channel_in) or what dsconv_cuda.cu launches for the case (for_each_forward_launch
+// and the like). `tm`, `tn` only label a failure (0 x 0: the launcher's plan).
+
+template <int TM, int TN>
+auto every_channel_in(int64_t extent, int64_t tile_extent) {
+  return [=](auto&& run) { run(Int<TM>{}, Int<TN>{}, std::false_type{}, ceil_div(extent, tile_extent)); };
+}
+
+template <class Math, class T, class Acc, class Launches>
+void check_forward(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol, Launches&& launches, int tm, int tn) {
   const Case& c = pr.c;
   const int64_t HW = c.height * c.width;
   std::vector<T> out(pr.out.size(), static_cast<T>(std::numeric_limits<Acc>::quiet_NaN()));
   const ForwardArgs<T, Acc> a{el.input.data(), {pr.low.data(), pr.frac.data(), nullptr}, el.weight_cko.data(),
                               el.bias.data(), out.data(), c.channels, c.out_channels, c.taps, HW, pr.high_step()};
-  Shared shared(SharedTile<Math, TM, TN>::bytes);
-  launch({ceil_div(HW, S::kCols), ceil_div(c.out_channels, S::kRows), c.batch}, {&shared},
-         [&](const HostBlock& blk) { forward_tile<Math, T, Acc, TM, TN>(a, shared.bytes(), blk); });
-  close(converted<Acc>(out), pr.out, tol + Elements<T, Acc>::kRounding, "forward", c, TM, TN, el.kName);
+  launches([&](auto tm_, auto tn_, auto rest, int64_t tiles) {
+    constexpr int TM = decltype(tm_)::value, TN = decltype(tn_)::value;
+    Shared shared(SharedTile<Math, TM, TN>::bytes);
+    launch({ceil_div(HW, Tile<TM, TN>::kCols), tiles, c.batch}, {&shared}, [&](const HostBlock& blk) {
+      forward_tile<Math, T, Acc, TM, TN, decltype(rest)::value>(a, shared.bytes(), blk);
+    });
+  });
+  close(converted<Acc>(out), pr.out, tol + Elements<T, Acc>::kRounding, "forward", c, tm, tn, el.kName);
 }
 
-template <class Math, class T, class Acc, int TM, int TN>
-void check_input_grad(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol) {
-  using S = Tile<TM, TN>;
+template <class Math, class T, class Acc, class Launches>
+void check_input_grad(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol, Launches&& launches, int tm,
+                      int tn) {
   const Case& c = pr.c;
   const int64_t HW = c.height * c.width;
   std::vector<Acc> grad_input(pr.grad_input.size(), Acc(0));
@@ -317,32 +332,41 @@ void check_input_grad(const Problem<Acc>& pr, const Elements<T, Acc>& el, double
   const InputGradArgs<T, Acc> a{el.grad_out.data(), el.input.data(), {pr.low.data(), pr.frac.data(), pr.live.data()},
                                 el.weight_okc.data(), grad_input.data(), grad_offset.data(), c.channels,
                                 c.out_channels, c.taps, HW, pr.high_step(), static_cast<Acc>(c.scope)};
-  Shared shared(SharedTile<Math, TM, TN>::bytes), partial(kThreads * sizeof(Acc)), running(S::kCols * sizeof(Acc));
-  launch({ceil_div(HW, S::kCols), c.batch, 1}, {&shared, &partial, &running}, [&](const HostBlock& blk) {
-    input_grad_tile<Math, T, Acc, TM, TN>(a, shared.bytes(), partial.as<Acc>(), running.as<Acc>(), blk);
+  launches([&](auto tm_, auto tn_, auto rest_tm, int64_t) {
+    constexpr int TM = decltype(tm_)::value, TN = decltype(tn_)::value, REST_TM = int(decltype(rest_tm)::value);
+    using S = Tile<TM, TN>;
+    Shared shared(InputGradShared<Math, TM, TN, REST_TM>::bytes), partial(kThreads * sizeof(Acc)),
+        running(S::kCols * sizeof(Acc));
+    launch({ceil_div(HW, S::kCols), c.batch, 1}, {&shared, &partial, &running}, [&](const HostBlock& blk) {
+      input_grad_tile<Math, T, Acc, TM, TN, REST_TM>(a, shared.bytes(), partial.as<Acc>(), running.as<Acc>(), blk);
+    });
   });
-  close(grad_input, pr.grad_input, tol, "grad_input", c, TM, TN, el.kName);
-  close(grad_offset, pr.grad_offset, tol, "grad_offset", c, TM, TN, el.kName);
+  close(grad_input, pr.grad_input, tol, "grad_input", c, tm, tn, el.kName);
+  close(grad_offset, pr.grad_offset, tol, "grad_offset", c, tm, tn, el.kName);
 }
 
-template <class Math, class T, class Acc, int TM, int TN>
-void check_weight_grad(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol, int64_t splits) {
-  using S = Tile<TM, TN>;
+template <class Math, class T, class Acc, class Launches>
+void check_weight_grad(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol, int64_t splits,
+                       Launches&& launches, int tm, int tn) {
   const Case& c = pr.c;
   const int64_t HW = c.height * c.width, rows = c.channels * c.taps, O = c.out_channels;
   std::vector<Acc> partial(splits * rows * O, std::numeric_limits<Acc>::quiet_NaN());
   const WeightGradArgs<T, Acc> a{el.grad_out.data(), el.input.data(), {pr.low.data(), pr.frac.data(), nullptr},
                                  partial.data(), c.batch, c.channels, O, c.taps, HW, pr.high_step(), splits};
-  Shared shared(SharedTile<Math, TM, TN>::bytes);
-  launch({ceil_div(rows, S::kRows), ceil_div(O, S::kCols), splits}, {&shared},
-         [&](const HostBlock& blk) { weight_grad_tile<Math, T, Acc, TM, TN>(a, shared.bytes(), blk); });
+  launches([&](auto tm_, auto tn_, auto rest, int64_t tiles) {
+    constexpr int TM = decltype(tm_)::value, TN = decltype(tn_)::value;
+    Shared shared(SharedTile<Math, TM, TN>::bytes);
+    launch({ceil_div(rows, Tile<TM, TN>::kRows), tiles, splits}, {&shared}, [&](const HostBlock& blk) {
+      weight_grad_tile<Math, T, Acc, TM, TN, decltype(rest)::value>(a, shared.bytes(), blk);
+    });
+  });
   std::vector<Acc> grad_weight(pr.grad_weight.size(), Acc(0));
   for (int64_t s = 0; s < splits; ++s)
     for (int64_t k = 0; k < c.taps; ++k)
       for (int64_t ch = 0; ch < c.channels; ++ch)
         for (int64_t o = 0; o < O; ++o)
           grad_weight[(o * c.channels + ch) * c.taps + k] += partial[((s * c.channels + ch) * c.taps + k) * O + o];
-  close(grad_weight, pr.grad_weight, tol, "grad_weight", c, TM, TN, el.kName);
+  close(grad_weight, pr.grad_weight, tol, "grad_weight", c, tm, tn, el.kName);
 }
 
 // The CPU backward split into channel groups (more workers than strips of one parity; serial_for runs
@@ -403,22 +427,55 @@ void check_cpu_threads(const Case& c, uint32_t seed) {
 static_assert(tile_slices(1) == 1 && tile_slices(16) == 1 && tile_slices(17) == 2 && tile_slices(32) == 2 &&
               tile_slices(33) == 4 && tile_slices(64) == 4 && tile_slices(65) == 4 && tile_slices(72) == 4 &&
               tile_slices(216) == 4, "tile_slices");
+// How channels are covered: 64-wide tiles, and a 16- or 32-wide rest tile for up to 32 channels left over.
+constexpr bool covers(int64_t extent, int slices, int64_t count, int rest_slices) {
+  const ChannelTiles t = channel_tiles(extent);
+  return t.slices == slices && t.count == count && t.rest_slices == rest_slices;
+}
+static_assert(covers(3, 1, 1, 0) && covers(20, 2, 1, 0) && covers(64, 4, 1, 0) && covers(65, 4, 1, 1) &&
+                  covers(72, 4, 1, 1) && covers(96, 4, 1, 2) && covers(97, 4, 2, 0) && covers(128, 4, 2, 0) &&
+                  covers(144, 4, 2, 1) && covers(216, 4, 3, 2) && covers(250, 4, 4, 0),
+              "channel_tiles");
+static_assert(rest_tile_first(72) == 64 && rest_tile_first(144) == 128 && rest_tile_first(216) == 192,
+              "rest_tile_first");
 
-// The tiles dsconv_cuda.cu launches for one choice of slices, with one product.
+// One tile shape over every channel, with one product: the tiles dsconv_cuda.cu launches for one choice
+// of slices (whatever the case's channels, which only decide the choice on the GPU).
 template <class Math, int Slices, class T, class Acc>
 void check_slices(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol, int64_t splits) {
-  check_forward<Math, T, Acc, pixel_tile_tm(Slices), pixel_tile_tn(Slices)>(pr, el, tol);
-  check_input_grad<Math, T, Acc, pixel_tile_tm(Slices), pixel_tile_tn(Slices)>(pr, el, tol);
-  check_weight_grad<Math, T, Acc, weight_tile_tm(Slices), weight_tile_tn(Slices)>(pr, el, tol, splits);
+  constexpr int pm = pixel_tile_tm(Slices), pn = pixel_tile_tn(Slices);
+  constexpr int wm = weight_tile_tm(Slices), wn = weight_tile_tn(Slices);
+  const Case& c = pr.c;
+  check_forward<Math>(pr, el, tol, every_channel_in<pm, pn>(c.out_channels, Tile<pm, pn>::kRows), pm, pn);
+  check_input_grad<Math>(pr, el, tol, every_channel_in<pm, pn>(c.channels, Tile<pm, pn>::kRows), pm, pn);
+  check_weight_grad<Math>(pr, el, tol, splits, every_channel_in<wm, wn>(c.out_channels, Tile<wm, wn>::kCols), wm, wn);
 }
 
-// Every tile shape dsconv_cuda.cu can choose (whatever the case's channels, which only decide the
-// choice on the GPU), with one product.
+// What dsconv_cuda.cu launches for the case's channels, rest tiles included; checked where the case has
+// a rest tile (otherwise the launches are check_slices' for one choice).
+template <class Math, class T, class Acc>
+void check_launch_plan(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol, int64_t splits) {
+  const Case& c = pr.c;
+  if (channel_tiles(c.out_channels).rest_slices > 0) {
+    check_forward<Math>(pr, el, tol, [&](auto&& run) { for_each_forward_launch(c.out_channels, run); }, 0, 0);
+    check_weight_grad<Math>(pr, el, tol, splits, [&](auto&& run) { for_each_weight_grad_launch(c.out_channels, run); },
+                            0, 0);
+  }
+  if (channel_tiles(c.channels).rest_slices > 0) {
+    auto plan = [&](auto&& run) {
+      with_input_grad_tile(c.channels, [&](auto tm, auto tn, auto rest_tm) { run(tm, tn, rest_tm, int64_t(1)); });
+    };
+    check_input_grad<Math>(pr, el, tol, plan, 0, 0);
+  }
+}
+
+// Every tile shape dsconv_cuda.cu can choose, and its launches for this case, with one product.
 template <class Math, class T, class Acc>
 void check_tiles(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol) {
   check_slices<Math, 1>(pr, el, tol, 1);
   check_slices<Math, 2>(pr, el, tol, 3);
   check_slices<Math, 4>(pr, el, tol, 2);
+  check_launch_plan<Math>(pr, el, tol, 2);
 }
 
 template <class T>
@@ -453,7 +510,8 @@ int main(int argc, char** argv) {
       {1, 3, 2, 1, 19, 7, 0, 1.0, 2.0},     // one row thick: the two lines coincide
       {1, 3, 2, 19, 1, 7, 1, 1.0, 2.0},
       {2, 18, 33, 12, 12, 11, 0, 3.0, 1.0},
-      {2, 144, 72, 5, 7, 11, 1, 3.0, 1.0},  // S3-OCTA's widths: several 64-row tiles, the last partial
+      {2, 144, 72, 5, 7, 11, 1, 3.0, 1.0},  // S3-OCTA's widths: 64-wide tiles and 16-wide rest tiles
+      {1, 90, 88, 6, 5, 7, 0, 2.0, 1.5},    // 32-wide rest tiles (26 and 24 channels left over)
   };
   uint32_t seed = 1;
   for (const Case& c : cases) {
