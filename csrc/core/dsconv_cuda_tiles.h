@@ -149,15 +149,15 @@ void for_each_weight_grad_launch(int64_t out_channels, Launch&& launch) {
 template <class Launch>
 void with_input_grad_tile(int64_t channels, Launch&& launch) {
   const ChannelTiles tiles = channel_tiles(channels);
-  constexpr int kWide = pixel_tile_tm(4), kWidePixels = pixel_tile_tn(4);
+  constexpr int kWideTM = pixel_tile_tm(4), kWideTN = pixel_tile_tn(4);
   switch (tiles.slices) {
     case 1: launch(Int<pixel_tile_tm(1)>{}, Int<pixel_tile_tn(1)>{}, Int<0>{}); break;
     case 2: launch(Int<pixel_tile_tm(2)>{}, Int<pixel_tile_tn(2)>{}, Int<0>{}); break;
     default:
       switch (tiles.rest_slices) {
-        case 0: launch(Int<kWide>{}, Int<kWidePixels>{}, Int<0>{}); break;
-        case 1: launch(Int<kWide>{}, Int<kWidePixels>{}, Int<1>{}); break;
-        default: launch(Int<kWide>{}, Int<kWidePixels>{}, Int<2>{});
+        case 0: launch(Int<kWideTM>{}, Int<kWideTN>{}, Int<0>{}); break;
+        case 1: launch(Int<kWideTM>{}, Int<kWideTN>{}, Int<1>{}); break;
+        default: launch(Int<kWideTM>{}, Int<kWideTN>{}, Int<2>{});
       }
   }
 }
