@@ -112,8 +112,10 @@ def main() -> None:
     if args.gpu_limit_mib is not None:
         if device.type != "cuda":
             parser.error("--gpu-limit-mib needs --device cuda")
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, args.gpu_limit_mib * 2**20 / total), device)
+        # set_per_process_memory_fraction takes a device index (torch 2.11 rejects a bare "cuda")
+        index = torch.cuda.current_device() if device.index is None else device.index
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.gpu_limit_mib * 2**20 / total), index)
     notes = [f"GPU memory limited to {args.gpu_limit_mib} MiB"] * (args.gpu_limit_mib is not None) + \
         ["checkpointing"] * args.checkpointing
     ours = retina_kernels.dsconv2d
@@ -122,8 +124,9 @@ def main() -> None:
         label = f"{impl} ({', '.join(notes)})" if notes else impl
         try:
             report(args, device, label)
-        except torch.OutOfMemoryError:
-            print(f"{label}: {args.model} {args.batch}x{args.size}² on {device}: out of memory")
+        except torch.OutOfMemoryError as error:  # what failed: how much it asked for, how much was in use
+            print(f"{label}: {args.model} {args.batch}x{args.size}² on {device}: out of memory "
+                  f"({'. '.join(str(error).split('. ')[1:4])})")
         if device.type == "cuda":
             torch.cuda.empty_cache()
     retina_kernels.dsconv2d = ours
