@@ -73,28 +73,33 @@ struct Tile {
 // registers and shared memory), not the gathers, as what bounds these kernels at those widths.
 constexpr int tile_slices(int64_t extent) { return extent <= kGrid ? 1 : (extent <= 2 * kGrid ? 2 : 4); }
 
-// How `extent` channels are covered: `count` tiles of `slices` slices from channel 0 (the last may be
-// partial), then, where `rest_slices` > 0, one narrower tile of the channels left over (at most 32).
-// 64-wide tiles alone would compute 128 rows for S3-OCTA's 72 channels and 192 for its 144, and 256
-// for its 216; with rest tiles, 80, 144 and 224. A rest tile gathers the samples a 64-wide one would but
-// multiplies a quarter or half as many; extents without a rest launch exactly what they did before.
-// (Chosen from the measurements above, by the products it saves; its own GPU timing is pending.)
+// How `extent` channels are covered in the gradients: `count` tiles of `slices` slices from channel 0
+// (the last may be partial), then, where `rest_slices` > 0, one narrower tile of the channels left over
+// (at most 32). 64-wide tiles alone would compute 128 rows for S3-OCTA's 72 channels and 192 for its 144,
+// and 256 for its 216; with rest tiles, 80, 144 and 224. A rest tile gathers the samples a 64-wide one
+// would but multiplies a quarter or half as many. Measured on the H200 (S3-OCTA's 1x304² step, 8262364
+// vs 27916c1): the weight gradient's kernels 8.66 vs 9.48 ms a step, the input gradient's 7.53 vs 7.87;
+// the forward's lost (with_forward_tile), and it keeps whole tiles. Extents without a rest launch what
+// they did before.
 struct ChannelTiles {
   int slices;
   int64_t count;
   int rest_slices;  // 0: no rest tile
 };
 constexpr int64_t kWideTile = 4 * kGrid;
+// Tiles of one width alone: the narrowest that covers `extent`, or as many 64-wide ones as it takes.
+constexpr ChannelTiles whole_tiles(int64_t extent) {
+  return {tile_slices(extent), extent <= 0 ? 0 : (extent + kWideTile - 1) / kWideTile, 0};
+}
 constexpr ChannelTiles channel_tiles(int64_t extent) {
   const int64_t rest = extent % kWideTile;
-  if (extent <= kWideTile || rest == 0 || rest > 2 * kGrid)
-    return {tile_slices(extent), extent <= 0 ? 0 : (extent + kWideTile - 1) / kWideTile, 0};
+  if (extent <= kWideTile || rest == 0 || rest > 2 * kGrid) return whole_tiles(extent);
   return {4, extent / kWideTile, tile_slices(rest)};
 }
 // The first channel of channel_tiles(extent)'s rest tile, where it has one. The kernels of rest tiles
 // compute it from the extent (a template flag rather than an argument: the 64-wide kernels sit at the
 // register limit, and with one more 64-bit argument nvcc spilled the float forward's gathered samples
-// to local memory inside its main loop).
+// to local memory inside its main loop, when the forward had rest tiles).
 RETINA_HD constexpr int64_t rest_tile_first(int64_t extent) { return extent - extent % kWideTile; }
 
 // The Tile<TM, TN> of each choice, a thread holding TM x TN <= 16 results. Pixel tiles (channels x
@@ -111,37 +116,39 @@ constexpr int weight_tile_tn(int slices) { return slices; }
 template <int N>
 using Int = std::integral_constant<int, N>;
 
-// launch(Int<slices>{}, std::bool_constant<rest>{}, tiles) for each launch that covers `extent` channels
-// as channel_tiles says: its whole tiles from channel 0, then its rest tile (on the same stream).
+// The forward's one launch for `out_channels`: launch(Int<TM>{}, Int<TN>{}, output-channel tiles), whole
+// tiles only. With a rest tile the forward lost on the H200 (S3-OCTA's 1x304² step, its forward kernels
+// 7.48 vs 6.17 ms a step, while the weight and input gradients' gained: 8.66 vs 9.48 and 7.53 vs 7.87;
+// benchmarks/RESULTS.md, 2026-11-26, 8262364 vs 27916c1): its two launches took 4.19 and 3.29 ms, so a
+// 16-wide rest launch cost at least 79% of a 64-wide one; the forward's time follows its gathers, which
+// a rest tile repeats, more than its products, which it saves.
 template <class Launch>
-void for_each_channel_run(int64_t extent, Launch&& launch) {
-  const ChannelTiles tiles = channel_tiles(extent);
+void with_forward_tile(int64_t out_channels, Launch&& launch) {
+  const ChannelTiles tiles = whole_tiles(out_channels);
   switch (tiles.slices) {
-    case 1: launch(Int<1>{}, std::false_type{}, tiles.count); break;
-    case 2: launch(Int<2>{}, std::false_type{}, tiles.count); break;
-    default: launch(Int<4>{}, std::false_type{}, tiles.count);
+    case 1: launch(Int<pixel_tile_tm(1)>{}, Int<pixel_tile_tn(1)>{}, tiles.count); break;
+    case 2: launch(Int<pixel_tile_tm(2)>{}, Int<pixel_tile_tn(2)>{}, tiles.count); break;
+    default: launch(Int<pixel_tile_tm(4)>{}, Int<pixel_tile_tn(4)>{}, tiles.count);
   }
-  if (tiles.rest_slices == 1) launch(Int<1>{}, std::true_type{}, int64_t(1));
-  if (tiles.rest_slices == 2) launch(Int<2>{}, std::true_type{}, int64_t(1));
 }
 
-// The forward's launches for `out_channels`: launch(Int<TM>{}, Int<TN>{}, std::bool_constant<REST>{},
-// output-channel tiles).
-template <class Launch>
-void for_each_forward_launch(int64_t out_channels, Launch&& launch) {
-  for_each_channel_run(out_channels, [&](auto slices, auto rest, int64_t tiles) {
-    constexpr int s = decltype(slices)::value;
-    launch(Int<pixel_tile_tm(s)>{}, Int<pixel_tile_tn(s)>{}, rest, tiles);
-  });
-}
-
-// The weight gradient's launches, likewise (its tiles' columns are output channels).
+// The weight gradient's launches for `out_channels` (its tiles' columns): launch(Int<TM>{}, Int<TN>{},
+// std::bool_constant<REST>{}, column tiles) for its whole tiles from column 0, then, as channel_tiles
+// says, for its rest tile (on the same stream).
 template <class Launch>
 void for_each_weight_grad_launch(int64_t out_channels, Launch&& launch) {
-  for_each_channel_run(out_channels, [&](auto slices, auto rest, int64_t tiles) {
+  const ChannelTiles tiles = channel_tiles(out_channels);
+  auto run = [&](auto slices, auto rest, int64_t count) {
     constexpr int s = decltype(slices)::value;
-    launch(Int<weight_tile_tm(s)>{}, Int<weight_tile_tn(s)>{}, rest, tiles);
-  });
+    launch(Int<weight_tile_tm(s)>{}, Int<weight_tile_tn(s)>{}, rest, count);
+  };
+  switch (tiles.slices) {
+    case 1: run(Int<1>{}, std::false_type{}, tiles.count); break;
+    case 2: run(Int<2>{}, std::false_type{}, tiles.count); break;
+    default: run(Int<4>{}, std::false_type{}, tiles.count);
+  }
+  if (tiles.rest_slices == 1) run(Int<1>{}, std::true_type{}, int64_t(1));
+  if (tiles.rest_slices == 2) run(Int<2>{}, std::true_type{}, int64_t(1));
 }
 
 // The input gradient's one launch for `channels` (all its channel tiles in each block): launch(Int<TM>{},
@@ -374,14 +381,13 @@ struct ForwardArgs {
 };
 
 // Block (index(0), index(1), index(2)) = (pixel tile, output-channel tile, image); `shared`: SharedTile bytes.
-// REST: the block is channel_tiles(O)'s rest tile (index(1) is 0), whose channels start at rest_tile_first(O).
-template <class Math, class T, class Acc, int TM, int TN, bool REST, class Block>
+template <class Math, class T, class Acc, int TM, int TN, class Block>
 RETINA_TILE void forward_tile(const ForwardArgs<T, Acc>& a, unsigned char* shared, const Block& blk) {
   using S = Tile<TM, TN>;
   const SharedTile<Math, TM, TN> sh(shared);
   const int t = blk.thread();
   const int64_t C = a.channels, O = a.out_channels, HW = a.pixels, rows = C * a.num_taps;
-  const int64_t p0 = blk.index(0) * S::kCols, o0 = REST ? rest_tile_first(O) : blk.index(1) * S::kRows, b = blk.index(2);
+  const int64_t p0 = blk.index(0) * S::kCols, o0 = blk.index(1) * S::kRows, b = blk.index(2);
   const T* x = a.input + b * C * HW;
   const int32_t* low = a.taps.low + b * a.num_taps * HW;
   const Acc* frac = a.taps.frac + b * a.num_taps * HW;

@@ -3,8 +3,8 @@
 // sharing the tile's shared-memory arrays and a barrier for __syncthreads(); shared memory is filled with
 // NaN before every block, so reading an element no thread wrote this block shows up in the results.
 // Every tile shape the CUDA launcher can choose is run over all of a case's channels, and where a case's
-// channels leave a rest tile, the launches the launcher makes for them (dsconv_tiles::for_each_forward_launch
-// and the like, which dsconv_cuda.cu calls); with the CUDA-core product and with the
+// channels leave a rest tile, the launches the launcher makes for them (dsconv_tiles::for_each_weight_grad_launch
+// and with_input_grad_tile, which dsconv_cuda.cu calls); with the CUDA-core product and with the
 // tensor-core product (the 16-bit types') on an emulated warp-wide 16-deep multiply
 // that checks the alignment the hardware requires, in float and double and with bfloat16 elements summed
 // in float (a host stand-in for __nv_bfloat16). Also checks the CPU backward's channel groups, and the
@@ -297,8 +297,8 @@ struct Elements {
 
 // Each check takes `launches`, which calls run(Int<TM>{}, Int<TN>{}, rest, tiles) for each launch to
 // make (rest: std::bool_constant or, for the input gradient, Int<REST_TM>): either one tile shape over
-// every channel (every_channel_in) or what dsconv_cuda.cu launches for the case (for_each_forward_launch
-// and the like). `tm`, `tn` only label a failure (0 x 0: the launcher's plan).
+// every channel (every_channel_in) or what dsconv_cuda.cu launches for the case (with_forward_tile and
+// the like). `tm`, `tn` only label a failure (0 x 0: the launcher's plan).
 
 template <int TM, int TN>
 auto every_channel_in(int64_t extent, int64_t tile_extent) {
@@ -314,9 +314,10 @@ void check_forward(const Problem<Acc>& pr, const Elements<T, Acc>& el, double to
                               el.bias.data(), out.data(), c.channels, c.out_channels, c.taps, HW, pr.high_step()};
   launches([&](auto tm_, auto tn_, auto rest, int64_t tiles) {
     constexpr int TM = decltype(tm_)::value, TN = decltype(tn_)::value;
+    static_assert(!decltype(rest)::value, "the forward has whole tiles only");
     Shared shared(SharedTile<Math, TM, TN>::bytes);
     launch({ceil_div(HW, Tile<TM, TN>::kCols), tiles, c.batch}, {&shared}, [&](const HostBlock& blk) {
-      forward_tile<Math, T, Acc, TM, TN, decltype(rest)::value>(a, shared.bytes(), blk);
+      forward_tile<Math, T, Acc, TM, TN>(a, shared.bytes(), blk);
     });
   });
   close(converted<Acc>(out), pr.out, tol + Elements<T, Acc>::kRounding, "forward", c, tm, tn, el.kName);
@@ -427,11 +428,17 @@ void check_cpu_threads(const Case& c, uint32_t seed) {
 static_assert(tile_slices(1) == 1 && tile_slices(16) == 1 && tile_slices(17) == 2 && tile_slices(32) == 2 &&
               tile_slices(33) == 4 && tile_slices(64) == 4 && tile_slices(65) == 4 && tile_slices(72) == 4 &&
               tile_slices(216) == 4, "tile_slices");
-// How channels are covered: 64-wide tiles, and a 16- or 32-wide rest tile for up to 32 channels left over.
-constexpr bool covers(int64_t extent, int slices, int64_t count, int rest_slices) {
-  const ChannelTiles t = channel_tiles(extent);
+// How channels are covered: in the gradients, 64-wide tiles and a 16- or 32-wide rest tile for up to 32
+// channels left over (channel_tiles); in the forward, tiles of one width (whole_tiles).
+constexpr bool same(ChannelTiles t, int slices, int64_t count, int rest_slices) {
   return t.slices == slices && t.count == count && t.rest_slices == rest_slices;
 }
+constexpr bool covers(int64_t extent, int slices, int64_t count, int rest_slices) {
+  return same(channel_tiles(extent), slices, count, rest_slices);
+}
+static_assert(same(whole_tiles(0), 1, 0, 0) && same(whole_tiles(3), 1, 1, 0) && same(whole_tiles(20), 2, 1, 0) &&
+                  same(whole_tiles(64), 4, 1, 0) && same(whole_tiles(72), 4, 2, 0) && same(whole_tiles(216), 4, 4, 0),
+              "whole_tiles");
 static_assert(covers(3, 1, 1, 0) && covers(20, 2, 1, 0) && covers(64, 4, 1, 0) && covers(65, 4, 1, 1) &&
                   covers(72, 4, 1, 1) && covers(96, 4, 1, 2) && covers(97, 4, 2, 0) && covers(128, 4, 2, 0) &&
                   covers(144, 4, 2, 1) && covers(216, 4, 3, 2) && covers(250, 4, 4, 0),
@@ -452,12 +459,16 @@ void check_slices(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol
 }
 
 // What dsconv_cuda.cu launches for the case's channels, rest tiles included; checked where the case has
-// a rest tile (otherwise the launches are check_slices' for one choice).
+// a rest tile (otherwise the launches are check_slices' for one choice). The forward has no rest tiles;
+// its launch is checked on the same cases.
 template <class Math, class T, class Acc>
 void check_launch_plan(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol, int64_t splits) {
   const Case& c = pr.c;
   if (channel_tiles(c.out_channels).rest_slices > 0) {
-    check_forward<Math>(pr, el, tol, [&](auto&& run) { for_each_forward_launch(c.out_channels, run); }, 0, 0);
+    auto forward_plan = [&](auto&& run) {
+      with_forward_tile(c.out_channels, [&](auto tm, auto tn, int64_t tiles) { run(tm, tn, std::false_type{}, tiles); });
+    };
+    check_forward<Math>(pr, el, tol, forward_plan, 0, 0);
     check_weight_grad<Math>(pr, el, tol, splits, [&](auto&& run) { for_each_weight_grad_launch(c.out_channels, run); },
                             0, 0);
   }
