@@ -78,6 +78,17 @@ def test_gpu_checks_filter_selects_every_cuda_test():
     assert "test_memory_breakdown_under_a_gpu_memory_limit" in out, out
 
 
+def test_gpu_checks_slow_test_filter_selects_the_inductor_test_alone():
+    # gpu_check.sh runs the CUDA inductor test (minutes of compiling) after everything else, by a -k
+    # expression it also deselects from the other tests: that must name that test and no other.
+    script = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    expression = re.search(r'^inductor="([^"]+)"', script, re.MULTILINE).group(1)
+    out = run_script("-m", "pytest", "tests/test_models.py", "--collect-only", "-q", "-p", "no:cacheprovider",
+                     "-k", expression)
+    selected = [line for line in out.splitlines() if "::" in line]
+    assert selected == ["tests/test_models.py::test_compiles_with_inductor_as_the_input_size_changes[cuda]"], out
+
+
 def test_benchmarks_collect():
     # Collection runs module-level code (S3-OCTA's layer shapes are traced on the meta device there).
     out = run_script("-m", "pytest", "benchmarks", "--collect-only", "-q", "-p", "no:cacheprovider")
