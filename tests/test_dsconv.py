@@ -327,9 +327,10 @@ def test_module_errors():
 
 NAMES = ("out", "input", "offset", "weight", "bias")
 CUDA_CASES = [  # b, c, o, h, w, k, scope, spread: each tile shape the CUDA launcher picks, partial tiles
+    # (rest tiles: in the gradients only; the forward covers O with whole 64-wide tiles)
     (2, 8, 8, 37, 45, 9, 2.0, 1.0),
     (1, 1, 16, 19, 23, 9, 1.0, 1.0),      # one input channel (DSCNet's first layer)
-    (2, 37, 70, 21, 17, 11, 3.0, 1.0),    # partial tiles: 37 of 64 input-channel rows; 70 = 64 + 6 in a 16-wide rest tile
+    (2, 37, 70, 21, 17, 11, 3.0, 1.0),    # partial tiles: 37 of 64 input-channel rows; 70 = 64 + 6 (16-wide rest)
     (1, 216, 72, 13, 11, 11, 3.0, 1.0),   # S3-OCTA's decoder widths: 216 = 3 x 64 + 24 (32-wide rest), 72 = 64 + 8
     (1, 144, 96, 9, 10, 11, 3.0, 1.0),    # 144 = 2 x 64 + 16 (16-wide rest tile), 96 = 64 + 32 (32-wide rest tile)
     (1, 24, 30, 1, 33, 5, 1.0, 1.0),      # one row: the two interpolated lines coincide
