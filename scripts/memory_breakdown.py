@@ -62,6 +62,29 @@ def saved_by_module(model: torch.nn.Module, x: torch.Tensor) -> collections.Coun
     return saved
 
 
+def describe(func, args) -> str:
+    """An operator and the shapes of its first tensor operands (which tell which layer it was: a
+    convolution's workspace depends on them)."""
+    operands = " ".join("x".join(map(str, a.shape)) for a in args[:3] if isinstance(a, torch.Tensor))
+    return f"{func.overloadpacket} {operands}"
+
+
+class OperatorOutOfMemory(TorchDispatchMode):
+    """Names the operator that raised torch.OutOfMemoryError while active (the error itself says only how
+    much was asked for). Allocations torch retries internally (a cuDNN workspace) never reach it."""
+
+    def __init__(self):
+        super().__init__()
+        self.name: str | None = None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        try:
+            return func(*args, **(kwargs or {}))
+        except torch.OutOfMemoryError:
+            self.name = self.name or describe(func, args)  # the innermost: the first to see it
+            raise
+
+
 class PeakByOperator(TorchDispatchMode):
     """Records, for every operator dispatched while active (backward ones included), the memory in use
     before it and the high-water mark while it ran, in MiB: on CUDA torch's allocator counters (host-side,
@@ -84,9 +107,7 @@ class PeakByOperator(TorchDispatchMode):
             reset_resident_peak()
             out = func(*args, **(kwargs or {}))
             peak = resident_peak_mib()
-        # (The first operands' shapes tell which layer it was: a convolution's workspace depends on them.)
-        operands = " ".join("x".join(map(str, a.shape)) for a in args[:3] if isinstance(a, torch.Tensor))
-        self.records.append((f"{func.overloadpacket} {operands}", before, peak))
+        self.records.append((describe(func, args), before, peak))
         return out
 
     def report(self, rows: int = 6) -> str:
@@ -122,11 +143,13 @@ def main() -> None:
     for impl, op in (("ours", ours), ("reference", reference.dsconv2d)):
         retina_kernels.dsconv2d = op
         label = f"{impl} ({', '.join(notes)})" if notes else impl
+        where = OperatorOutOfMemory()
         try:
-            report(args, device, label)
-        except torch.OutOfMemoryError as error:  # what failed: how much it asked for, how much was in use
-            print(f"{label}: {args.model} {args.batch}x{args.size}² on {device}: out of memory "
-                  f"({'. '.join(str(error).split('. ')[1:4])})")
+            with where:
+                report(args, device, label)
+        except torch.OutOfMemoryError as error:  # what failed: where, how much it asked for, how much was in use
+            print(f"{label}: {args.model} {args.batch}x{args.size}² on {device}: out of memory in "
+                  f"{where.name or 'no operator'} ({'. '.join(str(error).split('. ')[1:4])})")
         if device.type == "cuda":
             torch.cuda.empty_cache()
     retina_kernels.dsconv2d = ours

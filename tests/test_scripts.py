@@ -1,6 +1,7 @@
 """The diagnostic scripts that scripts/gpu_check.sh runs on the GPU machine: they must keep working,
 or a scarce GPU session is spent on a traceback. Run here on the CPU at small sizes."""
 
+import importlib.util
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from .conftest import requires_cuda
 
@@ -60,6 +62,26 @@ def test_memory_breakdown_gpu_limit_needs_cuda():
     assert done.returncode == 2 and "--gpu-limit-mib needs --device cuda" in done.stderr, done.stderr[-2000:]
 
 
+def test_memory_breakdown_names_the_operator_that_ran_out_of_memory():
+    # Under --gpu-limit-mib a step that does not fit says in which operator (and at which shapes) it ran
+    # out; torch's error says only how much was asked for. An operator raising the error stands in for the GPU.
+    spec = importlib.util.spec_from_file_location("memory_breakdown", ROOT / "scripts" / "memory_breakdown.py")
+    breakdown = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(breakdown)
+
+    @torch.library.custom_op("retina_test::exhausts_memory", mutates_args=())
+    def exhausts_memory(x: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 78.00 MiB")
+
+    where = breakdown.OperatorOutOfMemory()
+    with pytest.raises(torch.OutOfMemoryError, match="78.00 MiB"), where:
+        exhausts_memory(torch.ones(2, 3) * 2)
+    assert where.name == "retina_test.exhausts_memory 2x3", where.name
+    with where:
+        (torch.ones(4) * 2).sum()  # operators that succeed change nothing
+    assert where.name == "retina_test.exhausts_memory 2x3"
+
+
 @requires_cuda
 def test_memory_breakdown_under_a_gpu_memory_limit():
     # scripts/gpu_check.sh runs the breakdown again as on a small GPU: each run says so, and a step that does
@@ -67,7 +89,7 @@ def test_memory_breakdown_under_a_gpu_memory_limit():
     out = run_script("scripts/memory_breakdown.py", "--model", "dscnet", "--size", "96", "--device", "cuda",
                      "--gpu-limit-mib", "64")
     assert out.startswith("ours (GPU memory limited to 64 MiB): dscnet 1x96²"), out
-    assert "\nreference (GPU memory limited to 64 MiB): dscnet 1x96² on cuda: out of memory" in out, out
+    assert "\nreference (GPU memory limited to 64 MiB): dscnet 1x96² on cuda: out of memory in aten." in out, out
 
 
 def test_gpu_checks_filter_selects_every_cuda_test():
