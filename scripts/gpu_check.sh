@@ -99,13 +99,17 @@ stage "build (CUDA, arch $TORCH_CUDA_ARCH_LIST)"
 build . || exit 1
 "$python" -c "import retina_kernels as r; b = r.backends(); print(b); assert b['cuda'] == 'CUDA' and b['cuda dsconv2d'] == 'CUDA', b"  || exit 1
 
-stage "tests (CUDA included)"
-# A hung test must not take the benchmarks with it: TEST_TIMEOUT seconds (default 300) at most. SIGINT,
-# so pytest stops as on Ctrl-C and logs the test it was in and the summary of those that ran.
+# run_tests <seconds> <pytest -k>: those tests (and TEST_FILTER's), for that long at most, so a hung test
+# does not take the rest of the run with it. SIGINT, so pytest stops as on Ctrl-C and logs the test it
+# was in and the summary of those that ran.
+run_tests() {
+  timeout --signal=INT --kill-after=30 "$1" \
+    "$python" -m pytest -q -p no:cacheprovider tests -k "${TEST_FILTER:+($TEST_FILTER) and }($2)" 2>&1
+}
 inductor="inductor and cuda"  # the test that compiles for minutes: last (below)
-timeout --signal=INT --kill-after=30 "${TEST_TIMEOUT:-300}" \
-  "$python" -m pytest -q -p no:cacheprovider tests -k "${TEST_FILTER:+($TEST_FILTER) and }not ($inductor)" 2>&1 \
-  | tee "$out/tests.log" | tail -25
+
+stage "tests (CUDA included)"
+run_tests "${TEST_TIMEOUT:-300}" "not ($inductor)" | tee "$out/tests.log" | tail -25
 tests_rc=${PIPESTATUS[0]}
 [ "$tests_rc" -eq 0 ] || { status=1; echo "TESTS FAILED or timed out (rc $tests_rc)"; }
 
@@ -162,9 +166,8 @@ if [ -n "${BASELINE:-}" ]; then
 fi
 if [ "${INDUCTOR_TIMEOUT:-300}" -gt 0 ]; then
   stage "the CUDA inductor test (at most ${INDUCTOR_TIMEOUT:-300} s)"
-  { echo; echo "== $inductor"; timeout --signal=INT --kill-after=30 "${INDUCTOR_TIMEOUT:-300}" \
-      "$python" -m pytest -q -p no:cacheprovider tests -k "${TEST_FILTER:+($TEST_FILTER) and }($inductor)" 2>&1 \
-      | grep -v "^DEBUG"; } | tee -a "$out/tests.log" | tail -5
+  { echo; echo "== $inductor"; run_tests "${INDUCTOR_TIMEOUT:-300}" "$inductor" | grep -v "^DEBUG"; } \
+    | tee -a "$out/tests.log" | tail -5
   # 5: no test selected (TEST_FILTER leaves it out)
   case ${PIPESTATUS[0]} in 0|5) ;; *) status=1; echo "THE INDUCTOR TEST FAILED or timed out" ;; esac
 fi
