@@ -1,0 +1,71 @@
+"""README's quick start: its demo command is the first thing a new user runs, so it is run here as the
+README writes it (through the installed `retina` console script), and the `retina` commands no other
+test covers (skeletonize, info) with it."""
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import retina_kernels
+from retina import io
+
+ROOT = Path(__file__).parents[1]
+
+
+def readme_demo_command() -> list[str]:
+    """The demo command of README's quick start, after its setup step: e.g. [".venv/bin/retina", "demo"]."""
+    blocks = re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    demo = [line for block in blocks for line in block.splitlines() if line.rstrip().endswith(" demo")]
+    assert len(demo) == 1, f"README.md should have one quick-start line ending in ' demo', found {demo}"
+    return shlex.split(demo[0].split("&&")[-1])
+
+
+def retina_command() -> list[str]:
+    """The installed console script beside this interpreter (setup_env.sh and pip install put it there),
+    as README's `.venv/bin/retina`; `python -m retina` where the package is only on the path."""
+    script = shutil.which("retina", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "retina"]
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_readme_demo_command_runs_and_keeps_the_topology(tmp_path):
+    program, *args = readme_demo_command()
+    assert Path(program).name == "retina" and args == ["demo"], (program, args)
+    done = run([*retina_command(), *args, "--size", "128"], cwd=tmp_path)  # demo_output/ lands in tmp_path
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    counts = re.search(r"components (\d+) -> (\d+), holes (\d+) -> (\d+)", done.stdout)
+    assert counts, done.stdout
+    components, components_after, holes, holes_after = map(int, counts.groups())
+    assert components >= 1 and (components, holes) == (components_after, holes_after), done.stdout
+    out = tmp_path / "demo_output"
+    shapes = {name: io.read_image(out / f"{name}.png").shape for name in ("vessels", "skeleton", "octa", "octa_labels")}
+    assert shapes == {"vessels": (128, 128), "skeleton": (128, 128, 3), "octa": (304, 304), "octa_labels": (304, 304, 3)}
+
+
+def test_skeletonize_command_writes_the_op_skeleton(tmp_path):
+    rng = np.random.default_rng(3)
+    mask = np.zeros((40, 56), np.uint8)
+    mask[8:30, 5:50] = 255
+    mask[rng.random(mask.shape) < 0.05] = 0  # holes the skeleton must keep
+    io.write_image(tmp_path / "mask.png", mask)
+    done = run([*retina_command(), "skeletonize", "mask.png", "skeleton.png", "--device", "cpu"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = io.read_image(tmp_path / "skeleton.png", grayscale=True)
+    expected = retina_kernels.skeletonize(torch.from_numpy(mask > 127)[None, None])[0, 0].numpy()
+    assert set(np.unique(written)) <= {0, 255}
+    assert np.array_equal(written > 127, expected)
+
+
+def test_info_command_lists_the_backends(tmp_path):
+    done = run([*retina_command(), "info"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [f"{key}: {value}" for key, value in retina_kernels.backends().items()]
