@@ -1,6 +1,6 @@
 """README's quick start: its demo command is the first thing a new user runs, so it is run here as the
-README writes it (through the installed `retina` console script), and the `retina` commands no other
-test covers (skeletonize, info) with it."""
+README writes it (through the installed `retina` console script), with the `retina` commands no other
+test covers (skeletonize, info) and README's python examples."""
 
 import re
 import shlex
@@ -69,3 +69,10 @@ def test_info_command_lists_the_backends(tmp_path):
     done = run([*retina_command(), "info"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == [f"{key}: {value}" for key, value in retina_kernels.backends().items()]
+
+
+def test_readme_python_examples_run():
+    blocks = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), re.S)
+    assert blocks, "README.md has no python example"
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
