@@ -58,6 +58,7 @@ struct Tile {
   static constexpr int kSharedA = kChunk * kLdA, kSharedB = kChunk * kLdB;
   static constexpr int kLdT = kCols + kPad, kSharedTile = kRows * kLdT;  // a finished tile, [kRows][kLdT]
   static_assert(kThreads % kCols == 0, "a thread stages whole columns");
+  static constexpr int kThreadsPerCol = kThreads / kCols;  // thread t has column t % kCols, as do t ± kCols
   static_assert(kChunk * kCols == kThreads * TN && kChunk * kRows == kThreads * TM, "TN samples, TM weights each");
 };
 
@@ -396,7 +397,7 @@ RETINA_TILE void forward_tile(const ForwardArgs<T, Acc>& a, unsigned char* share
   // them), tracking their (channel, tap) incrementally (no 64-bit division per sample), and TM weights.
   // The next chunk is gathered into registers while this one is multiplied, so the gathers' latency
   // overlaps the arithmetic of the same warps.
-  constexpr int step = kThreads / S::kCols;
+  constexpr int step = S::kThreadsPerCol;
   const int first = t / S::kCols, q = t % S::kCols;
   const int64_t p = p0 + q;
   RowCursor chunk_row(first, a.num_taps);  // (channel, tap) of row r0 + first
@@ -476,9 +477,8 @@ RETINA_TILE void input_grad_channel_tile(const InputGradArgs<T, Acc>& a, unsigne
   const int t = blk.thread();
   const int64_t C = a.channels, O = a.out_channels, K = a.num_taps, HW = a.pixels;
   const T* g = a.grad_out + b * O * HW;
-  // In the scatter each thread owns one pixel and every (kThreads / kCols)-th channel of the tile:
+  // In the scatter each thread owns one pixel and every kThreadsPerCol-th channel of the tile:
   // consecutive threads, consecutive pixels, so a warp's atomic adds and reads fall on nearby addresses.
-  constexpr int kScatterStep = kThreads / S::kCols;
   const int q = t % S::kCols, first = t / S::kCols;
   const int64_t p = p0 + q;
 
@@ -506,7 +506,7 @@ RETINA_TILE void input_grad_channel_tile(const InputGradArgs<T, Acc>& a, unsigne
   if (p < HW) {
     const T* x = a.input + b * C * HW;
     Acc* gx = a.grad_input + b * C * HW;
-    for (int m = first; m < S::kRows && c0 + m < C; m += kScatterStep) {
+    for (int m = first; m < S::kRows && c0 + m < C; m += S::kThreadsPerCol) {
       const int64_t c = c0 + m;
       const Acc v = sh.tile[m * S::kLdT + q], upper = v * tap_frac;
       Acc* grad_plane = gx + c * HW;
@@ -540,12 +540,13 @@ RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, unsigned char* 
                                  const Block& blk) {
   using S = Tile<TM, TN>;
   static_assert(REST_TM == 0 || Tile<REST_TM, TN>::kCols == S::kCols, "one pixel tile for every channel tile");
+  static_assert(REST_TM == 0 || S::kRows == kWideTile, "only 64-wide tiles leave a rest (channel_tiles)");
   const int t = blk.thread();
   const int64_t p0 = blk.index(0) * S::kCols, b = blk.index(1);
   const int64_t C = a.channels, K = a.num_taps, HW = a.pixels, centre = K / 2;
   const int64_t tap_base = b * K * HW;
   const int64_t p = p0 + t % S::kCols;
-  const int64_t whole_end = REST_TM > 0 ? C - C % S::kRows : C;  // channels in tiles of TM slices
+  const int64_t whole_end = REST_TM > 0 ? rest_tile_first(C) : C;  // channels in tiles of TM slices
 
   for (int64_t n = 0; n < K; ++n) {
     const int64_t k = n <= centre ? K - 1 - n : n - centre - 1;
@@ -566,7 +567,7 @@ RETINA_TILE void input_grad_tile(const InputGradArgs<T, Acc>& a, unsigned char* 
     if (t < S::kCols && p0 + t < HW) {
       const int64_t pt = p0 + t;
       Acc total = Acc(0);
-      for (int group = 0; group < kThreads / S::kCols; ++group) total += partial[group * S::kCols + t];
+      for (int group = 0; group < S::kThreadsPerCol; ++group) total += partial[group * S::kCols + t];
       if (k != centre && a.taps.live[tap_base + k * HW + pt]) running[t] += a.scope * total;
       a.grad_offset[tap_base + k * HW + pt] = k == centre ? Acc(0) : running[t];
     }
@@ -650,11 +651,11 @@ RETINA_TILE void weight_grad_tile(const WeightGradArgs<T, Acc>& a, unsigned char
   }
   product.finish(sh.tile, t);
   blk.sync();
-  // Thread t writes output channel o0 + t % kCols of rows t / kCols, + kThreads / kCols, ...: consecutive
+  // Thread t writes output channel o0 + t % kCols of rows t / kCols, + kThreadsPerCol, ...: consecutive
   // threads, consecutive addresses.
   const int col = t % S::kCols;
   if (o0 + col < O) {
-    for (int m = t / S::kCols; m < S::kRows && r0 + m < rows; m += kThreads / S::kCols)
+    for (int m = t / S::kCols; m < S::kRows && r0 + m < rows; m += S::kThreadsPerCol)
       a.partial[(split * rows + r0 + m) * O + o0 + col] = sh.tile[m * S::kLdT + col];
   }
 }
