@@ -45,6 +45,8 @@ def _extensions():
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
 
+    # The core's sources are found by the same globs as CMakeLists.txt's (csrc/core/*.cpp, *.cu), so CI's
+    # sanitizer build compiles every file this build does.
     sources = ["csrc/ops/ops.cpp", *_sources("csrc/ops/cpu/*.cpp"), *_sources("csrc/core/*.cpp")]
     # -fno-trapping-math: we never read floating-point exception flags, and without it GCC will not turn
     # the kernels' data-dependent float selects into vector blends (soft_skeleton's backward: 1.5x).

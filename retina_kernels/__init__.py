@@ -8,10 +8,13 @@
     >>> retina_kernels.dsconv2d(x, offset, weight, bias, morph=0)   # dynamic snake convolution
 """
 
-from ._extension import backends, extension_loaded
+from ._extension import extension_loaded
+from .info import backends
 from .ops.differentiable_skeleton import differentiable_skeleton
 from .ops.dsconv import dsconv2d
 from .ops.skeletonize import skeletonize
 from .ops.soft_skeleton import soft_skeleton
+from .registry import register_backend
 
-__all__ = ["backends", "differentiable_skeleton", "dsconv2d", "extension_loaded", "skeletonize", "soft_skeleton"]
+__all__ = ["backends", "differentiable_skeleton", "dsconv2d", "extension_loaded", "register_backend", "skeletonize",
+           "soft_skeleton"]

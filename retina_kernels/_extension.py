@@ -1,8 +1,9 @@
-"""Loads the compiled extension once and says which implementation serves each device.
+"""Loads the compiled extension once and answers whether it has a kernel for an op on a device.
 
 If `retina_kernels._C` is missing (not built, or built against another torch), every op still works
 through its plain-PyTorch reference, after one RuntimeWarning. Set RETINA_KERNELS_DISABLE_EXTENSION=1
-to force that path (the tests use it to check the fallback).
+to force that path (the tests use it to check the fallback). What serves each op is listed by
+`retina_kernels.info.backends()`, from the ops' own registrations (`retina_kernels.registry`).
 """
 
 from __future__ import annotations
@@ -74,21 +75,3 @@ def cpu_threads() -> int:
     from . import _C
 
     return _C.parallel_threads()
-
-
-def backends() -> dict[str, str]:
-    """What serves each device: "C++" / "CUDA" compiled kernels or the plain-PyTorch "reference"."""
-    cuda = soft_skeleton_cuda = dsconv_cuda = "unavailable (torch has no CUDA device)"
-    if torch.cuda.is_available():
-        cuda = "CUDA" if has_kernel("skeletonize", "cuda") else "reference"
-        soft_skeleton_cuda = "Triton" if has_kernel("soft_skeleton", "cuda") else "reference"
-        from .ops.dsconv import CUDA_IMPLEMENTATION as dsconv_cuda
-    return {
-        "extension": "loaded" if extension_error is None else f"missing: {extension_error}",
-        "cpu": "C++" if has_kernel("skeletonize", "cpu") else "reference",
-        "cpu threads": f"{cpu_threads()} of torch.get_num_threads() = {torch.get_num_threads()}",
-        "cuda": cuda,
-        "cuda soft_skeleton": soft_skeleton_cuda,
-        "cuda dsconv2d": dsconv_cuda,
-        "triton": "available" if triton_available() else "not installed",
-    }

@@ -7,15 +7,10 @@
 #include <cstdint>
 #include <functional>
 
-#include "skeletonize_cpu.h"  // ParallelFor
+#include "dsconv_shape.h"
+#include "parallel_for.h"
 
 namespace retina {
-
-struct DSConvShape {
-  int64_t batch, channels, out_channels, height, width, taps;  // taps: K, odd >= 3
-  int morph;                                                  // 0: snake along rows, 1: along columns
-  double extend_scope;
-};
 
 // Row-major C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C, op = transpose when the flag is set
 // (A is stored [k, m] with row stride lda then; likewise B). Called from several threads at once.

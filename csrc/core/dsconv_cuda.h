@@ -13,7 +13,7 @@
 
 #include <cstdint>
 
-#include "dsconv_cpu.h"  // DSConvShape
+#include "dsconv_shape.h"
 
 namespace retina {
 

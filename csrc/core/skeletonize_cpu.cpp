@@ -7,10 +7,6 @@
 
 namespace retina {
 
-void serial_for(int64_t n, const std::function<void(int64_t, int64_t)>& body) {
-  if (n > 0) body(0, n);
-}
-
 namespace {
 
 // Runs outer iterations until one changes nothing in any image, or max_iter (if >= 0) is reached.

@@ -4,17 +4,11 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 
+#include "parallel_for.h"
 #include "simple_point.h"  // kFactorZero, kMaxFactorIterations
 
 namespace retina {
-
-// Runs body(begin, end) over disjoint sub-ranges covering [0, n); may call it from several threads.
-using ParallelFor = std::function<void(int64_t n, const std::function<void(int64_t, int64_t)>& body)>;
-
-// Serial ParallelFor, for callers without a thread pool.
-void serial_for(int64_t n, const std::function<void(int64_t, int64_t)>& body);
 
 // Skeletonizes `batch` images of height x width in place. `data` is contiguous, row-major, one byte per
 // pixel, 0 background and anything else foreground; on return it holds 0/1. `max_iter` < 0 runs to

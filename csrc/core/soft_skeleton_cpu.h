@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "skeletonize_cpu.h"  // ParallelFor
+#include "parallel_for.h"
 
 namespace retina {
 

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <optional>
 
-#include "../core/dsconv_cpu.h"
+#include "../core/dsconv_shape.h"
 
 namespace retina {
 

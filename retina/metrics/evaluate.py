@@ -11,7 +11,7 @@ Both also report per-image overlap scores and Betti-0/1 errors.
 from __future__ import annotations
 
 import csv
-import io as _io
+import io
 import json
 import os
 from pathlib import Path
@@ -20,12 +20,11 @@ import cv2
 import numpy as np
 import torch
 
-from .. import io
+from ..image_files import images_by_stem, read_image, write_bytes_atomic
 from .pixel import cldice, confusion, hd95, pr_auc, roc_auc, scores_from_confusion
 from .topology import betti_errors
 
 PROTOCOLS = {"iternet": 0.5, "s3octa": 0.8}
-IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".gif", ".ppm")
 
 
 def remove_small_components(mask: torch.Tensor, min_size: int) -> torch.Tensor:
@@ -40,12 +39,10 @@ def remove_small_components(mask: torch.Tensor, min_size: int) -> torch.Tensor:
 
 
 def _load_folder(folder: Path, label: str) -> dict[str, np.ndarray]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{label} folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = images_by_stem(folder, f"{label} folder")
     if not files:
-        raise ValueError(f"{label} folder {folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
-    return {p.stem: io.read_image(p, grayscale=True) for p in files}
+        raise ValueError(f"{label} folder {folder} has no images")
+    return {stem: read_image(path, grayscale=True) for stem, path in files.items()}
 
 
 def _stack_folders(pred: Path, label: Path, fov: Path | None):
@@ -104,24 +101,25 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", min_size: int =
     hard = prob > threshold
     if protocol == "s3octa":
         hard = remove_small_components(hard, min_size)
-    per_image = scores_from_confusion(confusion(hard, target, fov))
+    counts = confusion(hard, target, fov)
+    per_image = scores_from_confusion(counts)
     per_image["cldice"] = cldice(hard, target)
     per_image["hd95"] = hd95(hard, target)
     errors = betti_errors(hard, target)
     per_image["betti0_error"], per_image["betti1_error"] = errors[:, 0].double(), errors[:, 1].double()
     summary = {name: float(values.double().mean()) for name, values in per_image.items()}
     if protocol == "iternet":
-        pooled = scores_from_confusion(confusion(hard, target, fov).sum(0))
+        pooled = scores_from_confusion(counts.sum(0))
         summary.update({f"pooled_{k}": float(v) for k, v in pooled.items()})
         summary["roc_auc"] = float(roc_auc(prob.double(), target, fov))
         summary["pr_auc"] = float(pr_auc(prob.double(), target, fov))
     if out_dir is not None:
         out = Path(out_dir)
-        table = _io.StringIO()
+        table = io.StringIO()
         writer = csv.writer(table)
         writer.writerow(["id", *per_image])
         for row, name in enumerate(ids):
             writer.writerow([name, *(f"{float(v[row]):.6g}" for v in per_image.values())])
-        io.write_bytes_atomic(out / "per_image.csv", table.getvalue().encode())
-        io.write_bytes_atomic(out / "summary.json", json.dumps({"protocol": protocol, **summary}, indent=2).encode())
+        write_bytes_atomic(out / "per_image.csv", table.getvalue().encode())
+        write_bytes_atomic(out / "summary.json", json.dumps({"protocol": protocol, **summary}, indent=2).encode())
     return summary

@@ -1,25 +1,27 @@
-"""Segmentation models; all return logits and take any H x W.
+"""Segmentation models; all return logits and take any H x W. Layers live in `retina.nn`.
 
-    >>> retina.models.create("dscnet", in_channels=1, num_classes=1)
+    >>> model = retina.models.create("dscnet", in_channels=1, num_classes=1)
+    >>> model.config                 # {'name': 'dscnet', 'in_channels': 1, 'num_classes': 1, 'width': 16, ...}
+    >>> retina.models.create(**model.config)   # the same architecture again
 """
 
 from __future__ import annotations
 
-from torch import nn
-
+from .base import SegmentationModel, model_name
 from .dscnet import DSCNet
 from .s3octa import S3OCTA
 from .unet import UNet
 
-MODELS = {"unet": UNet, "dscnet": DSCNet, "s3octa": S3OCTA}
+MODELS: dict[str, type[SegmentationModel]] = {model_name(cls): cls for cls in (UNet, DSCNet, S3OCTA)}
 
 
-def create(name: str, **kwargs) -> nn.Module:
-    """Builds a model by name ("unet", "dscnet", "s3octa"; case-insensitive) with its keyword arguments."""
+def create(name: str, **kwargs) -> SegmentationModel:
+    """Builds a model by name ("unet", "dscnet", "s3octa"; case-insensitive, "-" and "_" ignored) with its
+    keyword arguments. `create(**model.config)` rebuilds a model from its recorded config."""
     key = name.lower().replace("-", "").replace("_", "")
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[key](**kwargs)
 
 
-__all__ = ["DSCNet", "MODELS", "S3OCTA", "UNet", "create"]
+__all__ = ["DSCNet", "MODELS", "S3OCTA", "SegmentationModel", "UNet", "create"]

@@ -6,10 +6,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import SnakeBlock, encoder_decoder
+from ..nn import SegmentationHead, SnakeBlock
+from .base import SegmentationModel
+from .blocks import encoder_decoder
 
 
-class DSCNet(nn.Module):
+class DSCNet(SegmentationModel):
     """DSCNet: 3 max-pool stages, widths n, 2n, 4n, 8n; each block = [conv 3x3 | DSConv morph 0 | DSConv
     morph 1] -> concat -> fuse conv 3x3; bilinear x2 up (align_corners=True) with skip concatenation;
     1x1 head. Returns logits (apply sigmoid/softmax in the loss).
@@ -31,7 +33,7 @@ class DSCNet(nn.Module):
             for level in reversed(range(3))
         )
         self.pool = nn.MaxPool2d(2)
-        self.head = nn.Conv2d(width, num_classes, 1)
+        self.head = SegmentationHead(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return encoder_decoder(x, self.encoder, self.decoder, self.pool, self.head, 8, self.checkpointing)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .aggregation import make_aggregation
-from .blocks import SnakeBlock, pad_to_multiple, run_block, upsample_to
+from ..nn import SegmentationHead, SnakeBlock, make_aggregation, pad_to_multiple, upsample_to
+from .base import SegmentationModel
+from .blocks import run_block
 
 
-class S3OCTA(nn.Module):
+class S3OCTA(SegmentationModel):
     """S3-OCTA: a U-shape of `depth` levels at constant `width`; every stage = [conv 3x3 | DSConv morph 1 |
     DSConv morph 0] -> concat -> fuse conv; at levels >= 1 a global-aggregation branch ("mit": one
     SegFormer layer, 8 heads, reduction 4; "swin"; "aspp"; None) runs on the stage's input and is
@@ -42,7 +43,7 @@ class S3OCTA(nn.Module):
             for level in reversed(range(depth - 1))
         )
         self.pool = nn.MaxPool2d(2)
-        self.head = nn.Conv2d(width, num_classes, 1)
+        self.head = SegmentationHead(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, (h, w) = pad_to_multiple(x, 2 ** (self.depth - 1))

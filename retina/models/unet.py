@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ConvNormAct, encoder_decoder
+from ..nn import ConvNormAct, SegmentationHead
+from .base import SegmentationModel
+from .blocks import encoder_decoder
 
 
-class UNet(nn.Module):
+class UNet(SegmentationModel):
     """U-Net: `depth` max-pool stages, widths width·2^level, two conv-GN-ReLU per block, bilinear
     upsampling with skip concatenation, 1x1 head.
 
@@ -31,7 +33,7 @@ class UNet(nn.Module):
             for level in reversed(range(depth))
         )
         self.pool = nn.MaxPool2d(2)
-        self.head = nn.Conv2d(width, num_classes, 1)
+        self.head = SegmentationHead(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return encoder_decoder(x, self.encoder, self.decoder, self.pool, self.head, 2**self.depth, self.checkpointing)

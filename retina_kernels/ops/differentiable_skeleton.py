@@ -16,6 +16,7 @@ import torch
 from .. import _checks
 from .._extension import extension_loaded, has_kernel
 from ..reference import skeletonize as reference
+from ..registry import register_compiled_backends
 
 EPS = 1e-8
 MAX_ITERATIONS = 254
@@ -128,3 +129,6 @@ if extension_loaded():
     def _skeleton_factors_fake(mask: torch.Tensor, num_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
         out = torch.empty_like(mask, memory_format=torch.contiguous_format)
         return out, torch.empty_like(out)
+
+
+register_compiled_backends("differentiable_skeleton", kernel="skeleton_factors")

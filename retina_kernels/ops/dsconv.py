@@ -7,9 +7,11 @@ import torch
 from .. import _checks
 from .._extension import extension_loaded, has_kernel, triton_available
 from ..reference import dsconv as reference
+from ..registry import register_backend, register_compiled_backends
 from ._second_order import register_backward_derivative
 
-# What serves retina::dsconv2d on CUDA devices: "CUDA" (compiled), "Triton" or the "reference".
+# What serves retina::dsconv2d on CUDA devices: "CUDA" (compiled), "Triton" or the "reference" (also
+# registered with retina_kernels.registry, below; kept here for code that read it).
 CUDA_IMPLEMENTATION = "reference"
 
 
@@ -152,3 +154,7 @@ if extension_loaded():
         torch.library.register_kernel("retina::dsconv2d", "cuda", _triton.dsconv2d_forward)
         torch.library.register_kernel("retina::dsconv2d_backward", "cuda", _triton.dsconv2d_backward)
         CUDA_IMPLEMENTATION = "Triton"
+
+
+register_compiled_backends("dsconv2d", devices=("cpu",))
+register_backend("dsconv2d", "cuda", CUDA_IMPLEMENTATION, own_line=True)

@@ -7,6 +7,7 @@ import torch
 from .. import _checks
 from .._extension import extension_loaded, has_kernel
 from ..reference import skeletonize as reference
+from ..registry import register_compiled_backends
 
 
 def skeletonize(mask: torch.Tensor, *, max_iter: int | None = None) -> torch.Tensor:
@@ -51,3 +52,6 @@ if extension_loaded():
     @torch.library.register_fake("retina::skeletonize")
     def _skeletonize_fake(mask: torch.Tensor, max_iter: int | None = None) -> torch.Tensor:
         return torch.empty_like(mask, memory_format=torch.contiguous_format)
+
+
+register_compiled_backends("skeletonize")

@@ -7,6 +7,7 @@ import torch
 from .. import _checks
 from .._extension import extension_loaded, has_kernel, triton_available
 from ..reference import soft_skeleton as reference
+from ..registry import register_backend, register_compiled_backends
 from ._second_order import register_backward_derivative
 
 
@@ -73,3 +74,7 @@ if extension_loaded():
 
         torch.library.register_kernel("retina::soft_skeleton", "cuda", _triton.soft_skeleton_forward)
         torch.library.register_kernel("retina::soft_skeleton_backward", "cuda", _triton.soft_skeleton_backward)
+
+
+register_compiled_backends("soft_skeleton", devices=("cpu",))
+register_backend("soft_skeleton", "cuda", "Triton" if has_kernel("soft_skeleton", "cuda") else "reference", own_line=True)

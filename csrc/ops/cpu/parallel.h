@@ -3,7 +3,7 @@
 
 #include <ATen/Parallel.h>
 
-#include "../../core/skeletonize_cpu.h"  // ParallelFor
+#include "../../core/parallel_for.h"
 
 namespace retina {
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ...io import read_image
+from ...image_files import images_by_stem, read_image
 
 
 @dataclass(frozen=True)
@@ -156,18 +156,9 @@ def require_dir(path: Path, what: str) -> Path:
 
 
 def files_by_stem(folder: Path, what: str) -> dict[str, Path]:
-    """{stem: file} of the image files in `folder` (hidden files skipped); duplicates are an error."""
-    require_dir(folder, what)
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        stem = path.name[: -len(".gz")] if path.name.lower().endswith(".gz") else path.name
-        stem = Path(stem).stem
-        if stem in found:
-            raise ValueError(f"{what}: two files for {stem!r} in {folder}: {found[stem].name} and {path.name}")
-        found[stem] = path
-    return found
+    """{stem: file} of the image files in `folder` (`retina.image_files.images_by_stem`: hidden and
+    non-image files skipped, two images with one stem an error)."""
+    return images_by_stem(folder, what)
 
 
 def pair_by_stem(images: dict[str, Path], labels: dict[str, Path], image_dir: Path, label_dir: Path) -> list[str]:

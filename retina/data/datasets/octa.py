@@ -44,12 +44,6 @@ def _find_dir(base: Path, names: Sequence[str], what: str, max_depth: int = 3) -
     return hits[0]
 
 
-def _file_for(folder: Path, sample_id: str) -> Optional[Path]:
-    for suffix in (".bmp", ".png", ".tif", ".tiff", ".jpg"):
-        path = folder / f"{sample_id}{suffix}"
-        if path.is_file():
-            return path
-    return None
 
 
 class OCTA500(FileDataset):
@@ -98,10 +92,11 @@ class OCTA500(FileDataset):
             label_dirs = {name: _find_dir(subset_dir, _LABEL_DIRS[name], f"OCTA-500 label {name}") for name in labels}
 
         first, last = OCTA500_IDS[subset] if split == "all" else splits[split]
+        listings = {d: files_by_stem(d, "OCTA-500") for d in {*image_dirs, *label_dirs.values()}}
         records, missing = [], []
         for sample_id in map(str, range(first, last + 1)):
-            images = [_file_for(d, sample_id) for d in image_dirs]
-            label_files = {name: _file_for(d, sample_id) for name, d in label_dirs.items()}
+            images = [listings[d].get(sample_id) for d in image_dirs]
+            label_files = {name: listings[d].get(sample_id) for name, d in label_dirs.items()}
             missing += [str(d / f"{sample_id}.bmp") for d, f in zip(image_dirs, images) if f is None]
             missing += [str(label_dirs[n] / f"{sample_id}.bmp") for n, f in label_files.items() if f is None]
             if all(images) and all(label_files.values()):
