@@ -1,4 +1,4 @@
-// CPU dynamic snake convolution (SPEC.md §1), forward and backward, without the [B, C*K, H*W] map of
+// CPU dynamic snake convolution (docs/dsconv.md), forward and backward, without the [B, C*K, H*W] map of
 // samples the public code materialises: pixels are processed in small tiles whose samples are built,
 // contracted and dropped (recomputed in backward). Torch-free: raw pointers, the matrix products and the
 // thread pool are supplied by the caller (the extension passes ATen's BLAS-backed mm and parallel_for).

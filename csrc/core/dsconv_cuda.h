@@ -1,4 +1,4 @@
-// CUDA dynamic snake convolution (SPEC.md §1), forward and backward. Torch-free: raw device pointers and a
+// CUDA dynamic snake convolution (docs/dsconv.md), forward and backward. Torch-free: raw device pointers and a
 // stream, so this file builds with nvcc alone; the caller allocates every buffer (sizes below).
 //
 // Layouts: input [B, C, H, W]; offset [B, K, H, W]; out and grad_out [B, O, H, W]; tap positions `low`

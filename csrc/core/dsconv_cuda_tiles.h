@@ -1,4 +1,4 @@
-// The thread-block bodies of the CUDA dynamic snake convolution (SPEC.md §1). Each is written once against
+// The thread-block bodies of the CUDA dynamic snake convolution (docs/dsconv.md). Each is written once against
 // a small `Block` interface — thread(), index(axis), sync(), atomic_add(ptr, value) — so the same code runs
 // as CUDA kernels (dsconv_cuda.cu, where Block is the hardware block) and on the CPU with one std::thread
 // per CUDA thread and a barrier (csrc/tests/test_dsconv_tiles.cpp), which is how CI checks the kernels'

@@ -1,4 +1,4 @@
-// Where the taps of dynamic snake convolution sample (SPEC.md §1): one definition for the CPU core and
+// Where the taps of dynamic snake convolution sample (docs/dsconv.md): one definition for the CPU core and
 // the CUDA kernels, so both place every tap identically.
 #pragma once
 

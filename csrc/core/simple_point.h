@@ -1,4 +1,4 @@
-// Simple-point and endpoint tests for Euler-characteristic boundary peeling (SPEC.md §2).
+// Simple-point and endpoint tests for Euler-characteristic boundary peeling (docs/skeletonize.md).
 //
 // Everything here is __host__ __device__ so the CPU kernels, the CUDA kernels and the C++ unit tests
 // all run the same code: a CPU test of these functions is also a test of the GPU logic.
@@ -10,7 +10,7 @@
 
 namespace retina {
 
-// Gradient-factor exponents of the differentiable skeleton (SPEC.md §3): a byte k means a factor of
+// Gradient-factor exponents of the differentiable skeleton (docs/differentiable_skeleton.md): a byte k means a factor of
 // 2^-k, kFactorZero a factor of 0. Counts stay below kFactorZero because iterations are capped.
 constexpr uint8_t kFactorZero = 255;
 constexpr int64_t kMaxFactorIterations = 254;
@@ -46,7 +46,7 @@ RETINA_HD Neighbours gather(const uint64_t* up, const uint64_t* mid, const uint6
 }
 
 // Bits whose pixel has at least two foreground 8-neighbours. Taken once per outer iteration, before its
-// sub-passes: a foreground pixel outside this set is an endpoint (<= 1 foreground neighbour, SPEC.md §2).
+// sub-passes: a foreground pixel outside this set is an endpoint (<= 1 foreground neighbour, docs/skeletonize.md).
 RETINA_HD uint64_t at_least_two_neighbours(const Neighbours& nb) {
   const uint64_t planes[8] = {nb.n, nb.ne, nb.e, nb.se, nb.s, nb.sw, nb.w, nb.nw};
   uint64_t one = 0, two = 0;
@@ -84,7 +84,7 @@ RETINA_HD uint64_t deletable(const uint64_t* up, const uint64_t* mid, const uint
   return mid[0] & column_mask & two_at_start & simple(gather(up, mid, down));
 }
 
-// Pixels of this sub-pass whose gradient factor it halves (SPEC.md §3): the reference sets
+// Pixels of this sub-pass whose gradient factor it halves (docs/differentiable_skeleton.md): the reference sets
 // x <- min(x, 1 - d), d = simple * (1 - endpoint), and PyTorch splits the gradient of a tie in half.
 // Ties are x = 1, d = 0 (a foreground pixel this sub-pass keeps) and x = 0, d = 1 (a background pixel,
 // which counts as simple, with at least two foreground neighbours at the iteration's start). A deleted
@@ -107,7 +107,7 @@ RETINA_HD void increment_counters(uint64_t* planes, int64_t plane_stride, int nu
 constexpr uint64_t kEvenColumns = 0x5555555555555555ull;
 constexpr uint64_t kOddColumns = 0xAAAAAAAAAAAAAAAAull;
 
-// Sub-pass order as (row parity, column parity), SPEC.md §2. Reproduces the public reference.
+// Sub-pass order as (row parity, column parity), docs/skeletonize.md. Reproduces the public reference.
 constexpr int kSubpasses = 4;
 RETINA_HD int subpass_row_parity(int s) { return (s == 0 || s == 2) ? 1 : 0; }     // 1, 0, 1, 0
 RETINA_HD int subpass_column_parity(int s) { return (s < 2) ? 1 : 0; }             // 1, 1, 0, 0
@@ -211,7 +211,7 @@ RETINA_HD uint32_t gather(const uint8_t* p, int64_t sy, int64_t sz) {
   return m;
 }
 
-// Sub-pass order as (z, y, x) parities in image coordinates (SPEC.md §2: the reference's padded-volume
+// Sub-pass order as (z, y, x) parities in image coordinates (docs/skeletonize.md: the reference's padded-volume
 // offsets (0,0,0), (1,0,0), (0,1,0), (1,1,0), (0,0,1), ... select image parities 1 - offset).
 constexpr int kSubpasses = 8;
 RETINA_HD int subpass_z_parity(int s) { return 1 - (s & 1); }

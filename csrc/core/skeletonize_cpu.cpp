@@ -81,7 +81,7 @@ struct FactorPlanes {
   int num_planes = 0;
 };
 
-// The outer iterations of SPEC.md §2 on packed images. Without factors: lines whose window did not
+// The outer iterations of docs/skeletonize.md on packed images. Without factors: lines whose window did not
 // change are skipped and iteration stops at convergence. With factors every pixel's factor changes on
 // every iteration, so all lines are visited and exactly max_iter iterations run.
 template <bool kFactors>

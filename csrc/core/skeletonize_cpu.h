@@ -1,4 +1,4 @@
-// CPU skeletonization by Euler-characteristic boundary peeling (SPEC.md §2). Torch-free: raw pointers
+// CPU skeletonization by Euler-characteristic boundary peeling (docs/skeletonize.md). Torch-free: raw pointers
 // in, work split through a caller-supplied parallel-for (the extension passes at::parallel_for, the C++
 // unit tests a serial loop).
 #pragma once
@@ -16,7 +16,7 @@ namespace retina {
 int64_t skeletonize2d_cpu(uint8_t* data, int64_t batch, int64_t height, int64_t width,
                           int64_t max_iter, const ParallelFor& parallel_for);
 
-// Gradient-factor exponents of SPEC.md §3 (the differentiable skeleton's Jacobian is diagonal): runs
+// Gradient-factor exponents of docs/differentiable_skeleton.md (the differentiable skeleton's Jacobian is diagonal): runs
 // exactly num_iter (0..kMaxFactorIterations) outer iterations of the 2D schedule on `data` in place, and
 // writes for every pixel halvings[i] = k if its factor is 2^-k, or kFactorZero if it is 0 (deleted).
 void skeletonize2d_factors_cpu(uint8_t* data, uint8_t* halvings, int64_t batch, int64_t height, int64_t width,

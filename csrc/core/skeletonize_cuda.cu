@@ -49,7 +49,7 @@ __global__ void two_neighbours2d(const uint64_t* __restrict__ bits, uint64_t* __
   }
 }
 
-// Gradient-factor bookkeeping (SPEC.md §3): a 'deleted' plane and bit-sliced counters, planes
+// Gradient-factor bookkeeping (docs/differentiable_skeleton.md): a 'deleted' plane and bit-sliced counters, planes
 // `plane_words` apart, all in the Packed2D layout.
 struct FactorPlanes {
   uint64_t* deleted;

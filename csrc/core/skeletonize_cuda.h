@@ -1,4 +1,4 @@
-// CUDA skeletonization by Euler-characteristic boundary peeling (SPEC.md §2). Torch-free: raw device
+// CUDA skeletonization by Euler-characteristic boundary peeling (docs/skeletonize.md). Torch-free: raw device
 // pointers, a caller-allocated workspace and a stream, so this file builds with nvcc alone.
 #pragma once
 

@@ -1,4 +1,4 @@
-// CPU soft skeleton (SPEC.md §4, Shit et al.'s soft_skel): iterated soft erosion / opening, fused so the
+// CPU soft skeleton (docs/soft_skeleton.md, Shit et al.'s soft_skel): iterated soft erosion / opening, fused so the
 // forward pass keeps three planes and the backward pass recomputes the forward from the input alone.
 // Torch-free: raw pointers, work split through a caller-supplied parallel-for.
 #pragma once

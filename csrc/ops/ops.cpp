@@ -46,15 +46,15 @@ TORCH_LIBRARY(retina, m) {
   // mask: uint8 [N, 1, H, W] (8/4 connectivity) or [N, 1, D, H, W] (26/6); nonzero is foreground.
   // max_iter: None runs to convergence. Returns a new uint8 tensor of 0/1.
   m.def("skeletonize(Tensor mask, int? max_iter=None) -> Tensor");
-  // The differentiable skeleton's forward (SPEC.md §3) on hard values: mask uint8 [N, 1, H, W];
+  // The differentiable skeleton's forward (docs/differentiable_skeleton.md) on hard values: mask uint8 [N, 1, H, W];
   // exactly num_iter (0..254) outer iterations. Returns (skeleton uint8, halvings uint8): the pixel's
   // gradient factor is 2^-halvings, or 0 where halvings == 255.
   m.def("skeleton_factors(Tensor mask, int num_iter) -> (Tensor, Tensor)");
-  // Soft skeleton (SPEC.md §4): x floating [B, C, H, W] or [B, C, D, H, W]; num_iter >= 0.
+  // Soft skeleton (docs/soft_skeleton.md): x floating [B, C, H, W] or [B, C, D, H, W]; num_iter >= 0.
   // The backward recomputes the forward from x, so autograd saves only x.
   m.def("soft_skeleton(Tensor x, int num_iter) -> Tensor");
   m.def("soft_skeleton_backward(Tensor grad, Tensor x, int num_iter) -> Tensor");
-  // Dynamic snake convolution (SPEC.md §1): input [B, C, H, W], offset [B, K, H, W] (per-tap offsets of the
+  // Dynamic snake convolution (docs/dsconv.md): input [B, C, H, W], offset [B, K, H, W] (per-tap offsets of the
   // deformed axis, before the snake accumulation), weight [O, C, K], bias [O]; morph 0 bends along rows,
   // 1 along columns. Returns [B, O, H, W]. The backward returns (grad_input, grad_offset, grad_weight).
   m.def("dsconv2d(Tensor input, Tensor offset, Tensor weight, Tensor? bias, int morph, float extend_scope) -> Tensor");

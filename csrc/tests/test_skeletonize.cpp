@@ -161,7 +161,7 @@ void test_simple2d_matches_definition_on_all_256_neighbourhoods() {
     const bool two = retina::simple2d::at_least_two_neighbours(&rows[0][1], &rows[1][1], &rows[2][1]) >> 5 & 1;
     CHECK(two == (__builtin_popcount(unsigned(code)) >= 2));
   }
-  CHECK(simple_count == 116);  // SPEC.md §2
+  CHECK(simple_count == 116);  // docs/skeletonize.md
 }
 
 void test_word_borders_carry_neighbours() {
