@@ -1,4 +1,4 @@
-"""`differentiable_skeleton`: the IBP stochastic-binarised Euler skeleton of SPEC.md §3, fused.
+"""`differentiable_skeleton`: the IBP stochastic-binarised Euler skeleton of docs/differentiable_skeleton.md, fused.
 
 The public reference's Jacobian is diagonal, so the forward pass is the binary skeleton of the hard
 values plus one gradient factor per pixel (2^-k or 0), and the backward pass is one elementwise product:
@@ -127,6 +127,9 @@ if extension_loaded():
 
     @torch.library.register_fake("retina::skeleton_factors")
     def _skeleton_factors_fake(mask: torch.Tensor, num_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
+        torch._check(mask.dim() == 4 and mask.shape[1] == 1, lambda: f"mask must be [N, 1, H, W], got {tuple(mask.shape)}")
+        torch._check(mask.dtype == torch.uint8, lambda: f"mask must be uint8, got {mask.dtype}")
+        torch._check(0 <= num_iter <= MAX_ITERATIONS, lambda: f"num_iter must be in [0, {MAX_ITERATIONS}], got {num_iter}")
         out = torch.empty_like(mask, memory_format=torch.contiguous_format)
         return out, torch.empty_like(out)
 

@@ -1,4 +1,4 @@
-"""`dsconv2d`: dynamic snake convolution (SPEC.md §1) as one op, without the K-times-larger map of samples."""
+"""`dsconv2d`: dynamic snake convolution (docs/dsconv.md) as one op, without the K-times-larger map of samples."""
 
 from __future__ import annotations
 
@@ -112,12 +112,30 @@ def dsconv2d(
 
 if extension_loaded():
 
+    def _check_fake_operands(input, offset, weight, morph):
+        """The compiled kernels' shape checks, on fake tensors: a traced graph fails where the op would."""
+        torch._check(input.dim() == 4, lambda: f"input must be [B, C, H, W], got {tuple(input.shape)}")
+        torch._check(weight.dim() == 3 and weight.shape[1] == input.shape[1],
+                     lambda: f"weight must be [O, C={input.shape[1]}, K], got {tuple(weight.shape)}")
+        torch._check(weight.shape[2] >= 3 and weight.shape[2] % 2 == 1, lambda: "K must be odd and >= 3")
+        torch._check(offset.shape == (input.shape[0], weight.shape[2], *input.shape[2:]),
+                     lambda: f"offset must be [B, K, H, W], got {tuple(offset.shape)}")
+        torch._check(offset.dtype == input.dtype and weight.dtype == input.dtype,
+                     lambda: "offset and weight must have input's dtype")
+        torch._check(morph in (0, 1), lambda: f"morph must be 0 or 1, got {morph}")
+
     @torch.library.register_fake("retina::dsconv2d")
     def _dsconv2d_fake(input, offset, weight, bias, morph, extend_scope):
+        _check_fake_operands(input, offset, weight, morph)
+        if bias is not None:
+            torch._check(bias.shape == (weight.shape[0],), lambda: f"bias must be [O], got {tuple(bias.shape)}")
         return input.new_empty((input.shape[0], weight.shape[0], input.shape[2], input.shape[3]))
 
     @torch.library.register_fake("retina::dsconv2d_backward")
     def _dsconv2d_backward_fake(grad, input, offset, weight, morph, extend_scope):
+        _check_fake_operands(input, offset, weight, morph)
+        torch._check(grad.shape == (input.shape[0], weight.shape[0], *input.shape[2:]),
+                     lambda: f"grad must be [B, O, H, W], got {tuple(grad.shape)}")
         # Contiguous whatever the operands' layout, as every kernel returns them (compiled code checks).
         return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (input, offset, weight))
 

@@ -1,4 +1,4 @@
-"""`skeletonize`: binary skeletons by Euler-characteristic boundary peeling (SPEC.md §2)."""
+"""`skeletonize`: binary skeletons by Euler-characteristic boundary peeling (docs/skeletonize.md)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,9 @@ if extension_loaded():
 
     @torch.library.register_fake("retina::skeletonize")
     def _skeletonize_fake(mask: torch.Tensor, max_iter: int | None = None) -> torch.Tensor:
+        torch._check(mask.dim() in (4, 5) and mask.shape[1] == 1,
+                     lambda: f"mask must be [N, 1, H, W] or [N, 1, D, H, W], got {tuple(mask.shape)}")
+        torch._check(mask.dtype == torch.uint8, lambda: f"mask must be uint8, got {mask.dtype}")
         return torch.empty_like(mask, memory_format=torch.contiguous_format)
 
 

@@ -1,4 +1,4 @@
-"""`soft_skeleton`: the soft skeleton behind soft-clDice (SPEC.md §4), fused, with a recomputing backward."""
+"""`soft_skeleton`: the soft skeleton behind soft-clDice (docs/soft_skeleton.md), fused, with a recomputing backward."""
 
 from __future__ import annotations
 
@@ -49,10 +49,13 @@ if extension_loaded():
 
     @torch.library.register_fake("retina::soft_skeleton")
     def _soft_skeleton_fake(x: torch.Tensor, num_iter: int) -> torch.Tensor:
+        torch._check(x.dim() in (4, 5), lambda: f"x must be [B, C, H, W] or [B, C, D, H, W], got {tuple(x.shape)}")
+        torch._check(num_iter >= 0, lambda: f"num_iter must be >= 0, got {num_iter}")
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
     @torch.library.register_fake("retina::soft_skeleton_backward")
     def _soft_skeleton_backward_fake(grad: torch.Tensor, x: torch.Tensor, num_iter: int) -> torch.Tensor:
+        torch._check(grad.shape == x.shape, lambda: f"grad must have x's shape {tuple(x.shape)}, got {tuple(grad.shape)}")
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
     def _setup_context(ctx, inputs, output):

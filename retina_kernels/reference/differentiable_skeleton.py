@@ -1,4 +1,4 @@
-"""Literal plain-PyTorch form of SPEC.md §3 (the public reference's computation, with autograd): the
+"""Literal plain-PyTorch form of docs/differentiable_skeleton.md (the public reference's computation, with autograd): the
 oracle for `retina_kernels.differentiable_skeleton`. Keeps the whole graph, so it is slow and
 memory-hungry by design; it shares no code with the fused op beyond the simple-point table."""
 

@@ -1,4 +1,4 @@
-"""Reference of SPEC.md §1: dynamic snake convolution, written plainly in PyTorch. It materialises the
+"""Reference of docs/dsconv.md: dynamic snake convolution, written plainly in PyTorch. It materialises the
 [B, C, K, H·W] map of samples (what the fused kernels avoid) and lets autograd differentiate it. Oracle
 and fallback."""
 

@@ -1,4 +1,4 @@
-"""Reference of SPEC.md §2 on any device: same schedule as the kernels, simple points by an explicit
+"""Reference of docs/skeletonize.md on any device: same schedule as the kernels, simple points by an explicit
 flood fill of each neighbourhood rather than the kernels' bit tricks."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _neighbours_2d(padded: torch.Tensor, rp: int, cp: int, h: int, w: int) -> li
 
 def _peel_2d(x: torch.Tensor, max_iter: int | None, halvings: torch.Tensor | None = None) -> torch.Tensor:
     """The 2D schedule on x (uint8 0/1, modified in place). With `halvings` (uint8, zeros) it also counts
-    each pixel's gradient-factor halvings (SPEC.md §3) and runs exactly max_iter iterations; deleted
+    each pixel's gradient-factor halvings (docs/differentiable_skeleton.md) and runs exactly max_iter iterations; deleted
     pixels end at 255."""
     h, w = x.shape[-2:]
     table = simple_table_2d().to(x.device)

@@ -1,4 +1,4 @@
-"""Reference of SPEC.md §4: Shit et al.'s soft skeleton, written plainly with PyTorch pooling (autograd
+"""Reference of docs/soft_skeleton.md: Shit et al.'s soft skeleton, written plainly with PyTorch pooling (autograd
 gives the max-pool gradient rule the kernels reproduce). Oracle and fallback."""
 
 from __future__ import annotations

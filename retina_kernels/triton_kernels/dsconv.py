@@ -1,4 +1,4 @@
-"""Triton implementation of retina::dsconv2d and its backward (SPEC.md §1), the op's CUDA kernel.
+"""Triton implementation of retina::dsconv2d and its backward (docs/dsconv.md), the op's CUDA kernel.
 
 An implicit GEMM: the [C·K, pixels] matrix of samples is never stored. Where each tap samples
 (`tap_samples`: a plane index, the bilinear weight, [B, K, H·W], K times smaller than the samples) is

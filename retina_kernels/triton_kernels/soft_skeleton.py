@@ -1,4 +1,4 @@
-"""Triton implementation of retina::soft_skeleton and its backward (SPEC.md §4), the op's CUDA kernel.
+"""Triton implementation of retina::soft_skeleton and its backward (docs/soft_skeleton.md), the op's CUDA kernel.
 
 The arithmetic is the C++ CPU kernel's (csrc/core/soft_skeleton_cpu.cpp), rule for rule, so CPU and GPU
 agree to rounding: min/max pools ignore the outside, a max-pool routes a window's gradient to its first
