@@ -18,22 +18,20 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 import retina_kernels
 
-from . import io
+from . import image_files
 from .data import octa_image, vessel_mask
+from .metrics import betti_numbers
 
 
 def _topology(mask: np.ndarray) -> tuple[int, int]:
-    """(8-connected components, 4-connected holes) of a 2D binary mask."""
-    components = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
-    background = (np.pad(mask.astype(bool), 1) == 0).astype(np.uint8)  # the outside is background
-    holes = cv2.connectedComponents(background, connectivity=4)[0] - 2
-    return components, holes
+    """(8-connected components, 4-connected holes) of a 2D binary mask (`retina.metrics.betti_numbers`)."""
+    b0, b1 = betti_numbers(torch.from_numpy(mask.astype(bool))[None])[0].tolist()
+    return b0, b1
 
 
 def _overlay(mask: np.ndarray, skeleton: np.ndarray) -> np.ndarray:
@@ -58,26 +56,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     skeleton = _skeleton_2d(mask, None, args.device)
     elapsed = time.perf_counter() - start
     before, after = _topology(mask), _topology(skeleton)
-    io.write_image(out / "vessels.png", (mask * 255).astype(np.uint8))
-    path = io.write_image(out / "skeleton.png", _overlay(mask, skeleton))
-    print(f"vessel mask {args.size}x{args.size} (seed {args.seed}): {int(mask.sum())} px -> skeleton {int(skeleton.sum())} px "
-          f"in {1e3 * elapsed:.1f} ms on {args.device}")
+    image_files.write_image(out / "vessels.png", (mask * 255).astype(np.uint8))
+    path = image_files.write_image(out / "skeleton.png", _overlay(mask, skeleton))
+    print(f"vessel mask {args.size}x{args.size} (seed {args.seed}): {int(mask.sum())} px -> skeleton "
+          f"{int(skeleton.sum())} px in {1e3 * elapsed:.1f} ms on {args.device}")
     print(f"components {before[0]} -> {after[0]}, holes {before[1]} -> {after[1]} (must be equal)")
     scan = octa_image(304, seed=args.seed)
-    io.write_image(out / "octa.png", np.rint(scan.image[0] * 255).astype(np.uint8))
+    image_files.write_image(out / "octa.png", np.rint(scan.image[0] * 255).astype(np.uint8))
     labels = np.zeros(scan.faz.shape + (3,), np.uint8)  # artery red, vein blue, FAZ green
     labels[scan.artery, 0], labels[scan.vein, 2], labels[scan.faz, 1] = 255, 255, 255
-    io.write_image(out / "octa_labels.png", labels)
+    image_files.write_image(out / "octa_labels.png", labels)
     print(f"wrote {out / 'vessels.png'}, {path}, and a synthetic OCTA scan with its labels "
           f"({out / 'octa.png'}, {out / 'octa_labels.png'})")
     return 0 if before == after else 1
 
 
 def cmd_skeletonize(args: argparse.Namespace) -> int:
-    image = io.read_image(args.mask, grayscale=True)
+    image = image_files.read_image(args.mask, grayscale=True)
     mask = image > args.threshold
     skeleton = _skeleton_2d(mask, args.max_iter, args.device)
-    io.write_image(args.out, (skeleton * 255).astype(np.uint8))
+    image_files.write_image(args.out, (skeleton * 255).astype(np.uint8))
     print(f"{args.mask}: {int(mask.sum())} px -> {int(skeleton.sum())} px skeleton, written to {args.out}")
     return 0
 
@@ -94,31 +92,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    from .data import fundus_image
+    from .data import synthetic_label_folders, write_synthetic_dataset
 
-    if args.count < 1:
-        raise ValueError(f"--count must be >= 1, got {args.count}")
-    out = Path(args.out)
-    label_names = ("vessel", "artery", "vein", "faz") if args.kind == "octa" else ("vessel", "artery", "vein", "fov")
-    start = time.perf_counter()
-    for i in range(args.count):
-        seed = args.seed + i
-        name = f"{args.kind}-{seed:05d}.png"
-        if (out / "images" / name).is_file() and all((out / label / name).is_file() for label in label_names):
-            continue  # written by an earlier, interrupted run: files are complete (written atomically)
-        if args.kind == "octa":
-            sample = octa_image(args.size, seed)
-            image = np.rint(sample.image[0] * 255).astype(np.uint8)  # the FULL projection
-        else:
-            sample = fundus_image(args.size, args.size, seed)
-            image = np.rint(sample.image.transpose(1, 2, 0) * 255).astype(np.uint8)
-        for label in label_names:  # labels first: the image is the marker that a sample is complete
-            io.write_image(out / label / name, getattr(sample, label).astype(np.uint8) * 255)
-        io.write_image(out / "images" / name, image)
-        if (i + 1) % max(1, args.count // 10) == 0 or i + 1 == args.count:
-            print(f"  {i + 1}/{args.count} images ({time.perf_counter() - start:.1f} s)", flush=True)
+    out = write_synthetic_dataset(args.out, kind=args.kind, count=args.count, size=args.size, seed=args.seed,
+                                  progress=lambda line: print(f"  {line}", flush=True))
     print(f"wrote {args.count} {args.kind} images to {out / 'images'} with labels in "
-          f"{', '.join(str(out / label) for label in label_names)}")
+          f"{', '.join(str(out / label) for label in synthetic_label_folders(args.kind))}")
     return 0
 
 

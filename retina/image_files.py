@@ -12,7 +12,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
 # What retina reads as an image file (each also gzip-compressed, as STARE ships its ppm files).
 IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".gif", ".ppm", ".pgm", ".pbm")
 

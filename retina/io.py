@@ -1,5 +1,8 @@
-"""Renamed `retina.image_files` (`retina.io` read like the standard library's `io`); this module keeps
-the old import path."""
+"""Renamed `retina.image_files` (`retina.io` read like the standard library's `io`). This old import
+path stays an alias of that very module, so code (and monkeypatching) written against it keeps working."""
 
-from .image_files import (IMAGE_SUFFIXES, image_stem, images_by_stem, read_image, write_bytes_atomic,  # noqa: F401
-                          write_image)
+import sys
+
+from . import image_files
+
+sys.modules[__name__] = image_files

@@ -49,7 +49,8 @@ class SegmentationLoss(nn.Module):
             if input.numel():  # (an empty batch has no range to check)
                 low, high = input.detach().min().item(), input.detach().max().item()
                 if low < 0 or high > 1:
-                    raise ValueError(f"input must be probabilities in [0, 1] (or set sigmoid/softmax), found [{low}, {high}]")
+                    raise ValueError(f"input must be probabilities in [0, 1] (or set sigmoid/softmax), "
+                                     f"found [{low}, {high}]")
             prob = input
         if not self.include_background:
             if input.shape[1] == 1:
@@ -73,7 +74,8 @@ class SegmentationLoss(nn.Module):
             labels = target.reshape(input.shape[0], *spatial).long()
             classes = input.shape[1]
             if labels.numel() and (labels.min() < 0 or labels.max() >= classes):
-                raise ValueError(f"target class indices must be in [0, {classes - 1}], found [{labels.min()}, {labels.max()}]")
+                raise ValueError(f"target class indices must be in [0, {classes - 1}], "
+                                 f"found [{labels.min()}, {labels.max()}]")
             return F.one_hot(labels, classes).movedim(-1, 1).to(input.dtype)
         raise ValueError(f"target shape {tuple(target.shape)} matches neither input {tuple(input.shape)} nor a class map "
                          f"{(input.shape[0], *spatial)}")
@@ -98,7 +100,7 @@ def soft_dice(prob: torch.Tensor, target: torch.Tensor, smooth_nr: float, smooth
 
 def cl_dice(skel_pred: torch.Tensor, prob: torch.Tensor, skel_true: torch.Tensor, target: torch.Tensor,
             smooth: float) -> torch.Tensor:
-    """[B, C] clDice: harmonic mean of topology precision and sensitivity (SPEC.md §4)."""
+    """[B, C] clDice: harmonic mean of topology precision and sensitivity (docs/soft_skeleton.md)."""
     t_prec = (spatial_sum(skel_pred * target) + smooth) / (spatial_sum(skel_pred) + smooth)
     t_sens = (spatial_sum(skel_true * prob) + smooth) / (spatial_sum(skel_true) + smooth)
     return 2 * t_prec * t_sens / (t_prec + t_sens)

@@ -62,7 +62,7 @@ class SoftDiceclDiceLoss(SoftclDiceLoss):
 
 class IBPclDiceLoss(SegmentationLoss):
     """S3-OCTA's loss: (1 - alpha) Dice + alpha (1 - clDice), both skeletons from the differentiable
-    Euler skeleton (SPEC.md §3). Per sample and channel, so batch elements never mix (S3-OCTA's own 2D
+    Euler skeleton (docs/differentiable_skeleton.md). Per sample and channel, so batch elements never mix (S3-OCTA's own 2D
     copy sums neighbour counts across the batch). 2D only, like `differentiable_skeleton`.
 
     The target's skeleton is the binary skeleton after num_iter iterations: for a 0/1 label the

@@ -1,6 +1,6 @@
 """`evaluate`: score predictions against labels under a named protocol; per-image CSV and a summary.
 
-Protocols (SPEC.md §6):
+Protocols (docs/datasets.md):
 - "iternet": vessel AUC / accuracy / sensitivity / specificity / F1 pooled over every test pixel inside
   the FOV, threshold 0.5.
 - "s3octa": threshold 0.8, connected components smaller than `min_size` pixels removed, then Dice,

@@ -166,7 +166,7 @@ def hd95(pred: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> to
 
 
 def cldice(pred: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """clDice on hard masks (SPEC.md §4-5 formula; skeletons by `retina_kernels.skeletonize` to
+    """clDice on hard masks (docs/soft_skeleton.md-5 formula; skeletons by `retina_kernels.skeletonize` to
     convergence): 2·Tprec·Tsens / (Tprec + Tsens), Tprec = |S(pred) ∩ target| / |S(pred)|, Tsens =
     |S(target) ∩ pred| / |S(target)|. double [N]; 1 when both are empty."""
     p, t = _binary("pred", pred, threshold), _binary("target", target, 0.5)

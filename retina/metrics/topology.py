@@ -1,4 +1,4 @@
-"""Betti numbers (SPEC.md §5) and the Euler characteristic, on torch tensors (CPU or GPU).
+"""Betti numbers (docs/metrics.md) and the Euler characteristic, on torch tensors (CPU or GPU).
 
 Connectivity, fixed: 2D foreground 8-connected, background 4-connected; 3D foreground 26-connected,
 background 6-connected. β0 = foreground components; the last Betti number counts the components of the

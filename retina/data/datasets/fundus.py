@@ -1,4 +1,4 @@
-"""Colour fundus datasets: DRIVE, STARE, CHASE-DB1 (layouts of SPEC.md §6). STARE and CHASE-DB1 ship
+"""Colour fundus datasets: DRIVE, STARE, CHASE-DB1 (layouts of docs/datasets.md). STARE and CHASE-DB1 ship
 no FOV masks: theirs are estimated from the image (`retina.data.preprocess.estimate_fov`)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""OCTA datasets: OCTA-500, ROSE-1, ROSE-2 (layouts of SPEC.md §6; none can be downloaded here, so
+"""OCTA datasets: OCTA-500, ROSE-1, ROSE-2 (layouts of docs/datasets.md; none can be downloaded here, so
 each is tested on a generated tree of the same layout)."""
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ of view outside which the image is black; sensor noise. Labels are the drawn set
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import cv2

@@ -10,10 +10,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ...image_files import write_image
-from ..datasets.synthetic import SyntheticFundus, SyntheticOCTA
-from .fundus import fundus_image
-from .octa import octa_image
+from ..image_files import write_image
+from .datasets.synthetic import SyntheticFundus, SyntheticOCTA
+from .synthetic import fundus_image, octa_image
 
 KINDS = ("octa", "fundus")
 
@@ -38,8 +37,6 @@ def write_synthetic_dataset(out: str | os.PathLike, *, kind: str = "octa", count
     labels = synthetic_label_folders(kind)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be an integer >= 1, got {count!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 16:
-        raise ValueError(f"size must be an integer >= 16, got {size!r}")
     out = Path(out)
     start = time.perf_counter()
     for i in range(count):
