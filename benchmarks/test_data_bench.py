@@ -5,9 +5,9 @@ augmentation on CPU and GPU. Per-image figures are the median time / images in t
 import cv2
 import pytest
 import torch
+from conftest import DEVICES
 from torch.utils.data import DataLoader
 
-from conftest import DEVICES
 from retina.data import DRIVE, PairedAugment, fundus_image, octa_image, vessel_mask
 
 

@@ -1,5 +1,5 @@
 """differentiable_skeleton, num_iter 5, forward + backward: ours vs the literal autograd reference
-(SPEC.md §3 written out in PyTorch, as the public reference computes it). Issue targets (H100):
+(docs/differentiable_skeleton.md written out in PyTorch, as the public reference computes it). Issue targets (H100):
 <= 2 ms and <= 50 MiB at 512², batch 8 in <= 200 MiB; CPU >= 100x faster than the reference."""
 
 import functools
@@ -7,9 +7,9 @@ import functools
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICES
 
 import retina_kernels
-from conftest import DEVICES
 from retina.data import vessel_mask
 from retina_kernels.reference import differentiable_skeleton as literal
 
@@ -34,9 +34,13 @@ def test_differentiable_skeleton_fwd_bwd(measure, case, impl, device):
 
     def step():
         p = prob.clone().requires_grad_()
-        y = retina_kernels.differentiable_skeleton(p, uniform=uniform) if impl == "ours" else literal.differentiable_skeleton(p, uniform)
+        if impl == "ours":
+            y = retina_kernels.differentiable_skeleton(p, uniform=uniform)
+        else:
+            y = literal.differentiable_skeleton(p, uniform)
         y.backward(torch.ones_like(y))
         return p.grad
 
     slow = impl == "reference"
-    measure(step, device, group=f"differentiable_skeleton fwd+bwd {case} {device}", impl=impl, rounds=1 if slow else 5, warmup=0 if slow else 1)
+    measure(step, device, group=f"differentiable_skeleton fwd+bwd {case} {device}", impl=impl,
+            rounds=1 if slow else 5, warmup=0 if slow else 1)

@@ -10,9 +10,9 @@ import collections
 
 import pytest
 import torch
+from conftest import DEVICES
 
 import retina_kernels
-from conftest import DEVICES
 from retina.models import S3OCTA
 from retina.nn import DSConv
 from retina_kernels._extension import triton_available

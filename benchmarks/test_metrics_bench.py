@@ -6,10 +6,10 @@ import functools
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICES
 from skimage.measure import euler_number, label
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from conftest import DEVICES
 from retina import metrics
 from retina.data import vessel_mask
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DEVICES
 
 import retina_kernels
-from conftest import DEVICES
 from retina.data import vessel_mask
 from retina.losses import IBPclDiceLoss
-from retina.models import DSCNet, S3OCTA
+from retina.models import S3OCTA, DSCNet
 from retina_kernels.reference import dsconv as reference
 
 MODELS = {"dscnet": lambda **kw: DSCNet(in_channels=1, **kw), "s3octa": lambda **kw: S3OCTA(in_channels=3, **kw)}

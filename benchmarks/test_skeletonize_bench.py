@@ -7,10 +7,10 @@ import functools
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICES
 from skimage.morphology import skeletonize as skimage_skeletonize
 
 import retina_kernels
-from conftest import DEVICES
 from retina.data import vessel_mask, vessel_volume
 from retina_kernels.reference import skeletonize as reference
 

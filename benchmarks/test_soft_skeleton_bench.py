@@ -6,9 +6,9 @@ import functools
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICES
 
 import retina_kernels
-from conftest import DEVICES
 from retina.data import vessel_mask
 from retina_kernels.reference import soft_skeleton as reference
 

@@ -1,4 +1,4 @@
-"""Writes directory trees with the exact layouts of the public datasets (SPEC.md §6): file names,
+"""Writes directory trees with the exact layouts of the public datasets (docs/datasets.md): file names,
 extensions and bit depths as released, small images. Returns what was written so tests can compare."""
 
 import gzip

@@ -9,13 +9,21 @@ import pytest
 import torch
 
 from retina import io
-from retina.data import (PairedAugment, clahe, equalize_histogram, estimate_fov, fundus_image, green_channel,
-                         normalize, octa_image, vessel_mask)
+from retina.data import (
+    PairedAugment,
+    clahe,
+    equalize_histogram,
+    estimate_fov,
+    fundus_image,
+    green_channel,
+    normalize,
+    octa_image,
+    vessel_mask,
+)
 from retina.data.augment import warp
 from retina.data.synthetic.trees import TreeStyle, draw, grow
 
 from .conftest import requires_cuda
-
 
 # -- synthetic ---------------------------------------------------------------------------------------
 

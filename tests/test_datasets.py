@@ -9,11 +9,25 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from . import dataset_trees as trees
 from retina import cli
-from retina.data import (CAVRIC, CHASEDB1, DRIVE, OCTA500, OCTID_LAYERS, ROSE1, ROSE2, STARE, ImageFolderDataset,
-                         OCTLayers, PairedAugment, SyntheticOCTA, polygons_to_masks)
+from retina.data import (
+    CAVRIC,
+    CHASEDB1,
+    DRIVE,
+    OCTA500,
+    OCTID_LAYERS,
+    ROSE1,
+    ROSE2,
+    STARE,
+    ImageFolderDataset,
+    OCTLayers,
+    PairedAugment,
+    SyntheticOCTA,
+    polygons_to_masks,
+)
 from retina.data.vgg import mask_from_regions
+
+from . import dataset_trees as trees
 
 
 def iou(a, b):
@@ -203,7 +217,7 @@ def test_cavric_folds(tmp_path):
 def test_image_folder_dataset_16bit_and_fov(tmp_path):
     image = (np.arange(20 * 30, dtype=np.uint16).reshape(20, 30) * 100)
     cv2.imwrite(str(tmp_path / "x.tif"), image)
-    for name, folder in (("x.tif", "images"), ("x.png", "masks"), ("x.png", "fov")):
+    for _name, folder in (("x.tif", "images"), ("x.png", "masks"), ("x.png", "fov")):
         (tmp_path / folder).mkdir(exist_ok=True)
     (tmp_path / "x.tif").rename(tmp_path / "images/x.tif")
     cv2.imwrite(str(tmp_path / "masks/x.png"), (image > 30000).astype(np.uint8))  # 0/1 labels

@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-import retina_kernels
 from retina.data import vessel_mask
 from retina.losses import (
     DiceCELoss,

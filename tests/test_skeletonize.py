@@ -53,7 +53,8 @@ def test_matches_reference_2d(shape, max_iter):
     noise = (torch.rand(shape, generator=gen) < 0.55).to(torch.uint8)
     vessels = vessels_2d(shape[0], shape[2], shape[3], seed=shape[2])
     for mask in (noise, vessels):
-        assert torch.equal(retina_kernels.skeletonize(mask, max_iter=max_iter), reference.skeletonize(mask, max_iter=max_iter))
+        ours = retina_kernels.skeletonize(mask, max_iter=max_iter)
+        assert torch.equal(ours, reference.skeletonize(mask, max_iter=max_iter))
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 9, 10, 11), (2, 1, 16, 13, 20), (1, 1, 1, 12, 12), (1, 1, 5, 1, 7)])
@@ -63,7 +64,8 @@ def test_matches_reference_3d(shape, max_iter):
     noise = (torch.rand(shape, generator=gen) < 0.6).to(torch.uint8)
     vessels = vessels_3d(shape[0], *shape[2:], seed=7)
     for mask in (noise, vessels):
-        assert torch.equal(retina_kernels.skeletonize(mask, max_iter=max_iter), reference.skeletonize(mask, max_iter=max_iter))
+        ours = retina_kernels.skeletonize(mask, max_iter=max_iter)
+        assert torch.equal(ours, reference.skeletonize(mask, max_iter=max_iter))
 
 
 def test_reference_3d_simple_test_equals_topology_invariance():
@@ -111,7 +113,8 @@ def test_topology_and_idempotent_3d(seed):
 
 
 def test_batch_elements_are_independent():
-    batch = torch.cat([vessels_2d(1, 70, 90, seed=3), torch.zeros(1, 1, 70, 90, dtype=torch.uint8), vessels_2d(1, 70, 90, seed=4)])
+    empty = torch.zeros(1, 1, 70, 90, dtype=torch.uint8)
+    batch = torch.cat([vessels_2d(1, 70, 90, seed=3), empty, vessels_2d(1, 70, 90, seed=4)])
     out = retina_kernels.skeletonize(batch)
     for i in range(3):
         assert torch.equal(out[i : i + 1], retina_kernels.skeletonize(batch[i : i + 1]))
@@ -287,7 +290,8 @@ def test_cuda_equals_cpu_2d(shape, max_iter):
 @pytest.mark.parametrize("max_iter", [None, 2])
 def test_cuda_equals_cpu_3d(shape, max_iter):
     mask = vessels_3d(shape[0], *shape[2:], seed=1)
-    assert torch.equal(retina_kernels.skeletonize(mask.cuda(), max_iter=max_iter).cpu(), retina_kernels.skeletonize(mask, max_iter=max_iter))
+    on_cuda = retina_kernels.skeletonize(mask.cuda(), max_iter=max_iter).cpu()
+    assert torch.equal(on_cuda, retina_kernels.skeletonize(mask, max_iter=max_iter))
 
 
 @pytest.mark.cuda
