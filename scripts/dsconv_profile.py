@@ -21,9 +21,10 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
-import retina_kernels  # noqa: E402
-from retina.models import DSCNet, S3OCTA  # noqa: E402
 from test_dsconv_bench import layer_inputs  # noqa: E402
+
+import retina_kernels  # noqa: E402
+from retina.models import S3OCTA, DSCNet  # noqa: E402
 
 # The autograd-visible names of our op, whose device time (their kernels included) is the op's share.
 OP_NAMES = ("retina::dsconv2d", "retina::dsconv2d_backward")

@@ -25,10 +25,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
+from memory import allocations_visible, peak_mib, reset_resident_peak, resident_mib, resident_peak_mib  # noqa: E402
+
 import retina_kernels  # noqa: E402
-from memory import (  # noqa: E402
-    allocations_visible, peak_mib, reset_resident_peak, resident_mib, resident_peak_mib)
-from retina.models import DSCNet, S3OCTA  # noqa: E402
+from retina.models import S3OCTA, DSCNet  # noqa: E402
 from retina_kernels.reference import dsconv as reference  # noqa: E402
 
 
