@@ -66,23 +66,6 @@ def test_iou_per_class():
         metrics.iou_per_class(pred, target, 3)
 
 
-def test_hd95_against_scipy_distance_transform():
-    a = torch.from_numpy(vessel_mask(64, 80, seed=1))
-    b = torch.from_numpy(ndimage.binary_dilation(vessel_mask(64, 80, seed=1), iterations=2))
-    got = metrics.hd95(a[None], b[None]).item()
-
-    def surface(m):
-        return m & ~ndimage.binary_erosion(m, np.ones((3, 3)), border_value=0)
-
-    def directed(x, y):
-        return ndimage.distance_transform_edt(~surface(y))[surface(x)]
-
-    expected = max(np.percentile(directed(a.numpy(), b.numpy()), 95), np.percentile(directed(b.numpy(), a.numpy()), 95))
-    assert got == pytest.approx(expected, abs=1e-3)
-    assert metrics.hd95(torch.zeros(1, 8, 8), torch.zeros(1, 8, 8)).item() == 0
-    assert metrics.hd95(torch.zeros(1, 8, 8), torch.ones(1, 8, 8)).item() == float("inf")
-
-
 def test_cldice_metric():
     target = torch.from_numpy(vessel_mask(96, 96, seed=2))[None]
     assert metrics.cldice(target, target).item() == pytest.approx(1.0)
@@ -144,19 +127,25 @@ def test_evaluate_folders_and_tensors(tmp_path):
         noisy = np.clip(m * 0.9 + 0.3 * np.random.default_rng(i).random(m.shape), 0, 1)
         io.write_image(tmp_path / "pred" / f"img{i}.png", (noisy * 255).astype(np.uint8))
     summary = metrics.evaluate(tmp_path / "pred", tmp_path / "label", protocol="iternet", out_dir=tmp_path / "out")
-    assert 0.5 < summary["roc_auc"] <= 1 and 0 < summary["dice"] <= 1
+    assert 0.5 < summary["roc_auc"] <= 1 and 0 < summary["f1"] <= 1
     rows = (tmp_path / "out" / "per_image.csv").read_text().splitlines()
-    assert rows[0].startswith("id,dice,jaccard") and [r.split(",")[0] for r in rows[1:]] == ["img0", "img1", "img2"]
+    assert rows[0].startswith("id,roc_auc,pr_auc") and [r.split(",")[0] for r in rows[1:]] == ["img0", "img1", "img2"]
     assert '"protocol": "iternet"' in (tmp_path / "out" / "summary.json").read_text()
     perfect = torch.from_numpy(np.stack(labels)).double()
-    s3 = metrics.evaluate(perfect, perfect > 0.5, protocol="s3octa", min_size=5)
+    s3 = metrics.evaluate(perfect, perfect > 0.5, protocol="s3octa", min_area=5, min_percent=None)
     assert s3["dice"] == pytest.approx(1.0) and s3["cldice"] == pytest.approx(1.0) and s3["hd95"] == 0
     speck = perfect.clone()
     isolated = ndimage.binary_dilation(labels[0], iterations=2) == 0  # 2 px away from every vessel
     y, x = np.argwhere(isolated)[0]
     speck[0, y, x] = 1.0  # a one-pixel component: removed by the S3-OCTA protocol
-    assert metrics.evaluate(speck, perfect > 0.5, protocol="s3octa", min_size=5)["dice"] == pytest.approx(1.0)
-    assert metrics.evaluate(speck, perfect > 0.5, protocol="s3octa", min_size=1)["dice"] < 1
+    assert metrics.evaluate(speck, perfect > 0.5, protocol="s3octa", min_area=5, min_percent=None)["dice"] == 1.0
+    assert metrics.evaluate(speck, perfect > 0.5, protocol="s3octa", min_area=1, min_percent=None)["dice"] < 1
+    (tmp_path / "pred" / "img1.png").unlink()  # a label without a prediction: listed, and an error unless allowed
+    with pytest.raises(ValueError, match=r"1 label\(s\) have no prediction .*\['img1'\]"):
+        metrics.evaluate(tmp_path / "pred", tmp_path / "label")
+    said = []
+    metrics.evaluate(tmp_path / "pred", tmp_path / "label", allow_missing=True, report=said.append)
+    assert said and "scoring 2 of 3 labels" in said[0]
     (tmp_path / "label" / "img2.png").unlink()
     with pytest.raises(ValueError, match="no label for prediction"):
         metrics.evaluate(tmp_path / "pred", tmp_path / "label")
@@ -169,7 +158,7 @@ def test_evaluate_command(tmp_path, capsys):
     from retina.cli import main
 
     for i in range(2):
-        m = vessel_mask(96, 96, seed=i)  # no component below the protocol's 20 pixels
+        m = vessel_mask(96, 96, seed=i)
         io.write_image(tmp_path / "label" / f"{i}.png", (m * 255).astype(np.uint8))
         io.write_image(tmp_path / "pred" / f"{i}.png", (m * 230).astype(np.uint8))
     code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "label"), "--out", str(tmp_path / "ev")])
@@ -183,3 +172,21 @@ def test_propagated_labelling_matches_opencv_in_2d():
     masks = random_masks(3, 30, 33, 9, 0.5)
     for full in (True, False):
         assert torch.equal(_propagated_components(masks, full), _components(masks, full))
+
+
+def test_skeleton_points_count_each_junction_once():
+    cross = torch.zeros(15, 15, dtype=torch.bool)
+    cross[7, 2:13] = True
+    cross[2:13, 7] = True  # one junction (the centre: four neighbours), four endpoints
+    assert metrics.skeleton_points(cross).tolist() == [[4, 1]]
+    y = torch.zeros(12, 12, dtype=torch.bool)
+    for i in range(5):
+        y[6 - i, 5 - i] = y[6 - i, 6 + i] = True  # two diagonal arms meeting ...
+    y[6:11, 5] = True  # ... on a vertical stem: pixels around the fork have 3 neighbours, one junction
+    points = metrics.skeleton_points(y[None, None])
+    assert points.tolist() == [[3, 1]]
+    block = torch.zeros(9, 9, dtype=torch.bool)
+    block[4:6, 1:8] = True  # a 2x2-thick bar: its pixels all have >= 3 neighbours, one cluster
+    assert metrics.skeleton_points(block)[0, 1].item() == 1
+    with pytest.raises(ValueError, match="skeleton must be"):
+        metrics.skeleton_points(torch.zeros(2, 2, 3, 3))

@@ -1,11 +1,9 @@
-"""`evaluate`: score predictions against labels under a named protocol; per-image CSV and a summary.
+"""`evaluate`: score predictions against labels under a named protocol (`protocols`: "s3octa",
+"iternet" as those papers' code computes them, "retina" ours); a per-image CSV and a summary.
 
-Protocols (docs/datasets.md):
-- "iternet": vessel AUC / accuracy / sensitivity / specificity / F1 pooled over every test pixel inside
-  the FOV, threshold 0.5.
-- "s3octa": threshold 0.8, connected components smaller than `min_size` pixels removed, then Dice,
-  Jaccard, clDice and HD95 per image, averaged.
-Both also report per-image overlap scores and Betti-0/1 errors.
+Folders are matched by file stem (`retina.image_files.images_by_stem`). Predictions are probability
+images (8-bit / 255, 16-bit / 65535); labels and FOV masks are binary in any encoding
+(`retina.image_files.read_mask`). Images may differ in size from one another.
 """
 
 from __future__ import annotations
@@ -14,105 +12,138 @@ import csv
 import io
 import json
 import os
+from collections import Counter
 from pathlib import Path
+from typing import Callable, Optional
 
-import cv2
 import numpy as np
 import torch
 
-from ..image_files import images_by_stem, read_image, write_bytes_atomic
-from .pixel import cldice, confusion, hd95, pr_auc, roc_auc, scores_from_confusion
-from .topology import betti_errors
+from ..image_files import images_by_stem, read_image, read_mask, write_bytes_atomic
+from . import protocols
+from .pixel import _as_images
 
-PROTOCOLS = {"iternet": 0.5, "s3octa": 0.8}
-
-
-def remove_small_components(mask: torch.Tensor, min_size: int) -> torch.Tensor:
-    """Drops 8-connected foreground components smaller than min_size pixels from bool [N, H, W]."""
-    out = []
-    for m in mask.cpu().numpy().astype(np.uint8):
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
-        keep = stats[:, cv2.CC_STAT_AREA] >= min_size
-        keep[0] = False  # background
-        out.append(keep[labels])
-    return torch.from_numpy(np.stack(out)).to(mask.device) if out else mask
+PROTOCOLS = tuple(protocols.THRESHOLDS)
+remove_small_components = protocols.remove_small_components
 
 
-def _load_folder(folder: Path, label: str) -> dict[str, np.ndarray]:
-    files = images_by_stem(folder, f"{label} folder")
-    if not files:
-        raise ValueError(f"{label} folder {folder} has no images")
-    return {stem: read_image(path, grayscale=True) for stem, path in files.items()}
+def _probability(path: Path) -> np.ndarray:
+    image = read_image(path, grayscale=True)
+    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype)
+    if scale is None:
+        if image.dtype.kind != "f" or np.isnan(image).any() or image.min() < 0 or image.max() > 1:
+            raise ValueError(f"{path}: a prediction must be an 8- or 16-bit image, or floats in [0, 1]")
+        return image.astype(np.float64)
+    return image.astype(np.float64) / scale
 
 
-def _stack_folders(pred: Path, label: Path, fov: Path | None):
-    preds, labels = _load_folder(pred, "prediction"), _load_folder(label, "label")
-    missing = sorted(set(preds) - set(labels))
-    if missing:
-        raise ValueError(f"no label for prediction(s) {missing[:5]} in {label} (matched by file stem)")
-    ids = sorted(preds)
-    for i in ids:
-        if preds[i].shape != labels[i].shape:
-            raise ValueError(f"{pred / i}: prediction is {preds[i].shape} but its label is {labels[i].shape}")
-    prob = torch.from_numpy(np.stack([preds[i] for i in ids])).double() / 255.0
-    target = torch.from_numpy(np.stack([labels[i] for i in ids]) > 127)
-    fov_t = None
+def _load(pred: Path, label: Path, fov: Optional[Path], allow_missing: bool, report: Callable[[str], None]):
+    preds = images_by_stem(pred, "prediction folder")
+    labels = images_by_stem(label, "label folder")
+    if not preds:
+        raise ValueError(f"prediction folder {pred} has no images")
+    unlabelled = sorted(set(preds) - set(labels))
+    if unlabelled:
+        raise ValueError(f"no label for prediction(s) {unlabelled[:5]}{' ...' if len(unlabelled) > 5 else ''} "
+                         f"in {label} (matched by file stem)")
+    unpredicted = sorted(set(labels) - set(preds))
+    if unpredicted and not allow_missing:
+        raise ValueError(f"{len(unpredicted)} label(s) have no prediction in {pred}: {unpredicted[:5]}"
+                         f"{' ...' if len(unpredicted) > 5 else ''} (score only those with one: allow_missing / "
+                         "--allow-missing)")
+    if unpredicted:
+        report(f"scoring {len(preds)} of {len(labels)} labels: {len(unpredicted)} have no prediction "
+               f"(e.g. {unpredicted[0]})")
+    fovs = images_by_stem(fov, "FOV folder") if fov is not None else None
+    if fovs is not None:
+        missing = sorted(set(preds) - set(fovs))
+        if missing:
+            raise ValueError(f"no FOV mask in {fov} for {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    ids, probs, truths, masks, encodings = sorted(preds), [], [], [], Counter()
+    for stem in ids:
+        prob = _probability(preds[stem])
+        truth, encoding = read_mask(labels[stem])
+        encodings[encoding] += 1
+        if truth.shape != prob.shape:
+            raise ValueError(f"{preds[stem]}: prediction is {prob.shape[1]}x{prob.shape[0]} (width x height) but its "
+                             f"label {labels[stem]} is {truth.shape[1]}x{truth.shape[0]}")
+        probs.append(prob)
+        truths.append(truth)
+        if fovs is not None:
+            mask, _ = read_mask(fovs[stem])
+            if mask.shape != prob.shape:
+                raise ValueError(f"{fovs[stem]}: FOV mask is {mask.shape[1]}x{mask.shape[0]} but the prediction "
+                                 f"{preds[stem]} is {prob.shape[1]}x{prob.shape[0]}")
+            masks.append(mask)
+    if set(encodings) != {"values {0, 255}"}:
+        report("labels read as: " + "; ".join(f"{encoding} in {n} file(s)" for encoding, n in encodings.items()))
+    return ids, probs, truths, (masks if fovs is not None else None)
+
+
+def _from_tensors(pred: torch.Tensor, label: torch.Tensor, fov: Optional[torch.Tensor]):
+    prob, target = _as_images("pred", pred), _as_images("label", label)
+    if not prob.is_floating_point():
+        raise TypeError(f"pred must be probabilities (floating), got {prob.dtype}")
+    if prob.numel() and (bool(torch.isnan(prob).any()) or prob.min() < 0 or prob.max() > 1):
+        raise ValueError("pred must hold probabilities in [0, 1] (no NaN)")
+    if prob.shape != target.shape:
+        raise ValueError(f"pred {tuple(prob.shape)} and label {tuple(target.shape)} must have the same shape")
+    truth = target > 0.5 if target.is_floating_point() else target != 0
+    probs = list(prob.detach().double().cpu().numpy())
+    truths = list(truth.cpu().numpy())
+    masks = None
     if fov is not None:
-        fovs = _load_folder(fov, "FOV")
-        fov_t = torch.from_numpy(np.stack([fovs[i] for i in ids]) > 127)
-    return ids, prob, target, fov_t
+        f = _as_images("fov", fov)
+        f = f > 0.5 if f.is_floating_point() else f != 0
+        masks = list(f.expand_as(truth).cpu().numpy())
+    return probs, truths, masks
 
 
-def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", min_size: int = 20, ids: list[str] | None = None,
-             out_dir: str | os.PathLike | None = None) -> dict[str, float]:
+def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Optional[float] = None,
+             min_area: int = 50, min_percent: Optional[float] = 10, field: Optional[str] = None,
+             ids: Optional[list[str]] = None, allow_missing: bool = False,
+             out_dir: str | os.PathLike | None = None, report: Callable[[str], None] = lambda line: None,
+             ) -> dict[str, float]:
     """Scores predictions against labels.
 
     Args:
-        pred: probabilities [N, H, W] (or [N, 1, H, W]) in [0, 1], or a folder of 8-bit images
-            (value / 255), matched to `label` by file stem.
-        label: binary labels of the same shape, or a folder of images (> 127 = vessel).
-        fov: optional field-of-view masks (tensor or folder); pixels outside are ignored by the pooled
-            metrics and the confusion counts.
-        protocol: "s3octa" (threshold 0.8, small components removed) or "iternet" (threshold 0.5).
-        min_size: components below this many pixels are removed ("s3octa").
+        pred: probabilities [N, H, W] (or [N, 1, H, W]) in [0, 1], or a folder of probability images.
+        label: binary labels of the same shape, or a folder of masks (any binary encoding).
+        fov: field-of-view masks (tensor or folder); "iternet" and "retina" count only pixels inside.
+        protocol: "s3octa" (default), "iternet" or "retina" (docs/metrics.md, `retina.metrics.protocols`).
+        threshold: overrides the protocol's (0.8, 0.5, 0.5); in [0, 1].
+        min_area, min_percent: "s3octa"'s small-component removal (S3-OCTA's 50 and 10).
+        field: "s3octa" only: "3M" or "6M" resizes label and prediction to 304² / 400² (S3-OCTA's option).
         ids: names of the images for the CSV (default: file stems, or 0..N-1).
+        allow_missing: folders: score only the labels that have a prediction (listed through `report`);
+            otherwise a label without a prediction is an error.
         out_dir: when given, writes `per_image.csv` and `summary.json` there (atomically).
+        report: called with one line for each thing worth saying (labels' encodings, skipped labels).
 
     Returns:
-        The summary: per-image means of every score, plus pooled AUCs and scores for "iternet".
+        The summary: {metric: value} (per-image means for "s3octa" / "retina", pooled for "iternet").
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
+        raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+    if threshold is None:
+        threshold = protocols.THRESHOLDS[protocol]
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    if field is not None and protocol != "s3octa":
+        raise ValueError(f"field applies to the s3octa protocol only, not {protocol!r}")
     if isinstance(pred, (str, os.PathLike)):
-        ids, prob, target, fov = _stack_folders(Path(pred), Path(label), Path(fov) if fov is not None else None)
+        ids, probs, truths, masks = _load(Path(pred), Path(label), Path(fov) if fov is not None else None,
+                                          allow_missing, report)
     else:
-        prob, target = pred, label
-        if prob.dim() == 4:
-            prob, target = prob[:, 0], target[:, 0] if target.dim() == 4 else target
-        if not prob.is_floating_point():
-            raise TypeError(f"pred must be probabilities (floating), got {prob.dtype}")
-        if prob.numel() and (bool(torch.isnan(prob).any()) or prob.min() < 0 or prob.max() > 1):
-            raise ValueError("pred must hold probabilities in [0, 1] (no NaN)")
-        target = target > 0.5 if target.is_floating_point() else target != 0
-        ids = ids or [str(i) for i in range(prob.shape[0])]
-    if prob.shape != target.shape:
-        raise ValueError(f"pred {tuple(prob.shape)} and label {tuple(target.shape)} must have the same shape")
-    threshold = PROTOCOLS[protocol]
-    hard = prob > threshold
+        probs, truths, masks = _from_tensors(pred, label, fov)
+        ids = ids or [str(i) for i in range(len(probs))]
     if protocol == "s3octa":
-        hard = remove_small_components(hard, min_size)
-    counts = confusion(hard, target, fov)
-    per_image = scores_from_confusion(counts)
-    per_image["cldice"] = cldice(hard, target)
-    per_image["hd95"] = hd95(hard, target)
-    errors = betti_errors(hard, target)
-    per_image["betti0_error"], per_image["betti1_error"] = errors[:, 0].double(), errors[:, 1].double()
-    summary = {name: float(values.double().mean()) for name, values in per_image.items()}
-    if protocol == "iternet":
-        pooled = scores_from_confusion(counts.sum(0))
-        summary.update({f"pooled_{k}": float(v) for k, v in pooled.items()})
-        summary["roc_auc"] = float(roc_auc(prob.double(), target, fov))
-        summary["pr_auc"] = float(pr_auc(prob.double(), target, fov))
+        if masks is not None:
+            raise ValueError("the s3octa protocol has no field-of-view mask (S3-OCTA's code scores every pixel)")
+        per_image, summary = protocols.s3octa(probs, truths, threshold=threshold, min_area=min_area,
+                                              min_percent=min_percent, field=field)
+    else:
+        per_image, summary = getattr(protocols, protocol)(probs, truths, masks, threshold=threshold)
     if out_dir is not None:
         out = Path(out_dir)
         table = io.StringIO()

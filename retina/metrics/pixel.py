@@ -1,10 +1,8 @@
 """Pixel metrics on torch tensors (CPU or GPU): overlap scores per image or pooled, ROC-AUC and PR-AUC
-pooled inside the field of view, per-class IoU, HD95, clDice on hard skeletons."""
+pooled inside the field of view, per-class IoU, clDice on hard skeletons (distances: `distance`)."""
 
 from __future__ import annotations
 
-import cv2
-import numpy as np
 import torch
 
 import retina_kernels
@@ -138,36 +136,9 @@ def mean_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torc
     return torch.nanmean(iou_per_class(pred, target, num_classes))
 
 
-def _surface_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distances from the boundary pixels of a to the nearest boundary pixel of b (Euclidean, pixels)."""
-    kernel = np.ones((3, 3), np.uint8)
-    edge_a = a & ~cv2.erode(a.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
-    edge_b = b & ~cv2.erode(b.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
-    to_b = cv2.distanceTransform((~edge_b).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return to_b[edge_a]
-
-
-def hd95(pred: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """95th-percentile Hausdorff distance per image (pixels): the larger of the two directed 95th
-    percentiles of boundary-to-boundary distances (MONAI's convention). 0 when both masks are empty, inf
-    when exactly one is. double [N]."""
-    p, t = _binary("pred", pred, threshold).cpu().numpy(), _binary("target", target, 0.5).cpu().numpy()
-    if p.shape != t.shape:
-        raise ValueError(f"pred {p.shape} and target {t.shape} must have the same shape")
-    out = []
-    for a, b in zip(p, t):
-        if not a.any() and not b.any():
-            out.append(0.0)
-        elif not a.any() or not b.any():
-            out.append(float("inf"))
-        else:
-            out.append(max(np.percentile(_surface_distances(a, b), 95), np.percentile(_surface_distances(b, a), 95)))
-    return torch.tensor(out, dtype=torch.float64)
-
-
 def cldice(pred: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """clDice on hard masks (docs/soft_skeleton.md-5 formula; skeletons by `retina_kernels.skeletonize` to
-    convergence): 2·Tprec·Tsens / (Tprec + Tsens), Tprec = |S(pred) ∩ target| / |S(pred)|, Tsens =
+    """clDice on hard masks (the formula of docs/soft_skeleton.md; skeletons by `retina_kernels.skeletonize`
+    to convergence): 2·Tprec·Tsens / (Tprec + Tsens), Tprec = |S(pred) ∩ target| / |S(pred)|, Tsens =
     |S(target) ∩ pred| / |S(target)|. double [N]; 1 when both are empty."""
     p, t = _binary("pred", pred, threshold), _binary("target", target, 0.5)
     if p.shape != t.shape:

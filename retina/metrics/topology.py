@@ -126,3 +126,36 @@ def euler_characteristic(mask: torch.Tensor) -> torch.Tensor:
 def betti_errors(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """|β_k(pred) - β_k(target)| per image and k: long [N, 2] (2D) or [N, 3] (3D)."""
     return (betti_numbers(pred) - betti_numbers(target)).abs()
+
+
+def skeleton_points(skeleton: torch.Tensor) -> torch.Tensor:
+    """(endpoints, junctions) of 2D skeletons, junction-aware: long [N, 2].
+
+    An endpoint is a skeleton pixel with exactly one 8-neighbour on the skeleton. A junction is one
+    8-connected cluster of skeleton pixels with three or more skeleton neighbours: on an 8-connected
+    skeleton the pixels around one branching point often all have three neighbours (and a crossing can
+    keep a 2×2 block, docs/skeletonize.md), so counting such pixels counts one junction 2–3 times (seeded
+    vessel-like 1024² masks: 5 217–18 788 such pixels against 2 136–7 005 clusters).
+
+    Args:
+        skeleton: [H, W], [N, H, W] or [N, 1, H, W], nonzero = skeleton.
+    """
+    if not isinstance(skeleton, torch.Tensor):
+        raise TypeError(f"skeleton must be a torch.Tensor, got {type(skeleton).__name__}")
+    if skeleton.dim() == 4 and skeleton.shape[1] == 1:
+        skeleton = skeleton[:, 0]
+    elif skeleton.dim() == 2:
+        skeleton = skeleton[None]
+    if skeleton.dim() != 3:
+        raise ValueError(f"skeleton must be [H, W], [N, H, W] or [N, 1, H, W], got {tuple(skeleton.shape)}")
+    on = (skeleton != 0).to(torch.float32)[:, None]
+    kernel = torch.ones(1, 1, 3, 3)
+    kernel[0, 0, 1, 1] = 0
+    neighbours = F.conv2d(on.cpu(), kernel, padding=1)[:, 0].round().to(torch.int64)
+    on = on[:, 0].cpu().bool()
+    out = []
+    for pixels, count in zip(on, neighbours):
+        branching = (pixels & (count >= 3)).numpy().astype(np.uint8)
+        junctions = cv2.connectedComponents(branching, connectivity=8)[0] - 1
+        out.append((int((pixels & (count == 1)).sum()), junctions))
+    return torch.tensor(out, dtype=torch.int64).reshape(len(out), 2)

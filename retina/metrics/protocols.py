@@ -1,0 +1,163 @@
+"""Evaluation protocols, each computed as the code it is named after computes it (docs/metrics.md).
+
+- "s3octa": ShellRedia/S3-OCTA's `ResultRecorder.calculate_metrics` (funcs/funcs/record/segmentation.py):
+  prediction > 0.8; optionally both maps resized (nearest) to the OCTA-500 field's size; components of
+  the prediction removed unless their area is >= min(50, the 10th percentile of that image's component
+  areas); then per image medpy's Dice, Jaccard, Hausdorff and HD95 and clDice on scikit-image's skeleton
+  (custom_metrics.py), each 0 when the prediction is empty; averaged over images.
+- "iternet": conscienceli/IterNet's utils/evaluate.py on every pixel inside the FOV pooled: ROC AUC,
+  the trapezoidal area under the precision-recall curve, and at score >= 0.5 accuracy, specificity,
+  sensitivity, precision and F1.
+- "retina": ours: > 0.5; per image the overlap scores, clDice on retina's skeleton, MONAI's HD95 and
+  the Betti-0 / Betti-1 errors.
+
+Each protocol takes lists of per-image arrays (images may differ in size) and returns per-image values
+({name: float64 [N]}) and a summary ({name: float}).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from .distance import hd95, medpy_hd, medpy_hd95
+from .pixel import cldice, confusion, roc_auc, scores_from_confusion
+from .topology import betti_errors
+
+THRESHOLDS = {"s3octa": 0.8, "iternet": 0.5, "retina": 0.5}
+# S3-OCTA's `fov` option: the OCTA-500 field's image size, to which label and prediction are resized.
+FIELD_SIZES = {"3M": 304, "6M": 400}
+
+
+def remove_small_components(mask: np.ndarray, min_area: int = 50, min_percent: Optional[float] = 10) -> np.ndarray:
+    """S3-OCTA's post-processing of one 2D prediction: its 8-connected components are kept when their area
+    is >= min(min_area, the `min_percent` percentile of the image's component areas); `min_percent=None`
+    keeps those of at least `min_area` pixels. Returns bool [H, W]."""
+    if min_area < 0:
+        raise ValueError(f"min_area must be >= 0, got {min_area}")
+    if min_percent is not None and not 0 <= min_percent <= 100:
+        raise ValueError(f"min_percent must be in [0, 100] or None, got {min_percent}")
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    if areas.size == 0:
+        return np.zeros(mask.shape, bool)
+    limit = min_area if min_percent is None else min(min_area, np.percentile(areas, min_percent))
+    keep = np.concatenate([[False], areas >= limit])
+    return keep[labels]
+
+
+def skimage_cldice(pred: np.ndarray, label: np.ndarray) -> float:
+    """S3-OCTA's clDice (custom_metrics.py): skeletons by scikit-image's `skeletonize`, ratios without
+    smoothing, 2·a·b / (a + b + 1e-8). Called as S3-OCTA calls it, label first; the value is symmetric."""
+    from skimage.morphology import skeletonize
+
+    def covered(mask: np.ndarray, skeleton: np.ndarray) -> float:
+        return float(np.sum(mask * skeleton) / np.sum(skeleton))
+
+    a, b = label.astype(np.uint8), pred.astype(np.uint8)
+    tprec, tsens = covered(a, skeletonize(b)), covered(b, skeletonize(a))
+    return 2 * tprec * tsens / (tprec + tsens + 1e-8)
+
+
+def _resized(mask: np.ndarray, size: int) -> np.ndarray:
+    return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def s3octa(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], *, threshold: float = 0.8,
+           min_area: int = 50, min_percent: Optional[float] = 10, field: Optional[str] = None):
+    """The S3-OCTA protocol (module docstring). probs: float [H, W] per image in [0, 1]; labels: bool.
+    `field`: "3M" / "6M" resizes both to 304² / 400² first (S3-OCTA's `fov` option); None leaves them.
+    Where the label is empty but the prediction is not, the distances are NaN (S3-OCTA's code stops with
+    medpy's error there)."""
+    if field is not None and field not in FIELD_SIZES:
+        raise ValueError(f"field must be one of {sorted(FIELD_SIZES)} or None, got {field!r}")
+    names = ("dice", "jaccard", "cldice", "hausdorff", "hd95")
+    per_image: dict[str, list[float]] = {name: [] for name in names}
+    for prob, label in zip(probs, labels):
+        pred, label = prob > threshold, label.astype(bool)
+        if field is not None:
+            pred, label = _resized(pred, FIELD_SIZES[field]), _resized(label, FIELD_SIZES[field])
+        pred = remove_small_components(pred, min_area, min_percent)
+        if not pred.any():
+            values = dict.fromkeys(names, 0.0)
+        else:
+            both, total = np.count_nonzero(pred & label), np.count_nonzero(pred) + np.count_nonzero(label)
+            values = {"dice": 2 * both / total, "jaccard": both / np.count_nonzero(pred | label),
+                      "cldice": skimage_cldice(pred, label) if label.any() else 0.0,
+                      "hausdorff": medpy_hd(label, pred) if label.any() else float("nan"),
+                      "hd95": medpy_hd95(label, pred) if label.any() else float("nan")}
+        for name in names:
+            per_image[name].append(values[name])
+    per_image_t = {name: torch.tensor(values, dtype=torch.float64) for name, values in per_image.items()}
+    return per_image_t, {name: float(np.mean(values)) for name, values in per_image.items()}
+
+
+def pr_auc_trapezoid(scores: np.ndarray, labels: np.ndarray) -> float:
+    """IterNet's area under the precision-recall curve: the trapezoidal rule over scikit-learn's
+    `precision_recall_curve` points (one per distinct score, plus precision 1 at recall 0), by recall.
+    (Not average precision, which `retina.metrics.pr_auc` computes.)"""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order].astype(np.float64)
+    last = np.r_[s[1:] != s[:-1], True]  # the end of each run of equal scores is a threshold
+    tp = np.cumsum(y)[last]
+    seen = (np.arange(1, s.size + 1, dtype=np.float64))[last]
+    precision = np.r_[1.0, tp / seen]
+    recall = np.r_[0.0, tp / y.sum()]
+    return float(np.sum(np.diff(recall) * (precision[1:] + precision[:-1]) / 2))
+
+
+def _pooled_confusion_scores(hard: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """IterNet's confusion-matrix scores (a ratio with an empty denominator is 0, as there)."""
+    tp, fp = np.count_nonzero(hard & truth), np.count_nonzero(hard & ~truth)
+    fn, tn = np.count_nonzero(~hard & truth), np.count_nonzero(~hard & ~truth)
+
+    def ratio(num: float, den: float) -> float:
+        return num / den if den else 0.0
+
+    return {"accuracy": ratio(tp + tn, tp + fp + fn + tn), "specificity": ratio(tn, tn + fp),
+            "sensitivity": ratio(tp, tp + fn), "precision": ratio(tp, tp + fp), "f1": ratio(2 * tp, 2 * tp + fp + fn)}
+
+
+def iternet(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], fovs: Optional[Sequence[np.ndarray]] = None, *,
+            threshold: float = 0.5):
+    """The IterNet protocol (module docstring): summary pooled over every pixel inside the FOVs (every
+    pixel without FOVs); per image the same scores on that image's pixels."""
+    fovs = fovs if fovs is not None else [np.ones(p.shape, bool) for p in probs]
+    names = ("roc_auc", "pr_auc", "accuracy", "specificity", "sensitivity", "precision", "f1")
+
+    def scores(prob: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+        out = {"roc_auc": float(roc_auc(torch.from_numpy(prob)[None], torch.from_numpy(truth)[None]))
+               if 0 < truth.sum() < truth.size else float("nan"),
+               "pr_auc": pr_auc_trapezoid(prob, truth) if truth.any() else float("nan")}
+        out.update(_pooled_confusion_scores(prob >= threshold, truth))
+        return out
+
+    inside = [(p[f.astype(bool)].astype(np.float64), t[f.astype(bool)].astype(bool)) for p, t, f in zip(probs, labels, fovs)]
+    per_image = {name: [] for name in names}
+    for prob, truth in inside:
+        for name, value in scores(prob, truth).items():
+            per_image[name].append(value)
+    summary = scores(np.concatenate([p for p, _ in inside]), np.concatenate([t for _, t in inside]))
+    return {n: torch.tensor(v, dtype=torch.float64) for n, v in per_image.items()}, summary
+
+
+def retina(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], fovs: Optional[Sequence[np.ndarray]] = None, *,
+           threshold: float = 0.5):
+    """retina's own protocol: per image the overlap scores (inside the FOV when given), clDice on
+    retina's skeleton, HD95 in MONAI's convention and the Betti-0 / Betti-1 errors; averaged."""
+    per_image: dict[str, list[float]] = {}
+    for i, (prob, label) in enumerate(zip(probs, labels)):
+        hard, truth = torch.from_numpy(prob > threshold)[None], torch.from_numpy(label.astype(bool))[None]
+        fov = None if fovs is None else torch.from_numpy(fovs[i].astype(bool))[None]
+        values = {k: float(v[0]) for k, v in scores_from_confusion(confusion(hard, truth, fov)).items()}
+        values["cldice"] = float(cldice(hard, truth)[0])
+        values["hd95"] = float(hd95(hard, truth)[0])
+        errors = betti_errors(hard, truth)[0]
+        values["betti0_error"], values["betti1_error"] = float(errors[0]), float(errors[1])
+        for name, value in values.items():
+            per_image.setdefault(name, []).append(value)
+    per_image_t = {name: torch.tensor(values, dtype=torch.float64) for name, values in per_image.items()}
+    return per_image_t, {name: float(np.nanmean(values)) if values else float("nan") for name, values in per_image.items()}
