@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,21 +13,39 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 class SegmentationLoss(nn.Module):
-    """MONAI-style front end. `forward(input, target)` with input [B, C, *spatial] (2D or 3D) logits
-    (sigmoid / softmax flags) or probabilities, and target either like input (binary / one-hot, values in
-    [0, 1]) or a class-index map [B, *spatial] / [B, 1, *spatial] (one-hot encoded to C channels).
+    """MONAI-style front end, with MONAI's arguments and their meaning (`monai.losses.DiceLoss`).
 
-    Subclasses implement `per_channel(prob, target) -> [B, C]` (or a scalar when pooling the batch)."""
+    `forward(input, target)`: input [B, C, *spatial] (2D or 3D); target shaped like input (binary /
+    one-hot, values in [0, 1]) or class indices [B, 1, *spatial] (one-hot encoded to C channels, as
+    MONAI's `to_onehot_y=True`; retina also does it unasked, and takes [B, *spatial]).
 
-    def __init__(self, *, sigmoid: bool = False, softmax: bool = False, include_background: bool = True,
+    Args:
+        include_background: False drops channel 0 of input and target (with one channel: a warning, and
+            the channel is kept, as MONAI).
+        to_onehot_y: one-hot encode a [B, 1, *spatial] class-index target (ignored, with a warning, for a
+            single-channel input).
+        sigmoid, softmax: activation of `input` (softmax over one channel: ignored with a warning).
+        other_act: any other activation callable (instead of sigmoid / softmax).
+        reduction: "mean", "sum" or "none" ([B, C] values; MONAI keeps singleton spatial dims).
+
+    Unlike MONAI, bad values raise: NaN in input or target, probabilities outside [0, 1] when no
+    activation is set, class indices outside [0, C).
+
+    Subclasses implement forward with `prepare(input, target) -> (prob, target)` and `reduce`.
+    """
+
+    def __init__(self, *, include_background: bool = True, to_onehot_y: bool = False, sigmoid: bool = False,
+                 softmax: bool = False, other_act: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  reduction: str = "mean"):
         super().__init__()
-        if sigmoid and softmax:
-            raise ValueError("sigmoid and softmax are mutually exclusive")
+        if int(sigmoid) + int(softmax) + int(other_act is not None) > 1:
+            raise ValueError("sigmoid, softmax and other_act are mutually exclusive: set at most one")
+        if other_act is not None and not callable(other_act):
+            raise TypeError(f"other_act must be callable, got {type(other_act).__name__}")
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        self.sigmoid, self.softmax = sigmoid, softmax
-        self.include_background, self.reduction = include_background, reduction
+        self.sigmoid, self.softmax, self.other_act = sigmoid, softmax, other_act
+        self.include_background, self.to_onehot_y, self.reduction = include_background, to_onehot_y, reduction
 
     def prepare(self, input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Validated probabilities and a float target of the same shape, background dropped if asked."""
@@ -38,24 +59,30 @@ class SegmentationLoss(nn.Module):
             raise ValueError("input contains NaN")
         if target.device != input.device:
             raise ValueError(f"target is on {target.device} but input is on {input.device}")
+        channels = input.shape[1]
+        if self.to_onehot_y and channels == 1:
+            warnings.warn("single channel prediction, `to_onehot_y=True` ignored.", stacklevel=3)
         target = self._target_like(input, target)
         if self.sigmoid:
             prob = torch.sigmoid(input)
-        elif self.softmax:
-            if input.shape[1] == 1:
-                raise ValueError("softmax needs at least 2 channels in input; use sigmoid for one")
+        elif self.softmax and channels > 1:
             prob = torch.softmax(input, dim=1)
+        elif self.other_act is not None:
+            prob = self.other_act(input)
         else:
-            if input.numel():  # (an empty batch has no range to check)
+            if self.softmax:
+                warnings.warn("single channel prediction, `softmax=True` ignored.", stacklevel=3)
+            elif input.numel():  # (an empty batch has no range to check)
                 low, high = input.detach().min().item(), input.detach().max().item()
                 if low < 0 or high > 1:
                     raise ValueError(f"input must be probabilities in [0, 1] (or set sigmoid/softmax), "
                                      f"found [{low}, {high}]")
             prob = input
         if not self.include_background:
-            if input.shape[1] == 1:
-                raise ValueError("include_background=False needs more than one channel")
-            prob, target = prob[:, 1:], target[:, 1:]
+            if channels == 1:
+                warnings.warn("single channel prediction, `include_background=False` ignored.", stacklevel=3)
+            else:
+                prob, target = prob[:, 1:], target[:, 1:]
         return prob, target
 
     @staticmethod

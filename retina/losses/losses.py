@@ -15,16 +15,53 @@ import retina_kernels
 from ._base import SegmentationLoss, cl_dice, soft_dice, spatial_sum
 
 
-class DiceLoss(SegmentationLoss):
-    """1 - soft Dice per (sample, channel): 1 - (2 sum(p t) + smooth_nr) / (sum p + sum t + smooth_dr)."""
+def _class_weight(weight, channels: int) -> torch.Tensor | None:
+    """MONAI's `weight` of the Dice terms: a scalar (every class) or one non-negative value per class."""
+    if weight is None:
+        return None
+    weight = torch.as_tensor(weight, dtype=torch.float64)
+    if weight.dim() == 0:
+        weight = weight.repeat(channels)
+    if weight.dim() != 1 or weight.shape[0] != channels:
+        raise ValueError(f"weight must hold one value per class ({channels} here; without the background class when "
+                         f"include_background=False), got shape {tuple(weight.shape)}")
+    if weight.min() < 0:
+        raise ValueError("weight must be >= 0")
+    return weight
 
-    def __init__(self, *, smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, **flags):
+
+class DiceLoss(SegmentationLoss):
+    """Dice loss with MONAI's arguments, meanings and values (`monai.losses.DiceLoss`).
+
+    Per (sample, channel), or per channel with `batch=True` (sums over the batch too):
+    1 - (2 Σ p t + smooth_nr) / (Σ p^k + Σ t^k + smooth_dr), k = 2 with `squared_pred` else 1; with
+    `jaccard`, 1 - (2 Σ p t + smooth_nr) / (2 (Σ p^k + Σ t^k - Σ p t) + smooth_dr). `weight`: per-class
+    factors of the terms (after dropping the background), as MONAI; not applied to a single channel.
+    The front end's flags (include_background, to_onehot_y, sigmoid, softmax, other_act, reduction) are
+    `SegmentationLoss`'s. reduction "none" returns [B, C] ([C] with `batch=True`).
+    """
+
+    def __init__(self, *, squared_pred: bool = False, jaccard: bool = False, smooth_nr: float = 1e-5,
+                 smooth_dr: float = 1e-5, batch: bool = False, weight=None, **flags):
         super().__init__(**flags)
-        self.smooth_nr, self.smooth_dr = smooth_nr, smooth_dr
+        self.squared_pred, self.jaccard, self.batch = squared_pred, jaccard, batch
+        self.smooth_nr, self.smooth_dr, self.weight = smooth_nr, smooth_dr, weight
+
+    def dice_terms(self, prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """1 - Dice per (sample, channel), or per channel with `batch`, weighted."""
+        dims = [0, *range(2, prob.dim())] if self.batch else list(range(2, prob.dim()))
+        power = 2 if self.squared_pred else 1
+        both = torch.sum(prob * target, dim=dims)
+        total = torch.sum(prob**power, dim=dims) + torch.sum(target**power, dim=dims)
+        denominator = 2 * (total - both) if self.jaccard else total
+        loss = 1 - (2 * both + self.smooth_nr) / (denominator + self.smooth_dr)
+        if self.weight is None or target.shape[1] == 1:  # (MONAI weighs classes only when there are several)
+            return loss
+        return loss * _class_weight(self.weight, target.shape[1]).to(loss)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         prob, target = self.prepare(input, target)
-        return self.reduce(1 - soft_dice(prob, target, self.smooth_nr, self.smooth_dr))
+        return self.reduce(self.dice_terms(prob, target))
 
 
 class SoftclDiceLoss(SegmentationLoss):
@@ -105,23 +142,56 @@ class SkeletonRecallLoss(SegmentationLoss):
         return self.reduce(1 - recall)
 
 
-class DiceCELoss(SegmentationLoss):
-    """Multi-class: lambda_dice * Dice(softmax) + lambda_ce * cross-entropy. Input logits [B, C, ...]."""
+class DiceCELoss(nn.Module):
+    """lambda_dice · Dice + lambda_ce · cross-entropy, with MONAI's arguments, meanings and values
+    (`monai.losses.DiceCELoss`): the Dice part is `DiceLoss` with the same flags (weight without the
+    background class when include_background=False); the cross-entropy part takes the raw logits:
+    `CrossEntropyLoss(weight, label_smoothing)` over C > 1 channels (a [B, 1, ...] or [B, ...] target is
+    class indices; a C-channel target is used as class probabilities, as MONAI), or
+    `BCEWithLogitsLoss(pos_weight=weight)` for one channel. reduction "mean" or "sum".
 
-    def __init__(self, *, lambda_dice: float = 1.0, lambda_ce: float = 1.0, include_background: bool = True,
-                 reduction: str = "mean", smooth_nr: float = 1e-5, smooth_dr: float = 1e-5):
-        super().__init__(softmax=True, include_background=include_background, reduction=reduction)
-        if reduction == "none":
-            raise ValueError("DiceCELoss supports reduction 'mean' or 'sum'")
+    For multi-class segmentation set `softmax=True` (and `to_onehot_y=True` for a class-index target, or
+    leave it: retina one-hot encodes index targets unasked); for one channel, `sigmoid=True`.
+    """
+
+    def __init__(self, *, include_background: bool = True, to_onehot_y: bool = False, sigmoid: bool = False,
+                 softmax: bool = False, other_act=None, squared_pred: bool = False, jaccard: bool = False,
+                 reduction: str = "mean", smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, batch: bool = False,
+                 weight=None, lambda_dice: float = 1.0, lambda_ce: float = 1.0, label_smoothing: float = 0.0):
+        super().__init__()
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"DiceCELoss reduction must be 'mean' or 'sum', got {reduction!r}")
+        if lambda_dice < 0 or lambda_ce < 0:
+            raise ValueError(f"lambda_dice and lambda_ce must be >= 0, got {lambda_dice} and {lambda_ce}")
+        weight = torch.as_tensor(weight) if weight is not None else None  # (its dtype kept, as MONAI)
+        dice_weight = weight[1:] if weight is not None and weight.dim() == 1 and not include_background else weight
+        self.dice = DiceLoss(include_background=include_background, to_onehot_y=to_onehot_y, sigmoid=sigmoid,
+                             softmax=softmax, other_act=other_act, squared_pred=squared_pred, jaccard=jaccard,
+                             reduction=reduction, smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch=batch,
+                             weight=dice_weight)
+        self.register_buffer("weight", weight, persistent=False)
+        self.reduction, self.label_smoothing = reduction, label_smoothing
         self.lambda_dice, self.lambda_ce = lambda_dice, lambda_ce
-        self.smooth_nr, self.smooth_dr = smooth_nr, smooth_dr
+
+    def cross_entropy(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.to(input) if self.weight is not None else None
+        if input.shape[1] == 1:
+            return F.binary_cross_entropy_with_logits(input, target.to(input.dtype), pos_weight=weight,
+                                                      reduction=self.reduction)
+        if target.shape[1] == 1:
+            target = target[:, 0].long()
+        else:
+            target = target.to(input.dtype)
+        return F.cross_entropy(input, target, weight=weight, reduction=self.reduction,
+                               label_smoothing=self.label_smoothing)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        one_hot = self._target_like(input, target)  # once; prepare() accepts it as a like-input target
-        prob, fg_target = self.prepare(input, one_hot)
-        dice = self.reduce(1 - soft_dice(prob, fg_target, self.smooth_nr, self.smooth_dr))
-        ce = F.cross_entropy(input, one_hot.argmax(1), reduction=self.reduction)
-        return self.lambda_dice * dice + self.lambda_ce * ce
+        if isinstance(target, torch.Tensor) and isinstance(input, torch.Tensor) and target.dim() == input.dim() - 1:
+            target = target.unsqueeze(1)  # [B, *spatial] class indices
+        dice = self.dice(input, target)  # (validates input and target)
+        if target.shape[1] not in (1, input.shape[1]):
+            raise ValueError(f"target must have 1 (class indices) or {input.shape[1]} channels, got {tuple(target.shape)}")
+        return self.lambda_dice * dice + self.lambda_ce * self.cross_entropy(input, target)
 
 
 class MultiTaskLoss(nn.Module):
