@@ -2,13 +2,17 @@
 
     retina demo [--out DIR]              skeletonize a generated vessel image, save a PNG, print the topology
     retina skeletonize MASK OUT          skeleton of a binary mask image
-    retina evaluate PRED LABEL [--fov DIR] [--protocol s3octa|iternet] [--out DIR]
+    retina evaluate PRED LABEL [--fov DIR] [--protocol s3octa|iternet|retina] [--out DIR] [--allow-missing]
                                          score a folder of predictions against a folder of labels
     retina synthesize OUT [--kind octa|fundus] [--count N]
                                          write a synthetic dataset (images/ + masks/, ImageFolderDataset layout)
     retina convert-vgg JSON IMAGES OUT --classes A,B,...
                                          VGG Image Annotator polygons -> class-map PNG masks
     retina info                          which kernels serve each device
+
+Every subcommand checks its arguments and paths before it works. A bad argument exits with 2, a bad
+file or data with 1, each with one line naming the argument or file and what is wrong, and no traceback
+(`retina --debug ...` shows it). Nothing is left half-written: files are written atomically.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -42,13 +47,57 @@ def _overlay(mask: np.ndarray, skeleton: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def _skeleton_2d(mask: np.ndarray, max_iter: int | None, device: str) -> np.ndarray:
+class UsageError(Exception):
+    """A bad command-line argument: exit code 2."""
+
+
+def parse_device(text: str) -> torch.device:
+    """--device: "cpu", "cuda" or "cuda:N", usable on this machine."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device: unknown device {text!r}; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {text}: retina runs on cpu or cuda, not {device.type}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {text}: there are {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def _in_range(name: str, value: float | None, low: float, high: float) -> None:
+    if value is not None and not low <= value <= high:
+        raise UsageError(f"{name} must be in [{low:g}, {high:g}], got {value:g}")
+
+
+def _output_image(path: str) -> Path:
+    try:
+        return image_files.check_image_suffix(image_files.writable_target(path))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _output_folder(path: str, name: str) -> Path:
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{name} {folder}: it is a file, not a folder")
+    try:
+        image_files.writable_target(folder / "probe")
+    except ValueError as exc:
+        raise UsageError(f"{name} {folder}: {exc}") from None
+    return folder
+
+
+def _skeleton_2d(mask: np.ndarray, max_iter: int | None, device: str | torch.device) -> np.ndarray:
     tensor = torch.from_numpy(mask.astype(np.uint8))[None, None].to(device)
     return retina_kernels.skeletonize(tensor, max_iter=max_iter)[0, 0].cpu().numpy()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    args.device = parse_device(args.device)
+    out = _output_folder(args.out, "--out")
     print(f"retina demo: backends {retina_kernels.backends()}")
     mask = vessel_mask(args.size, args.size, seed=args.seed)
     _skeleton_2d(mask, None, args.device)  # warm-up (first call loads and initialises kernels)
@@ -72,28 +121,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_skeletonize(args: argparse.Namespace) -> int:
-    image = image_files.read_image(args.mask, grayscale=True)
-    mask = image > args.threshold
-    skeleton = _skeleton_2d(mask, args.max_iter, args.device)
-    image_files.write_image(args.out, (skeleton * 255).astype(np.uint8))
-    print(f"{args.mask}: {int(mask.sum())} px -> {int(skeleton.sum())} px skeleton, written to {args.out}")
+    device = parse_device(args.device)
+    if args.max_iter is not None and args.max_iter < 0:
+        raise UsageError(f"--max-iter must be >= 0, got {args.max_iter}")
+    _in_range("--threshold", args.threshold, 0, 65535)
+    out = _output_image(args.out)
+    if args.threshold is None:
+        mask, encoding = image_files.read_mask(args.mask)
+        print(f"{args.mask}: read as a binary mask ({encoding})")
+    else:
+        mask = image_files.read_image(args.mask, grayscale=True) > args.threshold
+    skeleton = _skeleton_2d(mask, args.max_iter, device)
+    image_files.write_image(out, (skeleton * 255).astype(np.uint8))
+    print(f"{args.mask}: {int(mask.sum())} px -> {int(skeleton.sum())} px skeleton, written to {out}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import evaluate
 
-    summary = evaluate(args.pred, args.label, fov=args.fov, protocol=args.protocol, min_size=args.min_size,
-                       out_dir=args.out)
+    _in_range("--threshold", args.threshold, 0, 1)
+    _in_range("--min-percent", args.min_percent, 0, 100)
+    if args.min_area < 0:
+        raise UsageError(f"--min-area must be >= 0, got {args.min_area}")
+    for name, folder in (("PRED", args.pred), ("LABEL", args.label), ("--fov", args.fov)):
+        if folder is not None and not Path(folder).is_dir():
+            raise UsageError(f"{name} {folder}: not a folder")
+    out = _output_folder(args.out, "--out")
+    summary = evaluate(args.pred, args.label, fov=args.fov, protocol=args.protocol, threshold=args.threshold,
+                       min_area=args.min_area, min_percent=args.min_percent, field=args.field,
+                       allow_missing=args.allow_missing, out_dir=out, report=lambda line: print(f"note: {line}"))
     for key, value in summary.items():
         print(f"{key}: {value:.4f}")
-    print(f"wrote {Path(args.out) / 'per_image.csv'} and {Path(args.out) / 'summary.json'}")
+    print(f"wrote {out / 'per_image.csv'} and {out / 'summary.json'}")
     return 0
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
     from .data import synthetic_label_folders, write_synthetic_dataset
 
+    if args.count < 1:
+        raise UsageError(f"--count must be >= 1, got {args.count}")
+    if args.size < 16:
+        raise UsageError(f"--size must be >= 16, got {args.size}")
+    _output_folder(args.out, "OUT")
     out = write_synthetic_dataset(args.out, kind=args.kind, count=args.count, size=args.size, seed=args.seed,
                                   progress=lambda line: print(f"  {line}", flush=True))
     print(f"wrote {args.count} {args.kind} images to {out / 'images'} with labels in "
@@ -105,8 +176,9 @@ def cmd_convert_vgg(args: argparse.Namespace) -> int:
     from .data.vgg import polygons_to_masks
 
     classes = [name.strip() for name in args.classes.split(",") if name.strip()]
+    _output_folder(args.out, "OUT")
     if not classes:
-        raise ValueError("--classes must name at least one class (class 0 first, usually 'background')")
+        raise UsageError("--classes must name at least one class (class 0 first, usually 'background')")
     written = polygons_to_masks(args.json, args.images, args.out, classes, attribute=args.attribute)
     print(f"wrote {len(written)} class-map mask(s) to {args.out} ({len(classes)} classes: {', '.join(classes)})")
     return 0
@@ -118,9 +190,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2), like every other retina error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="retina", description="Retinal image segmentation on fast topology-aware kernels.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="retina", description="Retinal image segmentation on fast topology-aware kernels.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
 
     demo = sub.add_parser("demo", help="skeletonize a generated vessel image and save PNGs")
@@ -131,19 +211,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     skel = sub.add_parser("skeletonize", help="skeleton of a binary mask image")
-    skel.add_argument("mask", help="mask image (foreground = pixels above --threshold)")
+    skel.add_argument("mask", help="binary mask image (0/1, 0/255, any two values, or black and one colour)")
     skel.add_argument("out", help="output image path (PNG recommended)")
-    skel.add_argument("--threshold", type=int, default=127)
+    skel.add_argument("--threshold", type=float, default=None,
+                      help="binarise a non-binary gray image: foreground = values above this")
     skel.add_argument("--max-iter", type=int, default=None, help="stop after this many outer iterations")
     skel.add_argument("--device", default=default_device)
     skel.set_defaults(func=cmd_skeletonize)
 
     evaluate = sub.add_parser("evaluate", help="score predictions against labels (per-image CSV + summary)")
-    evaluate.add_argument("pred", help="folder of prediction images (8-bit probabilities), matched by file stem")
-    evaluate.add_argument("label", help="folder of label images (> 127 = vessel)")
-    evaluate.add_argument("--fov", default=None, help="folder of field-of-view masks (optional)")
-    evaluate.add_argument("--protocol", default="s3octa", choices=["s3octa", "iternet"])
-    evaluate.add_argument("--min-size", type=int, default=20, help="s3octa: drop components below this many pixels")
+    evaluate.add_argument("pred", help="folder of prediction images (8/16-bit probabilities), matched by file stem")
+    evaluate.add_argument("label", help="folder of binary label masks (any binary encoding)")
+    evaluate.add_argument("--fov", default=None, help="folder of field-of-view masks (iternet, retina)")
+    evaluate.add_argument("--protocol", default="s3octa", choices=["s3octa", "iternet", "retina"],
+                          help="s3octa / iternet: as those papers' code computes them; retina: ours (docs/metrics.md)")
+    evaluate.add_argument("--threshold", type=float, default=None, help="override the protocol's threshold (in [0, 1])")
+    evaluate.add_argument("--min-area", type=int, default=50, help="s3octa: small-component area (S3-OCTA's 50)")
+    evaluate.add_argument("--min-percent", type=float, default=10,
+                          help="s3octa: components below min(min-area, this percentile of areas) go (S3-OCTA's 10)")
+    evaluate.add_argument("--field", default=None, choices=["3M", "6M"],
+                          help="s3octa: resize label and prediction to the OCTA-500 field's size (304² / 400²)")
+    evaluate.add_argument("--allow-missing", action="store_true",
+                          help="score only the labels that have a prediction (otherwise a missing one is an error)")
     evaluate.add_argument("--out", default="evaluation", help="output folder (default: evaluation)")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -172,11 +261,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.debug:  # OpenCV logs decoder failures to stderr; our error line says what went wrong
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, TypeError) as exc:
-        print(f"retina {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except UsageError as exc:
+        code, message = 2, str(exc)
+    except KeyboardInterrupt:
+        code, message = 130, "interrupted"
+    except (OSError, ValueError, TypeError, RuntimeError) as exc:  # files and data
+        code, message = 1, str(exc) or type(exc).__name__
+    except Exception as exc:  # a bug of ours: say so in one line; --debug shows where
+        code, message = 1, f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback"
+    if args.debug:
+        raise
+    print(f"retina {args.command}: error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
