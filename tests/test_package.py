@@ -105,7 +105,7 @@ def test_evaluate_and_image_folder_dataset_read_one_folder_alike(tmp_path):
         image_files.write_image(tmp_path / "pred" / f"{stem}.png", label)
     (tmp_path / "pred" / "readme.txt").write_text("not an image")  # both ignore it
     dataset = ImageFolderDataset(tmp_path, gray=True)
-    summary = evaluate(tmp_path / "pred", tmp_path / "masks", protocol="iternet", out_dir=tmp_path / "out")
+    summary = evaluate(tmp_path / "pred", tmp_path / "masks", protocol="retina", out_dir=tmp_path / "out")
     assert dataset.ids == ["s1", "s2"]
     assert summary["dice"] == 1.0
     assert (tmp_path / "out" / "per_image.csv").read_text().splitlines()[1].startswith("s1,")

@@ -150,6 +150,43 @@ def test_empty_full_and_single_pixel(dims):
     assert torch.equal(retina_kernels.skeletonize(single), single)
 
 
+def simple_pixels(skeleton: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(simple, neighbour count) of every pixel of a 2D 0/1 image: whether deleting a foreground pixel
+    changes no component or hole (the reference's table), and how many foreground neighbours it has."""
+    from retina_kernels.reference.skeletonize import _OFFSETS_2D, simple_table_2d
+
+    padded = torch.nn.functional.pad(skeleton.to(torch.uint8), (1, 1, 1, 1))
+    h, w = skeleton.shape
+    neighbours = [padded[1 + dy : h + 1 + dy, 1 + dx : w + 1 + dx].long() for dy, dx in _OFFSETS_2D]
+    code = sum(n << k for k, n in enumerate(neighbours))
+    return simple_table_2d()[code] & skeleton.bool(), sum(neighbours)
+
+
+@pytest.mark.parametrize("noisy", [False, True])
+def test_what_remains_is_thin_and_every_2x2_block_is_a_crossing(noisy):
+    """README's claim, as it is true: on large vessel-like masks a few 2x2 blocks remain, and each is made
+    of non-simple pixels (a crossing: deleting any would cut the skeleton or open a hole), the blocks the
+    public reference leaves too. No simple pixel with two or more neighbours remains."""
+    blocks = 0
+    for seed in range(2):
+        mask = vessels_2d(1, 1024, 1024, seed=seed)
+        if noisy:
+            flip = torch.rand(mask.shape, generator=torch.Generator().manual_seed(seed)) < 0.02
+            mask = (mask.bool() ^ flip).to(torch.uint8)
+        skeleton = retina_kernels.skeletonize(mask)[0, 0]
+        simple, neighbours = simple_pixels(skeleton)
+        assert not (simple & (neighbours >= 2)).any()
+        s = skeleton.bool()
+        corner = s[:-1, :-1] & s[1:, :-1] & s[:-1, 1:] & s[1:, 1:]  # top-left pixels of 2x2 blocks
+        in_block = torch.zeros_like(s)
+        for dy in (0, 1):
+            for dx in (0, 1):
+                in_block[dy : dy + corner.shape[0], dx : dx + corner.shape[1]] |= corner
+        assert not (simple & in_block).any()
+        blocks += int(corner.sum())
+    assert blocks > 0  # they do occur: the claim "no 2x2 blocks" would be false
+
+
 def test_border_touching_and_one_pixel_wide():
     mask = torch.zeros(1, 1, 20, 30, dtype=torch.uint8)
     mask[..., :4, :] = 1  # a thick band along the top border
