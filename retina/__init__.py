@@ -2,12 +2,15 @@
 
 The compiled kernels live in `retina_kernels`; this package is the user's API around them:
 `retina.models`, `retina.nn` (layers), `retina.losses`, `retina.metrics`, `retina.data`,
-`retina.image_files`, and the `retina` command (`retina.cli`).
+`retina.image_files`, `retina.train` (and `retina.load(checkpoint)`), `retina.predict`, and the `retina`
+command (`retina.cli`).
 """
 
 from retina_kernels import backends, skeletonize
 
-from . import data, image_files, losses, metrics, models, nn
+from . import data, image_files, losses, metrics, models, nn, train
+from .train import load
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "backends", "data", "image_files", "losses", "metrics", "models", "nn", "skeletonize"]
+__all__ = ["__version__", "backends", "data", "image_files", "load", "losses", "metrics", "models", "nn", "skeletonize",
+           "train"]

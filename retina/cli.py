@@ -1,6 +1,11 @@
 """The `retina` command.
 
-    retina demo [--out DIR]              skeletonize a generated vessel image, save a PNG, print the topology
+    retina demo [--out DIR] [--minutes M] [--kind octa|fundus]
+                                         train DSCNet on synthetic vessels (clDice vs Dice), segment the test set
+    retina train CONFIG.yaml [key=value ...] [--out DIR] [--resume]
+                                         train a model from a config (configs/), resumable
+    retina predict INPUT... --checkpoint CKPT --out DIR
+                                         segment images: probability, mask, overlay, skeleton, measurements
     retina skeletonize MASK OUT          skeleton of a binary mask image
     retina evaluate PRED LABEL [--fov DIR] [--protocol s3octa|iternet|retina] [--out DIR] [--allow-missing]
                                          score a folder of predictions against a folder of labels
@@ -19,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -29,22 +33,6 @@ import torch
 import retina_kernels
 
 from . import image_files
-from .data import octa_image, vessel_mask
-from .metrics import betti_numbers
-
-
-def _topology(mask: np.ndarray) -> tuple[int, int]:
-    """(8-connected components, 4-connected holes) of a 2D binary mask (`retina.metrics.betti_numbers`)."""
-    b0, b1 = betti_numbers(torch.from_numpy(mask.astype(bool))[None])[0].tolist()
-    return b0, b1
-
-
-def _overlay(mask: np.ndarray, skeleton: np.ndarray) -> np.ndarray:
-    """RGB picture: vessels grey, skeleton red."""
-    rgb = np.zeros(mask.shape + (3,), np.uint8)
-    rgb[mask.astype(bool)] = (90, 90, 90)
-    rgb[skeleton.astype(bool)] = (255, 40, 40)
-    return rgb
 
 
 class UsageError(Exception):
@@ -96,28 +84,49 @@ def _skeleton_2d(mask: np.ndarray, max_iter: int | None, device: str | torch.dev
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    args.device = parse_device(args.device)
+    from .demo import run_demo
+
+    device = "auto" if args.device == "auto" else str(parse_device(args.device))
+    if not args.minutes > 0:
+        raise UsageError(f"--minutes must be > 0, got {args.minutes:g}")
+    _output_folder(args.out, "--out")
+    run_demo(args.out, minutes=args.minutes, kind=args.kind, device=device)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import ConfigError, TrainConfig, Trainer
+
+    if not Path(args.config).is_file():
+        raise UsageError(f"CONFIG {args.config}: file not found")
+    try:
+        config = TrainConfig.load(args.config, args.overrides).validate()
+    except ConfigError as exc:
+        raise UsageError(f"{args.config}: {exc}") from None
+    out = _output_folder(args.out or str(Path("runs") / Path(args.config).stem), "--out")
+    if args.resume and not (out / "checkpoint.pt").is_file():
+        raise UsageError(f"--resume: no checkpoint.pt in {out} to resume")
+    summary = Trainer(config, out, resume=args.resume).fit()
+    print(f"trained {summary['steps']} steps (stopped by {summary['stopped_by']}); best validation "
+          f"{config.training.best_metric}: {summary['best']}; run in {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_files
+    from .train import load
+
+    device = parse_device(args.device)
+    _in_range("--threshold", args.threshold, 0, 1)
+    if args.mode != "whole":
+        raise UsageError(f"--mode {args.mode}: tiled inference is not available yet; use --mode whole")
     out = _output_folder(args.out, "--out")
-    print(f"retina demo: backends {retina_kernels.backends()}")
-    mask = vessel_mask(args.size, args.size, seed=args.seed)
-    _skeleton_2d(mask, None, args.device)  # warm-up (first call loads and initialises kernels)
-    start = time.perf_counter()
-    skeleton = _skeleton_2d(mask, None, args.device)
-    elapsed = time.perf_counter() - start
-    before, after = _topology(mask), _topology(skeleton)
-    image_files.write_image(out / "vessels.png", (mask * 255).astype(np.uint8))
-    path = image_files.write_image(out / "skeleton.png", _overlay(mask, skeleton))
-    print(f"vessel mask {args.size}x{args.size} (seed {args.seed}): {int(mask.sum())} px -> skeleton "
-          f"{int(skeleton.sum())} px in {1e3 * elapsed:.1f} ms on {args.device}")
-    print(f"components {before[0]} -> {after[0]}, holes {before[1]} -> {after[1]} (must be equal)")
-    scan = octa_image(304, seed=args.seed)
-    image_files.write_image(out / "octa.png", np.rint(scan.image[0] * 255).astype(np.uint8))
-    labels = np.zeros(scan.faz.shape + (3,), np.uint8)  # artery red, vein blue, FAZ green
-    labels[scan.artery, 0], labels[scan.vein, 2], labels[scan.faz, 1] = 255, 255, 255
-    image_files.write_image(out / "octa_labels.png", labels)
-    print(f"wrote {out / 'vessels.png'}, {path}, and a synthetic OCTA scan with its labels "
-          f"({out / 'octa.png'}, {out / 'octa_labels.png'})")
-    return 0 if before == after else 1
+    model = load(args.checkpoint, device=device)
+    measurements = predict_files(model, args.inputs, out, device=device, threshold=args.threshold,
+                                 pixel_mm=args.pixel_mm,
+                                 progress=lambda i, n, stem: print(f"  [{i + 1}/{n}] {stem}", flush=True))
+    print(f"wrote prob/, mask/, overlay/, skeleton/ and {measurements} in {out}")
+    return 0
 
 
 def cmd_skeletonize(args: argparse.Namespace) -> int:
@@ -203,12 +212,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    demo = sub.add_parser("demo", help="skeletonize a generated vessel image and save PNGs")
+    demo = sub.add_parser("demo", help="train DSCNet on synthetic vessels (clDice vs Dice) and segment the test set")
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    demo.add_argument("--size", type=int, default=512, help="image side in pixels (default: 512)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--device", default=default_device)
+    demo.add_argument("--minutes", type=float, default=5.0, help="training budget in all, both models (default: 5)")
+    demo.add_argument("--kind", default="octa", choices=["octa", "fundus"], help="synthetic OCTA scans or fundus photos")
+    demo.add_argument("--device", default="auto", help="auto (a GPU if present), cpu, cuda, cuda:N")
     demo.set_defaults(func=cmd_demo)
+
+    train = sub.add_parser("train", help="train a model from a YAML config (see configs/)")
+    train.add_argument("config", help="TrainConfig YAML file")
+    train.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. training.steps=500")
+    train.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
+    train.set_defaults(func=cmd_train)
+
+    predict = sub.add_parser("predict", help="segment images with a trained checkpoint")
+    predict.add_argument("inputs", nargs="+", help="image files or folders (png, jpg, bmp, tif, gif)")
+    predict.add_argument("--checkpoint", required=True, help="a retina checkpoint (best.pt / checkpoint.pt)")
+    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--mode", default="whole", choices=["whole", "exact", "blend"],
+                         help="whole-image inference (tiled modes: not available yet)")
+    predict.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the mask")
+    predict.add_argument("--pixel-mm", type=float, default=None, help="pixel size in mm (adds areas in mm²)")
+    predict.add_argument("--device", default=default_device)
+    predict.set_defaults(func=cmd_predict)
 
     skel = sub.add_parser("skeletonize", help="skeleton of a binary mask image")
     skel.add_argument("mask", help="binary mask image (0/1, 0/255, any two values, or black and one colour)")
@@ -260,7 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `retina train CONFIG --out DIR key=value`: overrides may follow the options too
+    if extra and getattr(args, "command", None) == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides, extra = [*args.overrides, *extra], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.debug:  # OpenCV logs decoder failures to stderr; our error line says what went wrong
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:

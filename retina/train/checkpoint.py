@@ -1,0 +1,50 @@
+"""Checkpoints: written atomically (temporary file, fsync, rename), read back with a clear error, and
+`load(path)`: a ready model for inference in any codebase."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..image_files import write_bytes_atomic
+
+FORMAT = "retina-checkpoint-1"
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Writes `state` (tensors, numbers, strings, nested dicts) so that a crash at any moment leaves the
+    previous file at `path` intact."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # truncated, not a torch file, ...
+        raise ValueError(f"cannot read checkpoint {path}: {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a retina checkpoint (written by retina.train)")
+    return state
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The model of a retina checkpoint, ready for inference: built from its recorded config
+    (`retina.models.create(**config)`), with its inference weights (the EMA of the weights when the run
+    kept one), on `device`, in eval mode. `model.config` is its config; `model.checkpoint_info` says
+    what it was trained on (input channels, patch size, step, retina version)."""
+    from ..models import create
+
+    state = read_checkpoint(path, map_location=device)
+    model = create(**state["model_config"])
+    model.load_state_dict(state["inference_weights"])
+    model.checkpoint_info = {key: state[key] for key in ("step", "epoch", "retina_version", "training") if key in state}
+    return model.to(device).eval()

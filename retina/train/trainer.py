@@ -1,0 +1,487 @@
+"""`Trainer(config, out).fit()`: trains a retina model, validates it, checkpoints it and resumes it.
+
+A run is a folder: `config.yaml`, `checkpoint.pt` (the latest, every `checkpoint_every` steps and at the
+end), `best.pt` (by `training.best_metric`), `log.csv` (every logged value), `curves.png`, `overlays/`
+(image | label | prediction | skeleton at each validation), and TensorBoard events when tensorboard is
+installed. Resuming (`resume=True`) after a kill continues from `checkpoint.pt` so that, on the CPU, the
+losses and final weights equal those of an uninterrupted run with the same seed, bit for bit: the data
+order is a function of (seed, epoch), augmentation of (seed, epoch, sample), and every RNG state, the
+optimizer, scheduler, gradient scaler, EMA and the position in the epoch are in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .. import data as retina_data
+from .. import losses as retina_losses
+from ..image_files import write_bytes_atomic, write_image
+from ..models import create
+from .checkpoint import read_checkpoint, save_checkpoint
+from .config import ConfigError, TrainConfig
+
+LOWER_IS_BETTER = ("_error", "hd95", "loss")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"training.device {name}: CUDA is not available here")
+    return device
+
+
+def build_dataset(config, key: str) -> Dataset:
+    """A dataset from its config: a `retina.data` class by name, or "folder" for ImageFolderDataset."""
+    name = "ImageFolderDataset" if config.name == "folder" else config.name
+    cls = getattr(retina_data, name, None)
+    if not isinstance(cls, type) or not issubclass(cls, Dataset):
+        raise ConfigError(f"{key}.name: {config.name!r} is not a retina.data dataset")
+    try:
+        return cls(**config.kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{key}.kwargs: {exc}") from None
+
+
+def build_loss(config) -> torch.nn.Module:
+    cls = getattr(retina_losses, config.name, None)
+    if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
+        raise ConfigError(f"loss.name: {config.name!r} is not a retina.losses loss")
+    try:
+        return cls(**config.kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"loss.kwargs: {exc}") from None
+
+
+class _Cached(Dataset):
+    """dataset[i], read once and then kept in memory."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset, self.samples = dataset, {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        if index not in self.samples:
+            self.samples[index] = self.dataset[index]
+        return self.samples[index]
+
+
+class _Transformed(Dataset):
+    """dataset[i] passed through `transform` (PairedAugment: seeded by the sample's index)."""
+
+    def __init__(self, dataset: Dataset, transform: Callable[[dict], dict]):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.transform(self.dataset[index])
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in (self.dataset, self.transform):
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
+
+
+def _collate(samples: list[dict]) -> dict:
+    out = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        out[key] = torch.stack(values) if torch.is_tensor(values[0]) else values
+    return out
+
+
+def lr_factor(config: TrainConfig, step: int, total: int) -> float:
+    """The scheduler's learning-rate factor at optimizer step `step` of `total` (linear warmup first)."""
+    s = config.scheduler
+    if step < s.warmup_steps:
+        return (step + 1) / (s.warmup_steps + 1)
+    progress = min((step - s.warmup_steps) / max(total - s.warmup_steps, 1), 1.0)
+    if s.name == "poly":
+        return (1 - progress) ** s.power
+    if s.name == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if s.name == "step":
+        return s.gamma ** ((step - s.warmup_steps) // s.step_size)
+    return 1.0
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _probabilities(logits: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, 1)
+
+
+def _last_output(output: Any) -> torch.Tensor:
+    """The main output of a model: the tensor, or the last of a list (deep supervision, iterations)."""
+    return output[-1] if isinstance(output, (list, tuple)) else output
+
+
+class Trainer:
+    """Trains `config` into the run folder `out` (see the module docstring).
+
+    Args:
+        config: the run's TrainConfig (validated here).
+        out: the run folder; created if missing.
+        resume: continue from `out/checkpoint.pt` (the config must be the one saved there).
+        callback: called with a dict of logged values at every log (the demo prints from it).
+    """
+
+    def __init__(self, config: TrainConfig, out: str | Path, *, resume: bool = False,
+                 callback: Optional[Callable[[dict], None]] = None):
+        self.config = config.validate()
+        self.out = Path(out)
+        self.resume, self.callback = resume, callback
+        t = config.training
+        self.device = resolve_device(t.device)
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(t.seed)
+        random.seed(t.seed)
+        np.random.seed(t.seed % 2**32)
+        model_kwargs = dict(config.model.kwargs)
+        if t.checkpointing:
+            model_kwargs["checkpointing"] = True
+        try:
+            self.model = create(config.model.name, **model_kwargs).to(self.device)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model: {exc}") from None
+        self.loss_fn = build_loss(config.loss)
+        self.train_set = self._training_data()
+        self.val_set = build_dataset(config.data.val, "data.val") if config.data.val is not None else None
+        batches = len(self.train_set) // config.data.batch_size
+        if batches < t.accumulate:
+            raise ConfigError(f"data.train: {len(self.train_set)} samples make {batches} batches of "
+                              f"{config.data.batch_size}, fewer than training.accumulate = {t.accumulate}")
+        self.batches_per_epoch = batches - batches % t.accumulate
+        steps_per_epoch = self.batches_per_epoch // t.accumulate
+        self.total_steps = t.steps if t.steps is not None else t.epochs * steps_per_epoch
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        o = config.optimizer
+        if o.name == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        else:
+            cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+            self.optimizer = cls(params, lr=o.lr, weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(config, step, self.total_steps))
+        self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(t.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.ema = ({k: v.detach().clone() for k, v in self.model.state_dict().items()} if t.ema is not None else None)
+        self.step, self.epoch, self.position = 0, 0, 0
+        self.best: Optional[float] = None
+        self.stale = 0
+        self.rows: list[dict] = []
+        self.writer = None
+
+    # -- data ----------------------------------------------------------------------------------------
+    def _training_data(self) -> Dataset:
+        d, seed = self.config.data, self.config.training.seed
+        dataset = build_dataset(d.train, "data.train")
+        if d.cache:
+            dataset = _Cached(dataset)
+        if d.patch is not None:
+            dataset = retina_data.PatchDataset(dataset, d.patch, d.patches_per_image, seed=seed, foreground_bias=0.5)
+        if d.augment:
+            try:
+                augment = retina_data.PairedAugment(**{**d.augment, "seed": seed})
+            except TypeError as exc:
+                raise ConfigError(f"data.augment: {exc}") from None
+            dataset = _Transformed(dataset, augment)
+        return dataset
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The batches of an epoch: a permutation drawn from (seed, epoch) alone, so a resumed run
+        replays it exactly."""
+        g = torch.Generator().manual_seed(self.config.training.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train_set), generator=g).tolist()
+        size = self.config.data.batch_size
+        return [order[i * size : (i + 1) * size] for i in range(self.batches_per_epoch)]
+
+    def _batches(self):
+        """Yields (epoch, position, batch) from the current position on, forever."""
+        while True:
+            if hasattr(self.train_set, "set_epoch"):
+                self.train_set.set_epoch(self.epoch)
+            batches = self._epoch_batches(self.epoch)[self.position :]
+            loader = DataLoader(self.train_set, batch_sampler=batches, num_workers=self.config.data.num_workers,
+                                collate_fn=_collate)
+            for batch in loader:
+                yield batch
+            self.epoch, self.position = self.epoch + 1, 0
+
+    # -- the step ------------------------------------------------------------------------------------
+    def _loss(self, output: Any, target: torch.Tensor) -> torch.Tensor:
+        if torch.is_tensor(output):
+            return self.loss_fn(output, target)
+        if isinstance(output, (list, tuple)):
+            weights = self.config.loss.output_weights or {}
+            terms = [float(weights.get(i, weights.get(str(i), 1.0))) * self.loss_fn(o, target)
+                     for i, o in enumerate(output)]
+            return sum(terms) / len(terms)
+        raise TypeError(f"the model returned {type(output).__name__}; retina.train trains models that return a "
+                        "tensor or a list of tensors (deep supervision)")
+
+    def _target(self, batch: dict) -> torch.Tensor:
+        if "mask" not in batch:
+            raise ValueError("training samples need a 'mask' (the dataset gave none: set its labels)")
+        return batch["mask"].to(self.device, non_blocking=True)
+
+    def _train_step(self, batches) -> float:
+        t = self.config.training
+        self.model.train()
+        total = 0.0
+        for _ in range(t.accumulate):
+            batch = next(batches)
+            image, target = batch["image"].to(self.device, non_blocking=True), self._target(batch)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                loss = self._loss(self.model(image), target) / t.accumulate
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss is {loss.item()} at step {self.step}: lower optimizer.lr, or set "
+                                         "training.clip_grad")
+            self.scaler.scale(loss).backward()
+            total += loss.item()
+            self.position += 1
+        if t.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                for key, value in self.model.state_dict().items():
+                    if value.is_floating_point():
+                        self.ema[key].lerp_(value, 1 - t.ema)
+                    else:
+                        self.ema[key].copy_(value)
+        self.step += 1
+        return total
+
+    # -- validation ----------------------------------------------------------------------------------
+    def inference_weights(self) -> dict:
+        return self.ema if self.ema is not None else self.model.state_dict()
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Whole-image metrics on the validation set (the EMA weights when kept)."""
+        from .. import metrics
+
+        model = self.model
+        if self.ema is not None:
+            model = create(**self.model.config).to(self.device)
+            model.load_state_dict(self.ema)
+        model.eval()
+        values: dict[str, list[float]] = {}
+        overlays = []
+        for index in range(len(self.val_set)):
+            sample = self.val_set[index]
+            image = sample["image"][None].to(self.device)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                logits = _last_output(model(image)).float()
+            prob = _probabilities(logits).cpu()
+            mask = sample["mask"]
+            fov = sample.get("fov")
+            if prob.shape[1] == 1:
+                hard, truth = prob[:, 0] > 0.5, mask[:1] > 0.5
+                scores = {"dice": metrics.overlap_scores(hard, truth, fov)["dice"].item(),
+                          "cldice": metrics.cldice(hard, truth).item()}
+                errors = metrics.betti_errors(hard, truth)[0]
+                scores["betti0_error"], scores["betti1_error"] = float(errors[0]), float(errors[1])
+                if 0 < truth.sum() < truth.numel():
+                    scores["auc"] = metrics.roc_auc(prob[:, 0].double(), truth, fov).item()
+                if len(overlays) < self.config.logging.overlays:
+                    overlays.append(overlay(sample["image"], truth[0], hard[0]))
+            else:
+                classes = mask.long() if mask.dim() == 2 else mask.argmax(0)
+                scores = {"miou": metrics.mean_iou(prob.argmax(1), classes[None], prob.shape[1]).item()}
+            for key, value in scores.items():
+                values.setdefault(key, []).append(value)
+        for i, picture in enumerate(overlays):
+            write_image(self.out / "overlays" / f"step{self.step:07d}_{i}.png", picture)
+        return {f"val_{k}": float(np.nanmean(v)) for k, v in values.items()}
+
+    # -- checkpoints and logs ------------------------------------------------------------------------
+    def state(self) -> dict:
+        from .. import __version__
+
+        return {
+            "model_config": self.model.config, "model": self.model.state_dict(), "inference_weights":
+            self.inference_weights(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "ema": self.ema, "step": self.step, "epoch": self.epoch,
+            "position": self.position, "best": self.best, "stale": self.stale, "rng": _rng_state(),
+            "config": self.config.to_dict(), "retina_version": __version__,
+            "training": {"patch": self.config.data.patch, "in_channels": self.model.config.get("in_channels")},
+        }
+
+    def _restore(self, path: Path) -> None:
+        state = read_checkpoint(path, map_location=self.device)
+        if state["config"] != self.config.to_dict():
+            raise ConfigError(f"{path} was written with another config; resume with the run's own config.yaml")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.ema = state["ema"]
+        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        self.best, self.stale = state["best"], state["stale"]
+        _set_rng_state(state["rng"])
+
+    def _log(self, row: dict) -> None:
+        self.rows.append(row)
+        if self.callback is not None:
+            self.callback(row)
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, float):
+                    self.writer.add_scalar(key, value, row["step"])
+
+    def _write_logs(self) -> None:
+        keys = list(dict.fromkeys(k for row in self.rows for k in row))
+        table = io.StringIO()
+        writer = csv.DictWriter(table, keys)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_bytes_atomic(self.out / "log.csv", table.getvalue().encode())
+        write_bytes_atomic(self.out / "curves.png", plot_curves(self.rows))
+
+    def _read_logs(self) -> None:
+        """The rows of an earlier run up to the checkpoint's step: the rest will be recomputed."""
+        path = self.out / "log.csv"
+        if path.is_file():
+            with path.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    parsed = {k: (float(v) if k != "step" else int(v)) for k, v in row.items() if v not in ("", None)}
+                    if parsed.get("step", 0) <= self.step:
+                        self.rows.append(parsed)
+
+    def _save(self, name: str = "checkpoint.pt") -> None:
+        save_checkpoint(self.out / name, self.state())
+
+    # -- the run -------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Trains to the configured steps (or epochs, or time budget, or early stop); returns a summary:
+        steps run, the best validation value, why it stopped, where the run is."""
+        t, log = self.config.training, self.config.logging
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.resume:
+            self._restore(self.out / "checkpoint.pt")
+            self._read_logs()
+        elif (self.out / "checkpoint.pt").exists():
+            raise ConfigError(f"{self.out} already holds a run: resume it (--resume) or choose another --out")
+        self.config.save(self.out / "config.yaml")
+        if log.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step or None)
+            except (ImportError, ModuleNotFoundError):
+                self.writer = None
+        from tqdm.auto import tqdm
+
+        budgeted = t.max_minutes is not None  # the time budget, not the step count, ends such a run
+        bar = tqdm(total=None if budgeted else self.total_steps, initial=self.step, disable=not log.progress, unit="step",
+                   dynamic_ncols=True, desc="train")
+        batches = self._batches()
+        started, reason, running = time.monotonic(), "steps", []
+        while self.step < self.total_steps:
+            running.append(self._train_step(batches))
+            bar.update(1)
+            if self.step % log.log_every == 0 or self.step == self.total_steps:
+                row = {"step": self.step, "epoch": float(self.epoch), "lr": float(self.scheduler.get_last_lr()[0]),
+                       "loss": float(np.mean(running))}
+                running = []
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                self._log(row)
+            stop = t.max_minutes is not None and time.monotonic() - started > 60 * t.max_minutes
+            if self.val_set is not None and (self.step % t.val_every == 0 or self.step == self.total_steps or stop):
+                scores = self.validate()
+                self._log({"step": self.step, **scores})
+                key = f"val_{t.best_metric}"
+                if key not in scores:
+                    raise ConfigError(f"training.best_metric: {t.best_metric!r} is not a validation metric "
+                                      f"({', '.join(k[4:] for k in scores)})")
+                better = (scores[key] < self.best if key.endswith(LOWER_IS_BETTER) else scores[key] > self.best) \
+                    if self.best is not None else True
+                if better:
+                    self.best, self.stale = scores[key], 0
+                    self._save("best.pt")
+                else:
+                    self.stale += 1
+                if t.patience is not None and self.stale >= t.patience:
+                    reason, stop = "early stopping", True
+            if self.step % t.checkpoint_every == 0 or self.step == self.total_steps or stop:
+                self._save()
+                self._write_logs()
+            if stop:
+                reason = reason if reason != "steps" else "time budget"
+                break
+        bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        self._save()
+        self._write_logs()
+        return {"steps": self.step, "stopped_by": reason, "best": self.best, "out": str(self.out)}
+
+
+def overlay(image: torch.Tensor, label: torch.Tensor, prediction: torch.Tensor) -> np.ndarray:
+    """One PNG row: the image, its label, the prediction, and the prediction's skeleton in red on it."""
+    import retina_kernels
+
+    gray = image[0] if image.dim() == 3 else image
+    base = np.rint(gray.float().clamp(0, 1).numpy() * 255).astype(np.uint8)
+    skeleton = retina_kernels.skeletonize(prediction[None, None].to(torch.uint8))[0, 0].bool().numpy()
+    panels = [np.repeat(base[..., None], 3, 2) for _ in range(4)]
+    panels[1][label.numpy()] = (0, 200, 0)
+    panels[2][prediction.numpy()] = (240, 200, 0)
+    panels[3][skeleton] = (255, 30, 30)
+    return np.concatenate(panels, axis=1)
+
+
+def plot_curves(rows: list[dict]) -> bytes:
+    """PNG bytes: the training loss and every validation metric against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k == "loss" or k.startswith("val_")]
+    figure = Figure(figsize=(4 * max(len(keys), 1), 3), dpi=80)
+    for i, key in enumerate(keys):
+        axes = figure.add_subplot(1, len(keys), i + 1)
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 30 else None)
+        axes.set_title(key)
+        axes.set_xlabel("step")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

@@ -1,0 +1,166 @@
+"""retina.train: the config round-trips to YAML and names bad keys by their dotted path; a run killed
+with SIGKILL resumes to the same losses and weights, bit for bit; a crash during a checkpoint write
+leaves the previous checkpoint; `retina train` / `retina predict` / `retina.load` work end to end."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import retina
+from retina import cli, image_files
+from retina.train import ConfigError, TrainConfig, Trainer, load, read_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(**training) -> TrainConfig:
+    return TrainConfig.from_dict({
+        "model": {"name": "unet", "kwargs": {"in_channels": 1, "width": 4, "depth": 2}},
+        "loss": {"name": "DiceCELoss", "kwargs": {"sigmoid": True}},
+        "optimizer": {"name": "adamw", "lr": 5e-3},
+        "scheduler": {"name": "cosine", "warmup_steps": 2},
+        "data": {"train": {"name": "SyntheticOCTA", "kwargs": {"length": 6, "size": 48, "channels": 1}},
+                 "val": {"name": "SyntheticOCTA", "kwargs": {"length": 2, "size": 48, "channels": 1, "seed": 99}},
+                 "batch_size": 2, "patch": 32, "patches_per_image": 2, "augment": {"flip": True, "noise": 0.01}},
+        "training": {"steps": 14, "val_every": 7, "checkpoint_every": 4, "ema": 0.9, **training},
+        "logging": {"log_every": 1, "overlays": 1, "tensorboard": False, "progress": False},
+    })
+
+
+def test_config_round_trip_overrides_and_errors(tmp_path):
+    config = tiny_config()
+    assert TrainConfig.from_yaml(config.to_yaml()) == config
+    path = config.save(tmp_path / "c.yaml")
+    loaded = TrainConfig.load(path, ["training.steps=3", "optimizer.lr=0.1", "data.val=null"])
+    assert loaded.training.steps == 3 and loaded.optimizer.lr == 0.1 and loaded.data.val is None
+    cases = [({"training": {"stepz": 1}}, "unknown key training.stepz"),
+             ({"optimizer": {"lr": "fast"}}, "optimizer.lr must be float"),
+             ({"data": {"train": {"kwargs": []}}}, "data.train.kwargs must be dict"),
+             ({"model": 3}, "model must be ModelConfig")]
+    for data, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig.from_dict(data)
+    for override, message in (("training.amp=float8", "training.amp"), ("optimizer.name=lion", "optimizer.name"),
+                              ("training.epochs=2", "exactly one of")):
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig.load(path, [override]).validate()
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        TrainConfig.load(path, ["training.steps"])
+
+
+def test_schedulers_warm_up_and_decay():
+    from retina.train.trainer import lr_factor
+
+    config = tiny_config()
+    factors = [lr_factor(config, step, 14) for step in range(14)]
+    assert factors[0] < factors[1] < factors[2] and factors[-1] < 0.1  # warmup, then cosine towards 0
+    config.scheduler.name = "poly"
+    assert lr_factor(config, 2, 14) == 1.0 and lr_factor(config, 13, 14) == pytest.approx((1 - 11 / 12) ** 0.9)
+
+
+def run_killed_at(out: Path, kill_after_step: int) -> int:
+    """Trains tiny_config in a subprocess that SIGKILLs itself after `kill_after_step` steps."""
+    script = (
+        "import os, signal, sys\n"
+        "from tests.test_train import tiny_config\n"
+        "from retina.train import Trainer\n"
+        "def cb(row):\n"
+        f"    if row['step'] >= {kill_after_step} and 'loss' in row: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "Trainer(tiny_config(), sys.argv[1], callback=cb).fit()\n"
+    )
+    return subprocess.run([sys.executable, "-c", script, str(out)], cwd=ROOT, timeout=300).returncode
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    whole = Trainer(tiny_config(), tmp_path / "whole")
+    whole.fit()
+    assert run_killed_at(tmp_path / "killed", 10) == -signal.SIGKILL  # killed between checkpoints 8 and 12
+    assert read_checkpoint(tmp_path / "killed" / "checkpoint.pt")["step"] == 8
+    resumed = Trainer(tiny_config(), tmp_path / "killed", resume=True)
+    resumed.fit()
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    for key, value in whole.ema.items():
+        assert torch.equal(value, resumed.ema[key]), key
+    losses = [(r["step"], r["loss"]) for r in whole.rows if "loss" in r]
+    assert losses == [(r["step"], r["loss"]) for r in resumed.rows if "loss" in r]  # the log too (CSV)
+    logged = (tmp_path / "killed" / "log.csv").read_text().splitlines()
+    assert logged == (tmp_path / "whole" / "log.csv").read_text().splitlines()
+    for name in ("best.pt", "curves.png", "config.yaml"):
+        assert (tmp_path / "killed" / name).is_file()
+    assert list((tmp_path / "killed" / "overlays").glob("*.png"))
+
+
+def test_a_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"step": 1})
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"step": 2})
+    monkeypatch.undo()
+    assert read_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        read_checkpoint(path)
+
+
+def test_load_gives_an_eval_model_with_its_config(tmp_path):
+    trainer = Trainer(tiny_config(steps=2, val_every=100), tmp_path / "run")
+    trainer.fit()
+    model = retina.load(tmp_path / "run" / "checkpoint.pt")
+    assert not model.training and model.config == trainer.model.config
+    assert model.checkpoint_info["step"] == 2 and model.checkpoint_info["training"]["patch"] == 32
+    x = torch.rand(1, 1, 40, 36)
+    ema_model = retina.models.create(**model.config)
+    ema_model.load_state_dict(trainer.ema)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ema_model.eval()(x))  # the inference weights are the EMA
+    assert load is retina.load
+    with pytest.raises(ConfigError, match="already holds a run"):
+        Trainer(tiny_config(steps=2), tmp_path / "run").fit()
+
+
+def test_train_and_predict_commands(tmp_path, capsys):
+    config = tiny_config(steps=4, val_every=2)
+    config.save(tmp_path / "tiny.yaml")
+    assert cli.main(["train", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "run"),
+                     "training.checkpoint_every=2"]) == 0
+    assert "trained 4 steps" in capsys.readouterr().out
+    images = tmp_path / "images"
+    for i in range(2):
+        image_files.write_image(images / f"scan{i}.png", (np.random.default_rng(i).random((40, 52)) * 255).astype(np.uint8))
+    image_files.write_image(images / "rgb.png", np.zeros((30, 30, 3), np.uint8))  # made gray for the model
+    args = ["predict", str(images), "--checkpoint", str(tmp_path / "run" / "best.pt"), "--out", str(tmp_path / "pred"),
+            "--device", "cpu", "--pixel-mm", "0.01"]
+    assert cli.main(args) == 0
+    for kind in ("prob", "mask", "overlay", "skeleton"):
+        assert sorted(p.name for p in (tmp_path / "pred" / kind).iterdir()) == ["rgb.png", "scan0.png", "scan1.png"]
+    assert image_files.read_image(tmp_path / "pred" / "prob" / "scan1.png").shape == (40, 52)
+    lines = (tmp_path / "pred" / "measurements.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and '"vessel_density"' in lines[0] and '"vessel_area_mm2"' in lines[0]
+    before = (tmp_path / "pred" / "mask" / "scan0.png").stat().st_mtime_ns
+    assert cli.main(args) == 0  # a rerun skips what is written
+    assert (tmp_path / "pred" / "mask" / "scan0.png").stat().st_mtime_ns == before
+    capsys.readouterr()
+    # bad arguments: one line, exit 2; a bad checkpoint: exit 1
+    assert cli.main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert cli.main(["train", str(tmp_path / "tiny.yaml"), "training.stepz=3"]) == 2
+    assert "unknown key training.stepz" in capsys.readouterr().err
+    assert cli.main(["train", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "new"), "--resume"]) == 2
+    (tmp_path / "bad.pt").write_bytes(b"x")
+    assert cli.main(["predict", str(images), "--checkpoint", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "p2")]) == 1
+    assert cli.main(["predict", str(images), "--checkpoint", str(tmp_path / "run" / "best.pt"), "--out",
+                     str(tmp_path / "p3"), "--threshold", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("retina ") for line in err)  # one line per failed command
