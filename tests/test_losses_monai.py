@@ -73,20 +73,25 @@ def kwargs_of(case, reduction, smooth):
     return kwargs
 
 
+def compared_with_monai(ours_cls, theirs_cls, kwargs, logits, target, case) -> bool:
+    """Asserts ours equals MONAI's on this combination; False when MONAI does not accept it."""
+    theirs = monai_result(theirs_cls, kwargs, logits, target)
+    if theirs is None:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = ours_cls(**kwargs)(logits, target)
+    torch.testing.assert_close(ours, theirs.reshape(ours.shape), **tolerance(case), msg=str(case))
+    return True
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_dice_loss_equals_monai(reduction):
     compared = 0
     for i, case in enumerate(combinations()):
         logits, target = inputs(case["channels"], case["to_onehot_y"], case["activation"], seed=i)
         kwargs = kwargs_of(case, reduction, (1e-5, 1e-5) if i % 2 else (0.0, 1e-6))
-        theirs = monai_result(monai_losses.DiceLoss, kwargs, logits, target)
-        if theirs is None:
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ours = DiceLoss(**kwargs)(logits, target)
-        torch.testing.assert_close(ours, theirs.reshape(ours.shape), **tolerance(case), msg=str(case))
-        compared += 1
+        compared += compared_with_monai(DiceLoss, monai_losses.DiceLoss, kwargs, logits, target, case)
     assert compared > 300  # most combinations are accepted by MONAI; each was compared
 
 
@@ -103,14 +108,7 @@ def test_dice_ce_loss_equals_monai(reduction):
             kwargs["weight"] = torch.linspace(0.5, 2.0, case["channels"], dtype=torch.float64)  # CE's: every class
         elif case["weighted"]:
             kwargs["weight"] = torch.tensor([0.7], dtype=torch.float64)  # BCE's pos_weight
-        theirs = monai_result(monai_losses.DiceCELoss, kwargs, logits, target)
-        if theirs is None:
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ours = DiceCELoss(**kwargs)(logits, target)
-        torch.testing.assert_close(ours, theirs, **tolerance(case), msg=str(case))
-        compared += 1
+        compared += compared_with_monai(DiceCELoss, monai_losses.DiceCELoss, kwargs, logits, target, case)
     assert compared > 100
 
 
