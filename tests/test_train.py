@@ -164,3 +164,82 @@ def test_train_and_predict_commands(tmp_path, capsys):
                      str(tmp_path / "p3"), "--threshold", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("retina ") for line in err)  # one line per failed command
+
+
+def two_task_config(weights, **training) -> TrainConfig:
+    """TwoHeadUNet on synthetic OCTA with vessel and FAZ labels: each named output learns its channel."""
+    data = {"length": 4, "size": 32, "channels": 1, "labels": ["vessel", "faz"]}
+    return TrainConfig.from_dict({
+        "model": {"name": "twoheadunet", "kwargs": {"in_channels": 1, "width": 4, "depth": 2}},
+        "loss": {"tasks": {"vessel": {"name": "DiceCELoss", "kwargs": {"sigmoid": True}, "channel": 0},
+                           "faz": {"name": "DiceLoss", "kwargs": {"sigmoid": True}, "channel": 1}},
+                 "task_weights": weights},
+        "optimizer": {"lr": 1e-2},
+        "data": {"train": {"name": "SyntheticOCTA", "kwargs": data},
+                 "val": {"name": "SyntheticOCTA", "kwargs": {**data, "length": 1, "seed": 50}}, "batch_size": 2},
+        "training": {"steps": 8, "val_every": 8, "checkpoint_every": 8, "best_metric": "vessel_dice", **training},
+        "logging": {"log_every": 1, "overlays": 1, "tensorboard": False, "progress": False},
+    })
+
+
+@pytest.mark.parametrize("weights", [{"vessel": 1.0, "faz": 0.5}, "s2anet"])
+def test_named_outputs_train_with_a_loss_each(tmp_path, weights):
+    trainer = Trainer(two_task_config(weights), tmp_path / "run")
+    trainer.fit()
+    for task in ("vessel", "faz"):  # each task learns (the total's balance moves with the epoch under s2anet)
+        losses = [r[f"loss_{task}"] for r in trainer.rows if "loss" in r]
+        assert len(losses) == 8 and np.mean(losses[-2:]) < np.mean(losses[:2]), task
+    scores = next(r for r in trainer.rows if "val_vessel_dice" in r)
+    assert {"val_vessel_dice", "val_faz_dice", "val_vessel_cldice", "val_faz_betti0_error"} <= set(scores)
+    # the loss equals MultiTaskLoss on the two mask channels (s2anet: with the current epoch's balance)
+    model = trainer.model.eval()
+    batch = trainer.train_set[0]
+    output, mask = model(batch["image"][None]), batch["mask"][None]
+    expected, _ = trainer.loss_fn(output, {"vessel": mask[:, :1], "faz": mask[:, 1:]}, epoch=trainer.epoch)
+    torch.testing.assert_close(trainer._loss(output, mask), expected)
+
+
+def test_named_output_config_errors(tmp_path):
+    bad_channel = two_task_config(None)
+    bad_channel.loss.tasks["faz"]["channel"] = 5
+    with pytest.raises(ConfigError, match="loss.tasks.faz.channel is 5"):
+        Trainer(bad_channel, tmp_path / "a").fit()
+    no_tasks = two_task_config(None)
+    no_tasks.loss.tasks = None
+    no_tasks.loss.name = "DiceLoss"
+    with pytest.raises(ConfigError, match="give each its loss in loss.tasks"):
+        Trainer(no_tasks, tmp_path / "b").fit()
+    with pytest.raises(ConfigError, match="loss.task_weights"):
+        Trainer(two_task_config({"vessel": 1.0}), tmp_path / "c")
+    with pytest.raises(ConfigError, match="unknown key loss.tasks.faz.weight"):
+        TrainConfig.from_dict({"loss": {"tasks": {"faz": {"name": "DiceLoss", "weight": 2}}}}).validate()
+    nested = two_task_config(None)
+    nested.loss.tasks["faz"]["name"] = "MultiTaskLoss"
+    with pytest.raises(ConfigError, match="loss.tasks.faz.name: 'MultiTaskLoss' is not"):
+        Trainer(nested, tmp_path / "e")
+
+
+@pytest.mark.parametrize("amp", ["bfloat16", "float16"])
+def test_mixed_precision_trains(tmp_path, amp):
+    """bfloat16 autocast, and float16 with a gradient scaler (its state in the checkpoint), on the CPU."""
+    trainer = Trainer(tiny_config(steps=6, val_every=6, ema=None, amp=amp), tmp_path / amp)
+    summary = trainer.fit()
+    losses = [r["loss"] for r in trainer.rows if "loss" in r]
+    assert summary["steps"] == 6 and all(np.isfinite(losses))
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay float32
+    state = read_checkpoint(tmp_path / amp / "checkpoint.pt")
+    assert state["scaler"] == trainer.scaler.state_dict()
+    assert bool(state["scaler"]) == (amp == "float16")  # a scaler only for float16
+
+
+def test_tensorboard_events_hold_the_logged_values(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = tiny_config(steps=4, val_every=2)
+    config.logging.tensorboard = True
+    Trainer(config, tmp_path / "run").fit()
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert {"loss", "lr", "val_dice", "val_cldice"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("val_dice")] == [2, 4]

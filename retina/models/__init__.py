@@ -10,13 +10,13 @@ from __future__ import annotations
 from .base import SegmentationModel, model_name
 from .dscnet import DSCNet
 from .s3octa import S3OCTA
-from .unet import UNet
+from .unet import TwoHeadUNet, UNet
 
-MODELS: dict[str, type[SegmentationModel]] = {model_name(cls): cls for cls in (UNet, DSCNet, S3OCTA)}
+MODELS: dict[str, type[SegmentationModel]] = {model_name(cls): cls for cls in (UNet, TwoHeadUNet, DSCNet, S3OCTA)}
 
 
 def create(name: str, **kwargs) -> SegmentationModel:
-    """Builds a model by name ("unet", "dscnet", "s3octa"; case-insensitive, "-" and "_" ignored) with its
+    """Builds a model by name ("unet", "twoheadunet", "dscnet", "s3octa"; case-insensitive, "-" and "_" ignored) with its
     keyword arguments. `create(**model.config)` rebuilds a model from its recorded config."""
     key = name.lower().replace("-", "").replace("_", "")
     if key not in MODELS:
@@ -24,4 +24,4 @@ def create(name: str, **kwargs) -> SegmentationModel:
     return MODELS[key](**kwargs)
 
 
-__all__ = ["DSCNet", "MODELS", "S3OCTA", "SegmentationModel", "UNet", "create"]
+__all__ = ["DSCNet", "MODELS", "S3OCTA", "SegmentationModel", "TwoHeadUNet", "UNet", "create"]

@@ -25,7 +25,7 @@ def run_block(block: nn.Module, x: torch.Tensor, checkpointing: bool) -> torch.T
 
 
 def encoder_decoder(x: torch.Tensor, encoder: nn.ModuleList, decoder: nn.ModuleList, pool: nn.Module, head: nn.Module,
-                    multiple: int, checkpointing: bool) -> torch.Tensor:
+                    multiple: int, checkpointing: bool) -> torch.Tensor | dict[str, torch.Tensor]:
     """The U-shape both DSCNet and UNet share: pad to `multiple`, encoder blocks with pooling between
     them, decoder blocks on [upsampled, skip], 1x1 head, crop back."""
     x, (h, w) = pad_to_multiple(x, multiple)
@@ -35,4 +35,7 @@ def encoder_decoder(x: torch.Tensor, encoder: nn.ModuleList, decoder: nn.ModuleL
         skips.append(x)
     for block, skip in zip(decoder, reversed(skips[:-1])):
         x = run_block(block, torch.cat([upsample_to(x, skip), skip], 1), checkpointing)
-    return head(x)[..., :h, :w]
+    out = head(x)
+    if isinstance(out, dict):  # named heads (TwoHeadUNet)
+        return {name: value[..., :h, :w] for name, value in out.items()}
+    return out[..., :h, :w]

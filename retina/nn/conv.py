@@ -20,13 +20,31 @@ def groups_for(channels: int) -> int:
     return groups
 
 
-class ConvNormAct(nn.Sequential):
-    """Conv2d(k x k, same padding) -> GroupNorm(out/4) -> ReLU."""
+NORMS = ("group", "batch", "instance", None)
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1):
+
+def make_norm(norm: str | None, channels: int) -> nn.Module:
+    """The normalisation layer by name: "group" (GroupNorm(groups_for(channels)): per-sample statistics,
+    independent of the batch size, retina's default), "batch", "instance" (affine), or None (identity)."""
+    if norm == "group":
+        return nn.GroupNorm(groups_for(channels), channels)
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if norm is None:
+        return nn.Identity()
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d(k x k, same padding) -> norm (GroupNorm(out/4) by default) -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1,
+                 norm: str | None = "group"):
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation),
-            nn.GroupNorm(groups_for(out_channels), out_channels),
+            make_norm(norm, out_channels),
             nn.ReLU(inplace=True),
         )
 

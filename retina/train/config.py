@@ -35,9 +35,15 @@ class ModelConfig:
 class LossConfig:
     name: str = "DiceLoss"
     kwargs: dict = field(default_factory=lambda: {"sigmoid": True})
-    # several outputs (deep supervision, IterNet's iterations, a {"vessel", "faz"} dict): the weight of
-    # each, by index or name; None weighs them equally
+    # a list of outputs (deep supervision, IterNet's iterations): the weight of each by index; None weighs
+    # them equally
     output_weights: Optional[dict] = None
+    # models with named outputs ({"vessel": ..., "faz": ...}): one loss per output,
+    # {output: {"name": loss class, "kwargs": {...}, "channel": the data's mask channel it learns}}, combined
+    # by MultiTaskLoss with `task_weights` ({output: weight}, "s2anet" for S²A-Net's dynamic balance, or
+    # None for equal weights); `name` and `kwargs` above are then unused
+    tasks: Optional[dict] = None
+    task_weights: Optional[Union[dict, str]] = None
 
 
 @dataclass
@@ -171,6 +177,18 @@ class TrainConfig:
             raise ConfigError(f"scheduler.name must be poly, cosine, step or constant, got {s.name!r}")
         if s.warmup_steps < 0:
             raise ConfigError(f"scheduler.warmup_steps must be >= 0, got {s.warmup_steps}")
+        for name, task in (self.loss.tasks or {}).items():
+            key = f"loss.tasks.{name}"
+            if not isinstance(task, dict) or not isinstance(task.get("name"), str):
+                raise ConfigError(f"{key} must be a mapping with a loss name, e.g. {{name: DiceLoss, channel: 0}}")
+            unknown = sorted(set(task) - {"name", "kwargs", "channel"})
+            if unknown:
+                raise ConfigError(f"unknown key {key}.{unknown[0]} (known: channel, kwargs, name)")
+            if not isinstance(task.get("kwargs", {}), dict):
+                raise ConfigError(f"{key}.kwargs must be dict, got {task['kwargs']!r}")
+            channel = task.get("channel", 0)
+            if not isinstance(channel, int) or isinstance(channel, bool) or channel < 0:
+                raise ConfigError(f"{key}.channel must be an integer >= 0, got {channel!r}")
         if self.data.patch is not None and self.data.patch < 8:
             raise ConfigError(f"data.patch must be >= 8 (or null), got {self.data.patch}")
         return self

@@ -11,6 +11,7 @@ optimizer, scheduler, gradient scaler, EMA and the position in the epoch are in 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -29,16 +30,20 @@ from ..image_files import write_bytes_atomic, write_image
 from ..models import create
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
+from .distributed import Distributed
 
 LOWER_IS_BETTER = ("_error", "hd95", "loss")
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: Optional[int] = None) -> torch.device:
+    """The training device; under torchrun each process takes the GPU of its LOCAL_RANK."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"training.device {name}: CUDA is not available here")
+    if device.type == "cuda" and local_rank is not None:
+        device = torch.device("cuda", local_rank)
     return device
 
 
@@ -54,14 +59,26 @@ def build_dataset(config, key: str) -> Dataset:
         raise ConfigError(f"{key}.kwargs: {exc}") from None
 
 
-def build_loss(config) -> torch.nn.Module:
-    cls = getattr(retina_losses, config.name, None)
-    if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
-        raise ConfigError(f"loss.name: {config.name!r} is not a retina.losses loss")
+def _named_loss(name: str, kwargs: dict, key: str) -> torch.nn.Module:
+    cls = getattr(retina_losses, name, None)
+    if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module) or cls is retina_losses.MultiTaskLoss:
+        raise ConfigError(f"{key}.name: {name!r} is not a retina.losses loss")
     try:
-        return cls(**config.kwargs)
+        return cls(**kwargs)
     except TypeError as exc:
-        raise ConfigError(f"loss.kwargs: {exc}") from None
+        raise ConfigError(f"{key}.kwargs: {exc}") from None
+
+
+def build_loss(config, total_epochs: Optional[int] = None) -> torch.nn.Module:
+    """The loss of `config.loss`: one loss, or a MultiTaskLoss of `loss.tasks` for named outputs."""
+    if not config.tasks:
+        return _named_loss(config.name, config.kwargs, "loss")
+    losses = {name: _named_loss(task["name"], task.get("kwargs", {}), f"loss.tasks.{name}")
+              for name, task in config.tasks.items()}
+    try:
+        return retina_losses.MultiTaskLoss(losses, config.task_weights, total_epochs=total_epochs)
+    except ValueError as exc:
+        raise ConfigError(f"loss.task_weights: {exc}") from None
 
 
 class _Cached(Dataset):
@@ -139,9 +156,35 @@ def _probabilities(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, 1)
 
 
-def _last_output(output: Any) -> torch.Tensor:
-    """The main output of a model: the tensor, or the last of a list (deep supervision, iterations)."""
+def _last_output(output: Any) -> Any:
+    """The main output of a model: the tensor (or dict of named tensors), or the last of a list (deep
+    supervision, iterations)."""
     return output[-1] if isinstance(output, (list, tuple)) else output
+
+
+def _named_outputs(output: Any) -> dict[str, torch.Tensor]:
+    """{"": logits} for a one-output model, the dict itself for named outputs."""
+    output = _last_output(output)
+    return dict(output) if isinstance(output, dict) else {"": output}
+
+
+def sample_scores(prob: torch.Tensor, mask: torch.Tensor, fov: Optional[torch.Tensor]) -> dict[str, float]:
+    """Validation metrics of one sample. prob: [1, K, H, W] probabilities; mask: [1, H, W] (or [H, W]
+    class indices, or [K, H, W] one-hot) labels. Binary: Dice, clDice, Betti-0/1 errors, AUC inside the FOV;
+    multi-class: mean IoU."""
+    from .. import metrics
+
+    if prob.shape[1] == 1:
+        hard, truth = prob[:, 0] > 0.5, mask[:1] > 0.5
+        scores = {"dice": metrics.overlap_scores(hard, truth, fov)["dice"].item(),
+                  "cldice": metrics.cldice(hard, truth).item()}
+        errors = metrics.betti_errors(hard, truth)[0]
+        scores["betti0_error"], scores["betti1_error"] = float(errors[0]), float(errors[1])
+        if 0 < truth.sum() < truth.numel():
+            scores["auc"] = metrics.roc_auc(prob[:, 0].double(), truth, fov).item()
+        return scores
+    classes = mask.long() if mask.dim() == 2 else mask.argmax(0)
+    return {"miou": metrics.mean_iou(prob.argmax(1), classes[None], prob.shape[1]).item()}
 
 
 class Trainer:
@@ -160,7 +203,9 @@ class Trainer:
         self.out = Path(out)
         self.resume, self.callback = resume, callback
         t = config.training
-        self.device = resolve_device(t.device)
+        wanted = resolve_device(t.device)
+        self.dist = Distributed.from_environment(wanted.type)
+        self.device = resolve_device(t.device, self.dist.local_rank if self.dist.enabled else None)
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(t.seed)
@@ -173,16 +218,23 @@ class Trainer:
             self.model = create(config.model.name, **model_kwargs).to(self.device)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model: {exc}") from None
-        self.loss_fn = build_loss(config.loss)
         self.train_set = self._training_data()
         self.val_set = build_dataset(config.data.val, "data.val") if config.data.val is not None else None
-        batches = len(self.train_set) // config.data.batch_size
+        # data.batch_size is per process: under torchrun the global batch is batch_size x processes
+        global_batch = config.data.batch_size * self.dist.world
+        batches = len(self.train_set) // global_batch
         if batches < t.accumulate:
             raise ConfigError(f"data.train: {len(self.train_set)} samples make {batches} batches of "
-                              f"{config.data.batch_size}, fewer than training.accumulate = {t.accumulate}")
+                              f"{global_batch}, fewer than training.accumulate = {t.accumulate}")
         self.batches_per_epoch = batches - batches % t.accumulate
-        steps_per_epoch = self.batches_per_epoch // t.accumulate
-        self.total_steps = t.steps if t.steps is not None else t.epochs * steps_per_epoch
+        self.steps_per_epoch = self.batches_per_epoch // t.accumulate
+        self.total_steps = t.steps if t.steps is not None else t.epochs * self.steps_per_epoch
+        self.loss_fn = build_loss(config.loss, total_epochs=math.ceil(self.total_steps / self.steps_per_epoch))
+        self.net = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         params = [p for p in self.model.parameters() if p.requires_grad]
         o = config.optimizer
         if o.name == "sgd":
@@ -199,6 +251,7 @@ class Trainer:
         self.best: Optional[float] = None
         self.stale = 0
         self.rows: list[dict] = []
+        self.task_losses: dict[str, list[float]] = {}
         self.writer = None
 
     # -- data ----------------------------------------------------------------------------------------
@@ -218,12 +271,15 @@ class Trainer:
         return dataset
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
-        """The batches of an epoch: a permutation drawn from (seed, epoch) alone, so a resumed run
-        replays it exactly."""
+        """This process's batches of an epoch: a permutation drawn from (seed, epoch) alone, so a resumed
+        run replays it exactly, cut into global batches of which each process takes its rank's share
+        (DistributedSampler's split, done here so that the position in the epoch is one number for all
+        processes and a run on N processes sees the data of one process with an N times larger batch)."""
         g = torch.Generator().manual_seed(self.config.training.seed * 1_000_003 + epoch)
         order = torch.randperm(len(self.train_set), generator=g).tolist()
-        size = self.config.data.batch_size
-        return [order[i * size : (i + 1) * size] for i in range(self.batches_per_epoch)]
+        size, rank = self.config.data.batch_size, self.dist.rank
+        start = [(i * self.dist.world + rank) * size for i in range(self.batches_per_epoch)]
+        return [order[first : first + size] for first in start]
 
     def _batches(self):
         """Yields (epoch, position, batch) from the current position on, forever."""
@@ -238,16 +294,42 @@ class Trainer:
             self.epoch, self.position = self.epoch + 1, 0
 
     # -- the step ------------------------------------------------------------------------------------
+    def _task_targets(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each task's target: its channel of the data's mask ([B, 1, H, W])."""
+        targets = {}
+        for name, task in self.config.loss.tasks.items():
+            channel = task.get("channel", 0)
+            if channel >= target.shape[1]:
+                raise ConfigError(f"loss.tasks.{name}.channel is {channel}, but the data's mask has "
+                                  f"{target.shape[1]} channel(s): ask the dataset for that label")
+            targets[name] = target[:, channel : channel + 1]
+        return targets
+
     def _loss(self, output: Any, target: torch.Tensor) -> torch.Tensor:
-        if torch.is_tensor(output):
-            return self.loss_fn(output, target)
+        """The training loss of a model's output: a tensor; a list (deep supervision: the weighted mean
+        of the loss on each); a dict of named outputs (`loss.tasks`, combined by MultiTaskLoss)."""
         if isinstance(output, (list, tuple)):
             weights = self.config.loss.output_weights or {}
-            terms = [float(weights.get(i, weights.get(str(i), 1.0))) * self.loss_fn(o, target)
-                     for i, o in enumerate(output)]
+            terms = [float(weights.get(i, weights.get(str(i), 1.0))) * self._loss(o, target) for i, o in enumerate(output)]
             return sum(terms) / len(terms)
+        if isinstance(output, dict):
+            if not self.config.loss.tasks:
+                raise ConfigError(f"the model returns named outputs {sorted(output)}: give each its loss in "
+                                  "loss.tasks, e.g. {vessel: {name: DiceLoss, channel: 0}, faz: {...}}")
+            missing = sorted(set(self.config.loss.tasks) - set(output))
+            if missing:
+                raise ConfigError(f"loss.tasks names {missing}, but the model's outputs are {sorted(output)}")
+            total, parts = self.loss_fn(output, self._task_targets(target), epoch=self.epoch)
+            if torch.is_grad_enabled():  # a training step: each task's loss is logged as loss_<output>
+                for name, value in parts.items():
+                    self.task_losses.setdefault(name, []).append(float(value.detach()))
+            return total
+        if torch.is_tensor(output):
+            if self.config.loss.tasks:
+                raise ConfigError("loss.tasks is set, but the model returns one tensor, not named outputs")
+            return self.loss_fn(output, target)
         raise TypeError(f"the model returned {type(output).__name__}; retina.train trains models that return a "
-                        "tensor or a list of tensors (deep supervision)")
+                        "tensor, a list of them (deep supervision) or a dict of named outputs")
 
     def _target(self, batch: dict) -> torch.Tensor:
         if "mask" not in batch:
@@ -258,15 +340,19 @@ class Trainer:
         t = self.config.training
         self.model.train()
         total = 0.0
-        for _ in range(t.accumulate):
+        for micro in range(t.accumulate):
             batch = next(batches)
             image, target = batch["image"].to(self.device, non_blocking=True), self._target(batch)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                loss = self._loss(self.model(image), target) / t.accumulate
+            # DDP: gradients are averaged over processes once per optimizer step, not per micro-batch
+            sync = micro == t.accumulate - 1 or not self.dist.enabled
+            with (contextlib.nullcontext() if sync else self.net.no_sync()), \
+                    torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                loss = self._loss(self.net(image), target) / t.accumulate
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"the loss is {loss.item()} at step {self.step}: lower optimizer.lr, or set "
                                          "training.clip_grad")
-            self.scaler.scale(loss).backward()
+            with contextlib.nullcontext() if sync else self.net.no_sync():
+                self.scaler.scale(loss).backward()
             total += loss.item()
             self.position += 1
         if t.clip_grad is not None:
@@ -292,9 +378,9 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Whole-image metrics on the validation set (the EMA weights when kept)."""
-        from .. import metrics
-
+        """Whole-image metrics on the validation set (the EMA weights when kept), each the mean over the
+        images; under torchrun the images are shared out and the values gathered from every process.
+        Named outputs are scored each against its task's mask channel, as `<output>_<metric>`."""
         model = self.model
         if self.ema is not None:
             model = create(**self.model.config).to(self.device)
@@ -302,32 +388,29 @@ class Trainer:
         model.eval()
         values: dict[str, list[float]] = {}
         overlays = []
-        for index in range(len(self.val_set)):
+        tasks = self.config.loss.tasks or {}
+        for index in range(self.dist.rank, len(self.val_set), self.dist.world):
             sample = self.val_set[index]
             image = sample["image"][None].to(self.device)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                logits = _last_output(model(image)).float()
-            prob = _probabilities(logits).cpu()
-            mask = sample["mask"]
-            fov = sample.get("fov")
-            if prob.shape[1] == 1:
-                hard, truth = prob[:, 0] > 0.5, mask[:1] > 0.5
-                scores = {"dice": metrics.overlap_scores(hard, truth, fov)["dice"].item(),
-                          "cldice": metrics.cldice(hard, truth).item()}
-                errors = metrics.betti_errors(hard, truth)[0]
-                scores["betti0_error"], scores["betti1_error"] = float(errors[0]), float(errors[1])
-                if 0 < truth.sum() < truth.numel():
-                    scores["auc"] = metrics.roc_auc(prob[:, 0].double(), truth, fov).item()
-                if len(overlays) < self.config.logging.overlays:
-                    overlays.append(overlay(sample["image"], truth[0], hard[0]))
-            else:
-                classes = mask.long() if mask.dim() == 2 else mask.argmax(0)
-                scores = {"miou": metrics.mean_iou(prob.argmax(1), classes[None], prob.shape[1]).item()}
-            for key, value in scores.items():
-                values.setdefault(key, []).append(value)
-        for i, picture in enumerate(overlays):
-            write_image(self.out / "overlays" / f"step{self.step:07d}_{i}.png", picture)
-        return {f"val_{k}": float(np.nanmean(v)) for k, v in values.items()}
+                outputs = _named_outputs(model(image))
+            for name, logits in outputs.items():
+                prob = _probabilities(logits.float()).cpu()
+                channel = tasks.get(name, {}).get("channel", 0)
+                mask = sample["mask"][channel : channel + 1] if name and sample["mask"].dim() == 3 else sample["mask"]
+                scores = sample_scores(prob, mask, sample.get("fov"))
+                for key, value in scores.items():
+                    values.setdefault(f"{name}_{key}" if name else key, []).append(value)
+                if prob.shape[1] == 1 and len(overlays) < self.config.logging.overlays:
+                    overlays.append(overlay(sample["image"], mask[0] > 0.5, prob[0, 0] > 0.5))
+        if self.dist.is_main:
+            for i, picture in enumerate(overlays):
+                write_image(self.out / "overlays" / f"step{self.step:07d}_{i}.png", picture)
+        gathered: dict[str, list[float]] = {}
+        for part in self.dist.gather(values):
+            for key, value in part.items():
+                gathered.setdefault(key, []).extend(value)
+        return {f"val_{k}": float(np.nanmean(v)) for k, v in gathered.items()}
 
     # -- checkpoints and logs ------------------------------------------------------------------------
     def state(self) -> dict:
@@ -365,6 +448,8 @@ class Trainer:
                     self.writer.add_scalar(key, value, row["step"])
 
     def _write_logs(self) -> None:
+        if not self.dist.is_main:
+            return
         keys = list(dict.fromkeys(k for row in self.rows for k in row))
         table = io.StringIO()
         writer = csv.DictWriter(table, keys)
@@ -384,7 +469,8 @@ class Trainer:
                         self.rows.append(parsed)
 
     def _save(self, name: str = "checkpoint.pt") -> None:
-        save_checkpoint(self.out / name, self.state())
+        if self.dist.is_main:  # every process holds the same weights; one writes them
+            save_checkpoint(self.out / name, self.state())
 
     # -- the run -------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -397,8 +483,9 @@ class Trainer:
             self._read_logs()
         elif (self.out / "checkpoint.pt").exists():
             raise ConfigError(f"{self.out} already holds a run: resume it (--resume) or choose another --out")
-        self.config.save(self.out / "config.yaml")
-        if log.tensorboard:
+        if self.dist.is_main:
+            self.config.save(self.out / "config.yaml")
+        if log.tensorboard and self.dist.is_main:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -408,8 +495,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         budgeted = t.max_minutes is not None  # the time budget, not the step count, ends such a run
-        bar = tqdm(total=None if budgeted else self.total_steps, initial=self.step, disable=not log.progress, unit="step",
-                   dynamic_ncols=True, desc="train")
+        bar = tqdm(total=None if budgeted else self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not (log.progress and self.dist.is_main), desc="train")
         batches = self._batches()
         started, reason, running = time.monotonic(), "steps", []
         while self.step < self.total_steps:
@@ -417,11 +504,13 @@ class Trainer:
             bar.update(1)
             if self.step % log.log_every == 0 or self.step == self.total_steps:
                 row = {"step": self.step, "epoch": float(self.epoch), "lr": float(self.scheduler.get_last_lr()[0]),
-                       "loss": float(np.mean(running))}
-                running = []
+                       "loss": self.dist.mean(float(np.mean(running)))}
+                for name, values in self.task_losses.items():
+                    row[f"loss_{name}"] = self.dist.mean(float(np.mean(values)))
+                running, self.task_losses = [], {}
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 self._log(row)
-            stop = t.max_minutes is not None and time.monotonic() - started > 60 * t.max_minutes
+            stop = t.max_minutes is not None and self.dist.any(time.monotonic() - started > 60 * t.max_minutes)
             if self.val_set is not None and (self.step % t.val_every == 0 or self.step == self.total_steps or stop):
                 scores = self.validate()
                 self._log({"step": self.step, **scores})
@@ -449,6 +538,8 @@ class Trainer:
             self.writer.close()
         self._save()
         self._write_logs()
+        self.dist.barrier()  # no process leaves before rank 0 has written the run
+        self.dist.close()
         return {"steps": self.step, "stopped_by": reason, "best": self.best, "out": str(self.out)}
 
 
@@ -473,7 +564,7 @@ def plot_curves(rows: list[dict]) -> bytes:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k == "loss" or k.startswith("val_")]
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k.startswith(("loss", "val_"))]
     figure = Figure(figsize=(4 * max(len(keys), 1), 3), dpi=80)
     for i, key in enumerate(keys):
         axes = figure.add_subplot(1, len(keys), i + 1)
