@@ -23,6 +23,7 @@ file or data with 1, each with one line naming the argument or file and what is 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -107,8 +108,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not (out / "checkpoint.pt").is_file():
         raise UsageError(f"--resume: no checkpoint.pt in {out} to resume")
     summary = Trainer(config, out, resume=args.resume).fit()
-    print(f"trained {summary['steps']} steps (stopped by {summary['stopped_by']}); best validation "
-          f"{config.training.best_metric}: {summary['best']}; run in {out}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one report
+            print(f"trained {summary['steps']} steps (stopped by {summary['stopped_by']}); best validation "
+              f"{config.training.best_metric}: {summary['best']}; run in {out}")
     return 0
 
 
@@ -121,11 +123,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.mode != "whole":
         raise UsageError(f"--mode {args.mode}: tiled inference is not available yet; use --mode whole")
     out = _output_folder(args.out, "--out")
+    from tqdm.auto import tqdm
+
+    from .train.distributed import Distributed
+
+    dist = Distributed.from_environment(device.type)  # under torchrun the files are shared out
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
     model = load(args.checkpoint, device=device)
-    measurements = predict_files(model, args.inputs, out, device=device, threshold=args.threshold,
-                                 pixel_mm=args.pixel_mm,
-                                 progress=lambda i, n, stem: print(f"  [{i + 1}/{n}] {stem}", flush=True))
-    print(f"wrote prob/, mask/, overlay/, skeleton/ and {measurements} in {out}")
+    bar = tqdm(unit="image", disable=not dist.is_main, desc="predict")
+
+    def progress(done: int, total: int, stem: str) -> None:
+        bar.total = total
+        bar.update(done + 1 - bar.n)
+        bar.set_postfix_str(stem)
+
+    try:
+        measurements = predict_files(model, args.inputs, out, device=device, threshold=args.threshold,
+                                     pixel_mm=args.pixel_mm, rank=dist.rank, world=dist.world, progress=progress)
+    finally:
+        bar.close()
+        dist.close()
+    if dist.is_main:
+        print(f"wrote prob/, mask/, overlay/, skeleton/ and {measurements} in {out}")
     return 0
 
 

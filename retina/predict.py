@@ -16,6 +16,7 @@ import torch
 
 import retina_kernels
 
+from .data.sample_preprocess import Preprocess
 from .image_files import IMAGE_SUFFIXES, image_stem, images_by_stem, read_image, write_bytes_atomic, write_image
 from .metrics import betti_numbers
 
@@ -65,61 +66,106 @@ def read_for_model(path: Path, in_channels: int) -> torch.Tensor:
 
 
 def _outputs(out: Path, stem: str) -> dict[str, Path]:
-    return {kind: out / kind / f"{stem}.png" for kind in OUTPUTS} | {"json": out / "measurements" / f"{stem}.json"}
+    return {kind: out / kind / f"{stem}.png" for kind in OUTPUTS}
+
+
+def _named(output) -> dict[str, torch.Tensor]:
+    """{"": logits} for one output; the dict of named outputs; the last of a list (deep supervision)."""
+    output = output[-1] if isinstance(output, (list, tuple)) else output
+    return dict(output) if isinstance(output, dict) else {"": output}
+
+
+def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Path], threshold: float,
+                  pixel_mm: Optional[float]) -> dict:
+    """Writes one output's files from its logits [K, H, W]; returns its measurements."""
+    line: dict = {}
+    if logits.shape[0] == 1:
+        prob = torch.sigmoid(logits[0])
+        mask = prob > threshold
+        skeleton = retina_kernels.skeletonize(mask[None, None].to(torch.uint8))[0, 0].bool()
+        components, holes = betti_numbers(mask).tolist()
+        line.update(components=components, holes=holes, vessel_density=float(mask.float().mean()),
+                    skeleton_pixels=int(skeleton.sum()), skeleton_density=float(skeleton.float().mean()))
+        if pixel_mm is not None:
+            line.update(pixel_mm=pixel_mm, area_mm2=float(mask.sum()) * pixel_mm**2)
+        picture = np.repeat(gray[..., None], 3, 2)
+        picture[mask.numpy()] = (0.5 * picture[mask.numpy()] + (120, 100, 0)).astype(np.uint8)
+        picture[skeleton.numpy()] = (255, 30, 30)
+        write_image(targets["prob"], np.rint(prob.numpy() * 255).astype(np.uint8))
+        write_image(targets["mask"], mask.numpy().astype(np.uint8) * 255)
+        write_image(targets["skeleton"], skeleton.numpy().astype(np.uint8) * 255)
+    else:
+        classes = logits.argmax(0).numpy()
+        colours = _PALETTE[classes % len(_PALETTE)]
+        line.update(class_fractions=[float((classes == c).mean()) for c in range(logits.shape[0])])
+        picture = (0.5 * np.repeat(gray[..., None], 3, 2) + 0.5 * colours).astype(np.uint8)
+        write_image(targets["prob"], classes.astype(np.uint8))
+        write_image(targets["mask"], colours)
+        write_image(targets["skeleton"], np.zeros_like(gray))
+    write_image(targets["overlay"], picture)
+    return line
+
+
+def recorded_preprocess(model: torch.nn.Module) -> Optional[Preprocess]:
+    """The preprocessing a checkpoint's model was trained with (`retina.load` records it), if any."""
+    recorded = getattr(model, "checkpoint_info", {}).get("training", {}).get("preprocess")
+    return Preprocess(**recorded) if recorded else None
+
+
+Forward = Callable[[torch.nn.Module, torch.Tensor], object]
+
+
+def whole_image(model: torch.nn.Module, image: torch.Tensor) -> object:
+    return model(image)
 
 
 @torch.no_grad()
 def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], out: str | os.PathLike, *,
                   device: str | torch.device = "cpu", threshold: float = 0.5, pixel_mm: Optional[float] = None,
+                  preprocess: Optional[Preprocess] = None, forward: Forward = whole_image,
+                  rank: int = 0, world: int = 1,
                   progress: Optional[Callable[[int, int, str], None]] = None) -> Path:
-    """Segments every input with `model` (whole images) into `out`; returns the measurements file.
+    """Segments every input with `model` into `out`; returns the measurements file.
 
-    Per image `<stem>`: `prob/<stem>.png` (8-bit probability), `mask/<stem>.png` (prob > threshold),
-    `overlay/<stem>.png`, `skeleton/<stem>.png`, and `measurements/<stem>.json`; at the end
-    `measurements.jsonl` holds every image's line. Images whose outputs all exist are skipped. Multi-class
-    models write the argmax class map in colour as `mask` and its index map as `prob`."""
+    Each image is read to the model's channel count, prepared with `preprocess` (by default what the
+    checkpoint records: `retina.load` models carry it), run through `forward(model, [1, C, H, W])` (the
+    whole image by default; `retina.inference.predict` for tiles), and its logits are resized back to
+    the input's size. Per image `<stem>`: `prob/<stem>.png` (8-bit probability), `mask/<stem>.png`
+    (prob > threshold), `overlay/<stem>.png`, `skeleton/<stem>.png` and `measurements/<stem>.json`
+    (written last: an image with its JSON is skipped on a rerun); at the end `measurements.jsonl` holds
+    every image's line. Multi-class outputs write the argmax class map in colour as `mask` and its index
+    map as `prob`; a model with named outputs writes each under `out/<name>/`. `rank` of `world`: this
+    process's share of the files (every world-th), for `torchrun`; rank 0 writes the jsonl."""
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     out = Path(out)
     files = input_files(inputs)
     in_channels = getattr(model, "config", {}).get("in_channels", 1)
+    preprocess = preprocess if preprocess is not None else recorded_preprocess(model)
+    read_channels = 3 if preprocess is not None and preprocess.gray is not None else in_channels
     model = model.to(device).eval()
     for done, path in enumerate(files):
         stem = image_stem(path)
-        targets = _outputs(out, stem)
         if progress is not None:
             progress(done, len(files), stem)
-        if all(p.is_file() for p in targets.values()):
+        measurements = out / "measurements" / f"{stem}.json"
+        if done % world != rank or measurements.is_file():
             continue
-        image = read_for_model(path, in_channels)
-        logits = model(image[None].to(device))
-        logits = (logits[-1] if isinstance(logits, (list, tuple)) else logits).float().cpu()[0]
+        image = read_for_model(path, read_channels)
+        prepared = preprocess.image(image) if preprocess is not None else image
         gray = np.rint(image[:3].mean(0).numpy() * 255).astype(np.uint8)
         line: dict = {"id": stem, "file": str(path), "height": int(image.shape[1]), "width": int(image.shape[2])}
-        if logits.shape[0] == 1:
-            prob = torch.sigmoid(logits[0])
-            mask = prob > threshold
-            skeleton = retina_kernels.skeletonize(mask[None, None].to(torch.uint8))[0, 0].bool()
-            components, holes = betti_numbers(mask).tolist()
-            line.update(components=components, holes=holes, vessel_density=float(mask.float().mean()),
-                        skeleton_pixels=int(skeleton.sum()), skeleton_density=float(skeleton.float().mean()))
-            if pixel_mm is not None:
-                line.update(pixel_mm=pixel_mm, vessel_area_mm2=float(mask.sum()) * pixel_mm**2)
-            picture = np.repeat(gray[..., None], 3, 2)
-            picture[mask.numpy()] = (0.5 * picture[mask.numpy()] + (120, 100, 0)).astype(np.uint8)
-            picture[skeleton.numpy()] = (255, 30, 30)
-            write_image(targets["prob"], np.rint(prob.numpy() * 255).astype(np.uint8))
-            write_image(targets["mask"], mask.numpy().astype(np.uint8) * 255)
-            write_image(targets["skeleton"], skeleton.numpy().astype(np.uint8) * 255)
-        else:
-            classes = logits.argmax(0).numpy()
-            colours = _PALETTE[classes % len(_PALETTE)]
-            line.update(class_fractions=[float((classes == c).mean()) for c in range(logits.shape[0])])
-            picture = (0.5 * np.repeat(gray[..., None], 3, 2) + 0.5 * colours).astype(np.uint8)
-            write_image(targets["prob"], classes.astype(np.uint8))
-            write_image(targets["mask"], colours)
-            write_image(targets["skeleton"], np.zeros_like(gray))
-        write_image(targets["overlay"], picture)
-        write_bytes_atomic(targets["json"], json.dumps(line).encode())
+        for name, logits in _named(forward(model, prepared[None].to(device))).items():
+            logits = logits.float()
+            if logits.shape[-2:] != image.shape[-2:]:  # back to the input's size
+                logits = torch.nn.functional.interpolate(logits, size=image.shape[-2:], mode="bilinear")
+            targets = _outputs(out / name if name else out, stem)
+            written = _write_output(logits.cpu()[0], gray, targets, threshold, pixel_mm)
+            line.update({name: written} if name else written)
+        write_bytes_atomic(measurements, json.dumps(line).encode())
+    if world > 1 and torch.distributed.is_initialized():  # every rank's JSON is written before rank 0 reads them
+        torch.distributed.barrier()
     lines = [(out / "measurements" / f"{image_stem(p)}.json").read_text() for p in files]
-    return write_bytes_atomic(out / "measurements.jsonl", ("\n".join(lines) + "\n").encode() if lines else b"")
+    if rank == 0:
+        write_bytes_atomic(out / "measurements.jsonl", ("\n".join(lines) + "\n").encode() if lines else b"")
+    return out / "measurements.jsonl"

@@ -123,3 +123,22 @@ def chase(root: Path, h: int = 96, w: int = 100) -> dict:
             _gray(root / f"Image_{sample_id}_2ndHO.png", vessel)
             written[sample_id] = (rgb, vessel, fov)
     return written
+
+
+def oct_layers(root: Path, count: int = 3, h: int = 48, w: int = 64, classes: int = 9) -> dict:
+    """images/bscan{i}.png (8-bit grey B-scans of wavy horizontal bands) and masks/bscan{i}.png (class
+    indices: background above and below, layers 1..classes-1 top to bottom), as `retina convert-vgg` writes."""
+    written = {}
+    rng = np.random.default_rng(7)
+    for i in range(count):
+        columns = np.arange(w)
+        top = h // 6 + np.rint(2 * np.sin(columns / 9 + i)).astype(int)
+        thickness = max(1, (h * 2 // 3) // (classes - 1))
+        rows = np.arange(h)[:, None]
+        layer = (rows - top[None, :]) // thickness + 1
+        mask = np.where((layer >= 1) & (layer < classes), layer, 0).astype(np.uint8)
+        image = np.clip(40 + 20 * mask + rng.normal(0, 8, (h, w)), 0, 255).astype(np.uint8)
+        _gray(root / "images" / f"bscan{i}.png", image)
+        _gray(root / "masks" / f"bscan{i}.png", mask)
+        written[f"bscan{i}"] = (image, mask)
+    return written

@@ -269,3 +269,34 @@ def test_gif_falls_back_to_pillow_without_the_opencv_codec(tmp_path, monkeypatch
     (tmp_path / "bad.gif").write_bytes(b"GIF89a junk")
     with pytest.raises(ValueError, match="bad.gif"):
         io.read_image(tmp_path / "bad.gif")
+
+
+def test_preprocess_transform_prepares_images_and_resizes_labels_to_match():
+    from retina.data import Preprocess, equalize_histogram
+
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.random((3, 30, 20)).astype(np.float32))
+    fov = torch.zeros(1, 30, 20)
+    fov[:, 5:25, 3:17] = 1
+    mask = (torch.rand(2, 30, 20) > 0.5).float()
+    classes = torch.randint(0, 9, (30, 20))
+    out = Preprocess(gray="green", equalize=True)({"image": image, "fov": fov, "mask": mask, "id": "a"})
+    expected = equalize_histogram(image[1].numpy(), fov[0].numpy() > 0.5).astype(np.float32) / 255
+    np.testing.assert_array_equal(out["image"].numpy(), expected[None])  # equalized inside the FOV
+    assert out["id"] == "a" and out["mask"] is mask
+    resized = Preprocess(resize=(15, 10))({"image": image, "mask": mask, "fov": fov})
+    assert resized["image"].shape == (3, 15, 10) and resized["mask"].shape == (2, 15, 10)
+    assert set(resized["mask"].unique().tolist()) <= {0.0, 1.0}  # nearest, still binary
+    np.testing.assert_array_equal(resized["mask"].numpy(), mask.numpy()[:, 1::2, 1::2])  # pixel centres
+    class_map = Preprocess(resize=60)({"image": image, "mask": classes})["mask"]
+    assert class_map.dtype == torch.int64 and class_map.shape == (60, 60)
+    assert set(class_map.unique().tolist()) <= set(classes.unique().tolist())
+    gray = Preprocess(gray="luminance").image(image)
+    assert gray.shape == (1, 30, 20) and gray.dtype == torch.float32
+    recorded = Preprocess(clahe=2.0, resize=(8, 9)).to_dict()  # what a checkpoint stores
+    assert recorded == {"gray": None, "equalize": False, "clahe": 2.0, "resize": [8, 9]}
+    assert Preprocess(**recorded).size == (8, 9)
+    for kwargs, message in (({"gray": "red"}, "gray must be"), ({"equalize": True, "clahe": 2.0}, "not both"),
+                            ({"clahe": 0}, "clahe"), ({"resize": (0, 4)}, "resize")):
+        with pytest.raises(ValueError, match=message):
+            Preprocess(**kwargs)

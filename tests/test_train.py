@@ -148,7 +148,7 @@ def test_train_and_predict_commands(tmp_path, capsys):
         assert sorted(p.name for p in (tmp_path / "pred" / kind).iterdir()) == ["rgb.png", "scan0.png", "scan1.png"]
     assert image_files.read_image(tmp_path / "pred" / "prob" / "scan1.png").shape == (40, 52)
     lines = (tmp_path / "pred" / "measurements.jsonl").read_text().splitlines()
-    assert len(lines) == 3 and '"vessel_density"' in lines[0] and '"vessel_area_mm2"' in lines[0]
+    assert len(lines) == 3 and '"vessel_density"' in lines[0] and '"area_mm2"' in lines[0]
     before = (tmp_path / "pred" / "mask" / "scan0.png").stat().st_mtime_ns
     assert cli.main(args) == 0  # a rerun skips what is written
     assert (tmp_path / "pred" / "mask" / "scan0.png").stat().st_mtime_ns == before

@@ -77,6 +77,9 @@ class DataConfig:
     num_workers: int = 0
     patch: Optional[int] = None  # train on random patch x patch crops (None: whole images)
     patches_per_image: int = 1
+    # retina.data.Preprocess's arguments (gray, equalize, clahe, resize), applied to training and validation
+    # samples and recorded in checkpoints, so that `retina predict` prepares images the same way
+    preprocess: Optional[dict] = None
     augment: Optional[dict] = None  # PairedAugment's arguments (its seed is the run's)
     cache: bool = False  # keep every training sample in memory after its first read (small datasets)
 

@@ -81,6 +81,15 @@ def build_loss(config, total_epochs: Optional[int] = None) -> torch.nn.Module:
         raise ConfigError(f"loss.task_weights: {exc}") from None
 
 
+def build_preprocess(arguments: Optional[dict]) -> Optional[retina_data.Preprocess]:
+    if arguments is None:
+        return None
+    try:
+        return retina_data.Preprocess(**arguments)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data.preprocess: {exc}") from None
+
+
 class _Cached(Dataset):
     """dataset[i], read once and then kept in memory."""
 
@@ -218,8 +227,13 @@ class Trainer:
             self.model = create(config.model.name, **model_kwargs).to(self.device)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model: {exc}") from None
+        self.preprocess = build_preprocess(config.data.preprocess)
         self.train_set = self._training_data()
-        self.val_set = build_dataset(config.data.val, "data.val") if config.data.val is not None else None
+        self.val_set = None
+        if config.data.val is not None:
+            self.val_set = build_dataset(config.data.val, "data.val")
+            if self.preprocess is not None:
+                self.val_set = _Transformed(self.val_set, self.preprocess)
         # data.batch_size is per process: under torchrun the global batch is batch_size x processes
         global_batch = config.data.batch_size * self.dist.world
         batches = len(self.train_set) // global_batch
@@ -258,6 +272,8 @@ class Trainer:
     def _training_data(self) -> Dataset:
         d, seed = self.config.data, self.config.training.seed
         dataset = build_dataset(d.train, "data.train")
+        if self.preprocess is not None:
+            dataset = _Transformed(dataset, self.preprocess)
         if d.cache:
             dataset = _Cached(dataset)
         if d.patch is not None:
@@ -422,7 +438,8 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "ema": self.ema, "step": self.step, "epoch": self.epoch,
             "position": self.position, "best": self.best, "stale": self.stale, "rng": _rng_state(),
             "config": self.config.to_dict(), "retina_version": __version__,
-            "training": {"patch": self.config.data.patch, "in_channels": self.model.config.get("in_channels")},
+            "training": {"patch": self.config.data.patch, "in_channels": self.model.config.get("in_channels"),
+                         "preprocess": self.preprocess.to_dict() if self.preprocess is not None else None},
         }
 
     def _restore(self, path: Path) -> None:
