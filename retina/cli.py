@@ -115,13 +115,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import parse_memory, predict
     from .predict import predict_files
     from .train import load
 
     device = parse_device(args.device)
     _in_range("--threshold", args.threshold, 0, 1)
-    if args.mode != "whole":
-        raise UsageError(f"--mode {args.mode}: tiled inference is not available yet; use --mode whole")
+    tile = args.tile
+    if tile != "auto":
+        try:
+            tile = int(tile)
+        except ValueError:
+            raise UsageError(f"--tile must be 'auto' or a number of pixels, got {args.tile!r}") from None
+        if tile <= 0:
+            raise UsageError(f"--tile must be > 0, got {tile}")
+    try:
+        parse_memory(args.max_memory, "--max-memory")
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     out = _output_folder(args.out, "--out")
     from tqdm.auto import tqdm
 
@@ -138,8 +149,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         bar.update(done + 1 - bar.n)
         bar.set_postfix_str(stem)
 
+    multiple = getattr(model, "size_multiple", 1)
+    if tile != "auto" and tile % multiple:
+        raise UsageError(f"--tile {tile} is not a multiple of the model's stride {multiple}")
+
+    def forward(model, image):
+        return predict(model, image, mode=args.mode, tile=tile, max_memory=args.max_memory, device=device,
+                       output_device="cpu")
+
     try:
-        measurements = predict_files(model, args.inputs, out, device=device, threshold=args.threshold,
+        measurements = predict_files(model, args.inputs, out, device=device, threshold=args.threshold, forward=forward,
                                      pixel_mm=args.pixel_mm, rank=dist.rank, world=dist.world, progress=progress)
     finally:
         bar.close()
@@ -250,8 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", help="image files or folders (png, jpg, bmp, tif, gif)")
     predict.add_argument("--checkpoint", required=True, help="a retina checkpoint (best.pt / checkpoint.pt)")
     predict.add_argument("--out", required=True, help="output folder")
-    predict.add_argument("--mode", default="whole", choices=["whole", "exact", "blend"],
-                         help="whole-image inference (tiled modes: not available yet)")
+    predict.add_argument("--mode", default="auto", choices=["auto", "whole", "exact", "blend"],
+                         help="auto (default): whole images when they fit --max-memory, else tiles the way the model "
+                              "was trained; exact: tiles equal to the whole-image result; blend: overlapping tiles "
+                              "blended (MONAI / nnU-Net)")
+    predict.add_argument("--tile", default="auto", help="tile side in pixels, or auto (the largest that fits)")
+    predict.add_argument("--max-memory", default=None,
+                         help="device memory to stay within, e.g. 2GiB (default: the device's free memory)")
     predict.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the mask")
     predict.add_argument("--pixel-mm", type=float, default=None, help="pixel size in mm (adds areas in mm²)")
     predict.add_argument("--device", default=default_device)

@@ -24,6 +24,13 @@ struct SnakeFrame {
 
 // One tap's sample: plane index of the lower line, the weight of the upper line (at low + high_step),
 // and whether the unclamped coordinate lay inside the image (where it was clamped its gradient is 0).
+// floor for float and double on host and device.
+template <class T>
+RETINA_HD T floor_of(T x) {
+  const T t = static_cast<T>(static_cast<int64_t>(x));  // |x| is a pixel distance: far inside int64
+  return t > x ? t - T(1) : t;
+}
+
 template <class T>
 struct TapSample {
   int64_t low;
@@ -45,15 +52,33 @@ RETINA_HD void for_each_tap(const SnakeFrame& f, int64_t taps, T scope, int64_t 
     for (int64_t t = side; t <= c; ++t) {
       const int64_t k = side == 0 ? c + t : c - t;
       if (t > 0) displacement += offset_at(k);
-      const T position = static_cast<T>(u) + scope * displacement;
-      // Comparisons written so that NaN lands on 0 (no undefined float-to-int conversion).
-      const T clamped = position > T(0) ? (position < top ? position : top) : T(0);
-      int64_t lower = static_cast<int64_t>(clamped);  // clamped >= 0: truncation is floor
-      if (lower > f.last_low) lower = f.last_low;
+      // The sample lies `shift` lines from line u. Its integer and fractional parts are taken from the
+      // shift alone, not from u + shift, so they do not depend on u: a tile of the image (u counted from
+      // the tile's first line) samples exactly where the whole image does (retina.inference's exact tiles),
+      // and lines far from 0 lose no fraction bits to the magnitude of u. Clamping to the image is decided
+      // by comparing the shift with the (exact, integer) distances to its first and last lines.
+      const T shift = scope * displacement;
+      const T to_first = -static_cast<T>(u), to_last = top - static_cast<T>(u);
+      int64_t lower = 0;
+      T frac;
+      const bool live = shift >= to_first && shift <= to_last;  // false for NaN
+      if (live) {
+        const T whole = floor_of(shift);
+        lower = u + static_cast<int64_t>(whole);
+        frac = shift - whole;
+      } else if (shift > to_last) {
+        lower = f.along - 1;
+        frac = T(0);
+      } else {
+        frac = shift == shift ? T(0) : shift;  // below the first line; NaN reads line 0 with a NaN weight
+      }
+      if (lower > f.last_low) {  // the last line: read as the upper line of the pair below it
+        frac += static_cast<T>(lower - f.last_low);
+        lower = f.last_low;
+      }
       int64_t across = v + k - c;
       across = across < 0 ? 0 : (across > f.across - 1 ? f.across - 1 : across);
-      const T frac = position == position ? clamped - static_cast<T>(lower) : position;
-      visit(k, TapSample<T>{lower * f.stride_u + across * f.stride_v, frac, position >= T(0) && position <= top});
+      visit(k, TapSample<T>{lower * f.stride_u + across * f.stride_v, frac, live});
     }
   }
 }

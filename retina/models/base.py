@@ -43,6 +43,12 @@ class SegmentationModel(nn.Module):
         cls.__init__ = recording_init
 
     @property
+    def size_multiple(self) -> int:
+        """The input side the network's strides divide: other sizes are padded up to it internally.
+        Tiles on this grid see the image as the whole-image forward does (retina.inference)."""
+        return 1
+
+    @property
     def config(self) -> dict[str, Any]:
         """The constructor's arguments (a copy), with the model's name: `create(**config)` rebuilds it."""
         return dict(self._config)

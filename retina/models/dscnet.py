@@ -35,5 +35,9 @@ class DSCNet(SegmentationModel):
         self.pool = nn.MaxPool2d(2)
         self.head = SegmentationHead(width, num_classes)
 
+    @property
+    def size_multiple(self) -> int:
+        return 8
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return encoder_decoder(x, self.encoder, self.decoder, self.pool, self.head, 8, self.checkpointing)

@@ -45,6 +45,10 @@ class S3OCTA(SegmentationModel):
         self.pool = nn.MaxPool2d(2)
         self.head = SegmentationHead(width, num_classes)
 
+    @property
+    def size_multiple(self) -> int:
+        return 2 ** (self.depth - 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, (h, w) = pad_to_multiple(x, 2 ** (self.depth - 1))
         skips = []

@@ -46,6 +46,10 @@ class UNet(SegmentationModel):
     def make_head(self, width: int, num_classes: int) -> nn.Module:
         return SegmentationHead(width, num_classes)
 
+    @property
+    def size_multiple(self) -> int:
+        return 2**self.depth
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return encoder_decoder(x, self.encoder, self.decoder, self.pool, self.head, 2**self.depth, self.checkpointing)
 

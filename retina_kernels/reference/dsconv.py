@@ -30,12 +30,19 @@ def tap_samples(offset: torch.Tensor, morph: int, extend_scope: float, height: i
     along_stride, across_stride = (width, 1) if morph == 0 else (1, width)
     base = torch.arange(along, device=offset.device, dtype=offset.dtype)
     base = base.view(1, 1, -1, 1) if morph == 0 else base.view(1, 1, 1, -1)
-    position = base + extend_scope * snake_displacement(offset)
-    live = (position >= 0) & (position <= along - 1)
-    clamped = position.clamp(0, along - 1)
-    # A NaN position reads line 0 (a valid index) with a NaN weight: its pixel's outputs are NaN.
-    lower = torch.floor(clamped.detach().nan_to_num(0.0)).clamp(max=max(along - 2, 0))
-    frac = clamped - lower
+    # The integer and fractional parts come from the shift alone, not from base + shift (docs/dsconv.md):
+    # independent of the line index, so a tile samples exactly where the whole image does.
+    shift = extend_scope * snake_displacement(offset)
+    to_first, to_last = -base, (along - 1) - base
+    live = (shift >= to_first) & (shift <= to_last)
+    above = shift > to_last
+    whole = torch.floor(shift.detach().nan_to_num(0.0))
+    lower = torch.where(live, base + whole, torch.where(above, float(along - 1), 0.0))
+    # outside the image the coordinate is clamped (no gradient); NaN keeps its NaN weight on line 0
+    frac = torch.where(live, shift - whole, torch.where(above | (shift < to_first), 0.0, shift))
+    last_low = max(along - 2, 0)
+    frac = frac + (lower - last_low).clamp(min=0)  # the last line: the upper line of the pair below it
+    lower = lower.clamp(max=last_low)
     taps = torch.arange(k, device=offset.device).view(k, 1) - c
     across_index = (torch.arange(across, device=offset.device).view(1, -1) + taps).clamp(0, across - 1)
     across_index = across_index.view(1, k, 1, -1) if morph == 0 else across_index.view(1, k, -1, 1)
