@@ -152,7 +152,17 @@ def test_train_and_predict_commands(tmp_path, capsys):
     before = (tmp_path / "pred" / "mask" / "scan0.png").stat().st_mtime_ns
     assert cli.main(args) == 0  # a rerun skips what is written
     assert (tmp_path / "pred" / "mask" / "scan0.png").stat().st_mtime_ns == before
+    # tiled: exact tiles give the whole image's probabilities; blend is close
+    for mode in ("exact", "blend"):
+        assert cli.main([*args[:5], str(tmp_path / mode), "--device", "cpu", "--mode", mode, "--tile", "16"]) == 0
+    whole = image_files.read_image(tmp_path / "pred" / "prob" / "scan0.png").astype(int)
+    assert np.array_equal(image_files.read_image(tmp_path / "exact" / "prob" / "scan0.png"), whole)
+    assert np.abs(image_files.read_image(tmp_path / "blend" / "prob" / "scan0.png") - whole).mean() < 30
     capsys.readouterr()
+    for bad, message in ((["--tile", "6"], "not a multiple of the model's stride 4"), (["--tile", "x"], "--tile"),
+                         (["--max-memory", "lots"], "--max-memory")):
+        assert cli.main([*args[:5], str(tmp_path / "bad"), *bad]) == 2
+        assert message in capsys.readouterr().err
     # bad arguments: one line, exit 2; a bad checkpoint: exit 1
     assert cli.main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert cli.main(["train", str(tmp_path / "tiny.yaml"), "training.stepz=3"]) == 2
