@@ -1,5 +1,6 @@
 """Training: `TrainConfig` (YAML round trip), `Trainer(config, out).fit()`, checkpoints that resume
-bit for bit, and `load(path)` for inference elsewhere.
+bit for bit, `load(path)` for inference elsewhere, and `plan_memory` (patch, batch, checkpointing,
+autocast and accumulation that train within a device-memory budget; `data.patch: auto`).
 
     >>> config = TrainConfig.load("configs/dscnet_octa500.yaml", ["training.steps=2000"])
     >>> Trainer(config, "runs/dscnet").fit()
@@ -8,6 +9,8 @@ bit for bit, and `load(path)` for inference elsewhere.
 
 from .checkpoint import load, read_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
+from .memory_plan import MemoryPlan, plan_memory
 from .trainer import Trainer
 
-__all__ = ["ConfigError", "TrainConfig", "Trainer", "load", "read_checkpoint", "save_checkpoint"]
+__all__ = ["ConfigError", "MemoryPlan", "TrainConfig", "Trainer", "load", "plan_memory", "read_checkpoint",
+           "save_checkpoint"]

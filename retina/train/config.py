@@ -75,7 +75,9 @@ class DataConfig:
     val: Optional[DatasetConfig] = None
     batch_size: int = 2
     num_workers: int = 0
-    patch: Optional[int] = None  # train on random patch x patch crops (None: whole images)
+    # train on random patch x patch crops (None: whole images); "auto": the patch, batch size, accumulation,
+    # checkpointing and autocast that fit training.memory_budget, measured on the device (plan_memory)
+    patch: Optional[Union[int, str]] = None
     patches_per_image: int = 1
     # retina.data.Preprocess's arguments (gray, equalize, clahe, resize), applied to training and validation
     # samples and recorded in checkpoints, so that `retina predict` prepares images the same way
@@ -102,6 +104,7 @@ class TrainingConfig:
     # hd95 lower)
     patience: Optional[int] = None  # validations without improvement before stopping early
     max_minutes: Optional[float] = None  # a time budget: stop (and save) after this long
+    memory_budget: Optional[str] = None  # for data.patch = auto: device memory to train within, e.g. "2GiB"
 
 
 @dataclass
@@ -192,8 +195,16 @@ class TrainConfig:
             channel = task.get("channel", 0)
             if not isinstance(channel, int) or isinstance(channel, bool) or channel < 0:
                 raise ConfigError(f"{key}.channel must be an integer >= 0, got {channel!r}")
-        if self.data.patch is not None and self.data.patch < 8:
-            raise ConfigError(f"data.patch must be >= 8 (or null), got {self.data.patch}")
+        patch = self.data.patch
+        if patch is not None and patch != "auto" and (isinstance(patch, str) or patch < 8):
+            raise ConfigError(f"data.patch must be >= 8, auto or null, got {patch!r}")
+        if t.memory_budget is not None:
+            from ..inference.memory import parse_memory
+
+            try:
+                parse_memory(t.memory_budget, "training.memory_budget")
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(str(exc)) from None
         return self
 
 

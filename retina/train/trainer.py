@@ -227,15 +227,19 @@ class Trainer:
             self.model = create(config.model.name, **model_kwargs).to(self.device)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model: {exc}") from None
-        self.preprocess = build_preprocess(config.data.preprocess)
+        # the config as given (saved, and compared on resume); self.config may be resolved by a memory plan
+        self.given = config
+        self.plan = self._memory_plan() if config.data.patch == "auto" else None
+        config, t = self.config, self.config.training  # resolved by the memory plan where there is one
+        self.preprocess = build_preprocess(self.config.data.preprocess)
         self.train_set = self._training_data()
         self.val_set = None
-        if config.data.val is not None:
-            self.val_set = build_dataset(config.data.val, "data.val")
+        if self.config.data.val is not None:
+            self.val_set = build_dataset(self.config.data.val, "data.val")
             if self.preprocess is not None:
                 self.val_set = _Transformed(self.val_set, self.preprocess)
         # data.batch_size is per process: under torchrun the global batch is batch_size x processes
-        global_batch = config.data.batch_size * self.dist.world
+        global_batch = self.config.data.batch_size * self.dist.world
         batches = len(self.train_set) // global_batch
         if batches < t.accumulate:
             raise ConfigError(f"data.train: {len(self.train_set)} samples make {batches} batches of "
@@ -243,21 +247,21 @@ class Trainer:
         self.batches_per_epoch = batches - batches % t.accumulate
         self.steps_per_epoch = self.batches_per_epoch // t.accumulate
         self.total_steps = t.steps if t.steps is not None else t.epochs * self.steps_per_epoch
-        self.loss_fn = build_loss(config.loss, total_epochs=math.ceil(self.total_steps / self.steps_per_epoch))
+        self.loss_fn = build_loss(self.config.loss, total_epochs=math.ceil(self.total_steps / self.steps_per_epoch))
         self.net = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             self.net = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        o = config.optimizer
+        o = self.config.optimizer
         if o.name == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         else:
             cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
             self.optimizer = cls(params, lr=o.lr, weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(config, step, self.total_steps))
+            self.optimizer, lambda step: lr_factor(self.config, step, self.total_steps))
         self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(t.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.ema = ({k: v.detach().clone() for k, v in self.model.state_dict().items()} if t.ema is not None else None)
@@ -267,6 +271,31 @@ class Trainer:
         self.rows: list[dict] = []
         self.task_losses: dict[str, list[float]] = {}
         self.writer = None
+
+    def _memory_plan(self):
+        """data.patch = auto: the plan that fits training.memory_budget (read back from the checkpoint on
+        resume, so a resumed run trains as it began), applied to a copy of the config."""
+        from .memory_plan import MemoryPlan, plan_memory
+
+        if self.resume and (self.out / "checkpoint.pt").is_file():
+            plan = MemoryPlan(**read_checkpoint(self.out / "checkpoint.pt")["plan"])
+        else:
+            config = self.config
+            try:
+                plan = plan_memory(self.model, build_loss(config.loss, total_epochs=1),
+                                   in_channels=self.model.config.get("in_channels", 1),
+                                   budget=config.training.memory_budget, batch_size=config.data.batch_size,
+                                   device=self.device, allow_amp=self.device.type == "cuda")
+            except (ValueError, MemoryError) as exc:
+                raise ConfigError(f"data.patch auto: {exc}") from None
+        resolved = TrainConfig.from_dict(self.config.to_dict())
+        resolved.data.patch, resolved.data.batch_size = plan.patch, plan.batch_size
+        resolved.training.accumulate, resolved.training.amp = plan.accumulate, plan.amp
+        resolved.training.checkpointing = plan.checkpointing
+        if hasattr(self.model, "checkpointing"):
+            self.model.checkpointing = plan.checkpointing
+        self.config = resolved
+        return plan
 
     # -- data ----------------------------------------------------------------------------------------
     def _training_data(self) -> Dataset:
@@ -437,14 +466,15 @@ class Trainer:
             self.inference_weights(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "ema": self.ema, "step": self.step, "epoch": self.epoch,
             "position": self.position, "best": self.best, "stale": self.stale, "rng": _rng_state(),
-            "config": self.config.to_dict(), "retina_version": __version__,
+            "config": self.given.to_dict(), "retina_version": __version__,
+            "plan": self.plan.to_dict() if self.plan is not None else None,
             "training": {"patch": self.config.data.patch, "in_channels": self.model.config.get("in_channels"),
                          "preprocess": self.preprocess.to_dict() if self.preprocess is not None else None},
         }
 
     def _restore(self, path: Path) -> None:
         state = read_checkpoint(path, map_location=self.device)
-        if state["config"] != self.config.to_dict():
+        if state["config"] != self.given.to_dict():
             raise ConfigError(f"{path} was written with another config; resume with the run's own config.yaml")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -501,7 +531,7 @@ class Trainer:
         elif (self.out / "checkpoint.pt").exists():
             raise ConfigError(f"{self.out} already holds a run: resume it (--resume) or choose another --out")
         if self.dist.is_main:
-            self.config.save(self.out / "config.yaml")
+            self.given.save(self.out / "config.yaml")
         if log.tensorboard and self.dist.is_main:
             try:
                 from torch.utils.tensorboard import SummaryWriter
