@@ -76,7 +76,7 @@ def _named(output) -> dict[str, torch.Tensor]:
 
 
 def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Path], threshold: float,
-                  pixel_mm: Optional[float]) -> dict:
+                  pixel_mm: Optional[float], prob_bits: int = 8) -> dict:
     """Writes one output's files from its logits [K, H, W]; returns its measurements."""
     line: dict = {}
     if logits.shape[0] == 1:
@@ -91,7 +91,8 @@ def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Pat
         picture = np.repeat(gray[..., None], 3, 2)
         picture[mask.numpy()] = (0.5 * picture[mask.numpy()] + (120, 100, 0)).astype(np.uint8)
         picture[skeleton.numpy()] = (255, 30, 30)
-        write_image(targets["prob"], np.rint(prob.numpy() * 255).astype(np.uint8))
+        top, dtype = (65535, np.uint16) if prob_bits == 16 else (255, np.uint8)
+        write_image(targets["prob"], np.rint(prob.numpy() * top).astype(dtype))
         write_image(targets["mask"], mask.numpy().astype(np.uint8) * 255)
         write_image(targets["skeleton"], skeleton.numpy().astype(np.uint8) * 255)
     else:
@@ -122,7 +123,7 @@ def whole_image(model: torch.nn.Module, image: torch.Tensor) -> object:
 @torch.no_grad()
 def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], out: str | os.PathLike, *,
                   device: str | torch.device = "cpu", threshold: float = 0.5, pixel_mm: Optional[float] = None,
-                  preprocess: Optional[Preprocess] = None, forward: Forward = whole_image,
+                  preprocess: Optional[Preprocess] = None, forward: Forward = whole_image, prob_bits: int = 8,
                   rank: int = 0, world: int = 1,
                   progress: Optional[Callable[[int, int, str], None]] = None) -> Path:
     """Segments every input with `model` into `out`; returns the measurements file.
@@ -130,7 +131,7 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
     Each image is read to the model's channel count, prepared with `preprocess` (by default what the
     checkpoint records: `retina.load` models carry it), run through `forward(model, [1, C, H, W])` (the
     whole image by default; `retina.inference.predict` for tiles), and its logits are resized back to
-    the input's size. Per image `<stem>`: `prob/<stem>.png` (8-bit probability), `mask/<stem>.png`
+    the input's size. Per image `<stem>`: `prob/<stem>.png` (8- or 16-bit probability, `prob_bits`), `mask/<stem>.png`
     (prob > threshold), `overlay/<stem>.png`, `skeleton/<stem>.png` and `measurements/<stem>.json`
     (written last: an image with its JSON is skipped on a rerun); at the end `measurements.jsonl` holds
     every image's line. Multi-class outputs write the argmax class map in colour as `mask` and its index
@@ -138,6 +139,8 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
     process's share of the files (every world-th), for `torchrun`; rank 0 writes the jsonl."""
     if not 0 <= threshold <= 1:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    if prob_bits not in (8, 16):
+        raise ValueError(f"prob_bits must be 8 or 16, got {prob_bits!r}")
     out = Path(out)
     files = input_files(inputs)
     in_channels = getattr(model, "config", {}).get("in_channels", 1)
@@ -160,7 +163,7 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
             if logits.shape[-2:] != image.shape[-2:]:  # back to the input's size
                 logits = torch.nn.functional.interpolate(logits, size=image.shape[-2:], mode="bilinear")
             targets = _outputs(out / name if name else out, stem)
-            written = _write_output(logits.cpu()[0], gray, targets, threshold, pixel_mm)
+            written = _write_output(logits.cpu()[0], gray, targets, threshold, pixel_mm, prob_bits)
             line.update({name: written} if name else written)
         write_bytes_atomic(measurements, json.dumps(line).encode())
     if world > 1 and torch.distributed.is_initialized():  # every rank's JSON is written before rank 0 reads them

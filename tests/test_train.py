@@ -155,6 +155,10 @@ def test_train_and_predict_commands(tmp_path, capsys):
     # tiled: exact tiles give the whole image's probabilities; blend is close
     for mode in ("exact", "blend"):
         assert cli.main([*args[:5], str(tmp_path / mode), "--device", "cpu", "--mode", mode, "--tile", "16"]) == 0
+    assert cli.main([*args[:5], str(tmp_path / "deep"), "--bits", "16"]) == 0
+    deep = image_files.read_image(tmp_path / "deep" / "prob" / "scan0.png")
+    eight = image_files.read_image(tmp_path / "pred" / "prob" / "scan0.png")
+    assert deep.dtype == np.uint16 and np.abs(deep / 257 - eight).max() <= 1
     whole = image_files.read_image(tmp_path / "pred" / "prob" / "scan0.png").astype(int)
     assert np.array_equal(image_files.read_image(tmp_path / "exact" / "prob" / "scan0.png"), whole)
     assert np.abs(image_files.read_image(tmp_path / "blend" / "prob" / "scan0.png") - whole).mean() < 30

@@ -127,6 +127,8 @@ def predict(model: torch.nn.Module, image: Union[torch.Tensor, np.ndarray], *, m
         mode = "whole" if fits else ("blend" if patch else "exact")
         if mode == "blend" and sides is None:
             sides = (patch, patch)
+        if mode == "exact":
+            amp = None  # exact computes in the model's dtype (asked for explicitly, amp is refused)
     bar = None
     if progress and mode != "whole":
         from tqdm.auto import tqdm

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from .. import data as retina_data
 from .. import losses as retina_losses
 from ..image_files import write_bytes_atomic, write_image
+from ..inference import predict
 from ..models import create
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
@@ -436,11 +437,11 @@ class Trainer:
         tasks = self.config.loss.tasks or {}
         for index in range(self.dist.rank, len(self.val_set), self.dist.world):
             sample = self.val_set[index]
-            image = sample["image"][None].to(self.device)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                outputs = _named_outputs(model(image))
+            # whole images, or tiles (retina.inference's auto mode) where the device cannot hold one
+            outputs = _named_outputs(predict(model, sample["image"][None], mode="auto", device=self.device,
+                                             output_device="cpu", amp=self.amp_dtype))
             for name, logits in outputs.items():
-                prob = _probabilities(logits.float()).cpu()
+                prob = _probabilities(logits.float())
                 channel = tasks.get(name, {}).get("channel", 0)
                 mask = sample["mask"][channel : channel + 1] if name and sample["mask"].dim() == 3 else sample["mask"]
                 scores = sample_scores(prob, mask, sample.get("fov"))
