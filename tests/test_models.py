@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from retina.models import S3OCTA, DSCNet, UNet, create
+from retina.models import S3OCTA, DSCNet, IterNet, UNet, create
 from retina.models.aggregation import ASPP
 from retina.models.blocks import ConcatConvNormAct, ConvNormAct, SnakeBlock, replicate_pad
 from retina.models.concat_conv import conv2d_of_concatenation
@@ -56,6 +56,36 @@ class TestS3OCTAASPP(ModelTester):
 
 class TestS3OCTANoAggregationDepth4(ModelTester):
     name, kwargs = "s3octa", SMALL["s3octa-none-depth4"]
+
+
+class TestUNetBatchNorm(ModelTester):
+    name, kwargs = "unet", dict(in_channels=1, width=8, depth=2, norm="batch")
+
+
+class TestTwoHeadUNet(ModelTester):
+    name, kwargs = "twoheadunet", dict(in_channels=1, width=4, depth=2)
+    two_classes = {"outputs": {"vessel": 2, "faz": 1}}
+
+    def test_named_outputs(self):
+        output = self.build().eval()(torch.rand(1, 1, 20, 24))
+        assert list(output) == ["vessel", "faz"] and all(v.shape == (1, 1, 20, 24) for v in output.values())
+
+
+class TestIterNet(ModelTester):
+    name, kwargs = "iternet", dict(in_channels=3, width=4, iterations=2)
+
+    def test_deep_supervision_in_training_and_the_last_output_in_eval(self):
+        model = self.build()
+        x = torch.rand(1, 3, 20, 24)
+        outputs = model.train()(x)
+        assert isinstance(outputs, list) and len(outputs) == 3  # one per iteration input, and the final one
+        model.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), model.train(False)(x))
+            assert model(x).shape == (1, 1, 20, 24)
+
+    def test_the_paper_model_has_its_parameter_count(self):
+        assert sum(p.numel() for p in IterNet().parameters()) == 8_244_356  # the paper's 8.24 M, and the file's
 
 
 @pytest.mark.parametrize("key", ["dscnet", "s3octa-mit"])
