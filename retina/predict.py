@@ -76,8 +76,12 @@ def _named(output) -> dict[str, torch.Tensor]:
 
 
 def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Path], threshold: float,
-                  pixel_mm: Optional[float], prob_bits: int = 8) -> dict:
-    """Writes one output's files from its logits [K, H, W]; returns its measurements."""
+                  pixel_mm: Optional[float], prob_bits: int = 8, name: str = "") -> dict:
+    """Writes one output's files from its logits [K, H, W]; returns its measurements (retina.biomarkers:
+    FAZ shape for an output named "faz", vessel measurements for other binary outputs, layer thickness
+    for class maps)."""
+    from . import biomarkers
+
     line: dict = {}
     if logits.shape[0] == 1:
         prob = torch.sigmoid(logits[0])
@@ -88,6 +92,9 @@ def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Pat
                     skeleton_pixels=int(skeleton.sum()), skeleton_density=float(skeleton.float().mean()))
         if pixel_mm is not None:
             line.update(pixel_mm=pixel_mm, area_mm2=float(mask.sum()) * pixel_mm**2)
+        measured = biomarkers.faz_measurements(mask, pixel_mm) if name == "faz" else \
+            biomarkers.vessel_measurements(mask, pixel_mm)
+        line.update({key: value for key, value in measured.items() if key not in line})
         picture = np.repeat(gray[..., None], 3, 2)
         picture[mask.numpy()] = (0.5 * picture[mask.numpy()] + (120, 100, 0)).astype(np.uint8)
         picture[skeleton.numpy()] = (255, 30, 30)
@@ -99,12 +106,40 @@ def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Pat
         classes = logits.argmax(0).numpy()
         colours = _PALETTE[classes % len(_PALETTE)]
         line.update(class_fractions=[float((classes == c).mean()) for c in range(logits.shape[0])])
+        thickness = biomarkers.layer_thickness(classes, logits.shape[0], axial_mm=pixel_mm)
+        line.update(layer_thickness_mean={k: v for k, v in thickness["mean"].items()},
+                    layers_out_of_order_columns=len(thickness["out_of_order"]))
         picture = (0.5 * np.repeat(gray[..., None], 3, 2) + 0.5 * colours).astype(np.uint8)
         write_image(targets["prob"], classes.astype(np.uint8))
         write_image(targets["mask"], colours)
         write_image(targets["skeleton"], np.zeros_like(gray))
     write_image(targets["overlay"], picture)
     return line
+
+
+def _flat(row: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        elif isinstance(value, list):
+            out.update({f"{prefix}{key}.{i}": v for i, v in enumerate(value)})
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _csv(rows: list[dict]) -> bytes:
+    """One row per image, one column per measurement (nested ones as output.key)."""
+    import csv
+    import io
+
+    flat = [_flat(row) for row in rows]
+    table = io.StringIO()
+    writer = csv.DictWriter(table, list(dict.fromkeys(k for row in flat for k in row)))
+    writer.writeheader()
+    writer.writerows(flat)
+    return table.getvalue().encode()
 
 
 def recorded_preprocess(model: torch.nn.Module) -> Optional[Preprocess]:
@@ -163,7 +198,7 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
             if logits.shape[-2:] != image.shape[-2:]:  # back to the input's size
                 logits = torch.nn.functional.interpolate(logits, size=image.shape[-2:], mode="bilinear")
             targets = _outputs(out / name if name else out, stem)
-            written = _write_output(logits.cpu()[0], gray, targets, threshold, pixel_mm, prob_bits)
+            written = _write_output(logits.cpu()[0], gray, targets, threshold, pixel_mm, prob_bits, name)
             line.update({name: written} if name else written)
         write_bytes_atomic(measurements, json.dumps(line).encode())
     if world > 1 and torch.distributed.is_initialized():  # every rank's JSON is written before rank 0 reads them
@@ -171,4 +206,5 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
     lines = [(out / "measurements" / f"{image_stem(p)}.json").read_text() for p in files]
     if rank == 0:
         write_bytes_atomic(out / "measurements.jsonl", ("\n".join(lines) + "\n").encode() if lines else b"")
+        write_bytes_atomic(out / "measurements.csv", _csv([json.loads(line) for line in lines]))
     return out / "measurements.jsonl"

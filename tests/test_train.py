@@ -2,6 +2,7 @@
 with SIGKILL resumes to the same losses and weights, bit for bit; a crash during a checkpoint write
 leaves the previous checkpoint; `retina train` / `retina predict` / `retina.load` work end to end."""
 
+import json
 import os
 import signal
 import subprocess
@@ -149,6 +150,9 @@ def test_train_and_predict_commands(tmp_path, capsys):
     assert image_files.read_image(tmp_path / "pred" / "prob" / "scan1.png").shape == (40, 52)
     lines = (tmp_path / "pred" / "measurements.jsonl").read_text().splitlines()
     assert len(lines) == 3 and '"vessel_density"' in lines[0] and '"area_mm2"' in lines[0]
+    assert '"vessel_skeleton_density_per_mm"' in lines[0] and '"fractal_dimension"' in lines[0]  # biomarkers
+    table = (tmp_path / "pred" / "measurements.csv").read_text().splitlines()
+    assert len(table) == 4 and "vessel_diameter_index_mm" in table[0] and "tortuosity_mean" in table[0]
     before = (tmp_path / "pred" / "mask" / "scan0.png").stat().st_mtime_ns
     assert cli.main(args) == 0  # a rerun skips what is written
     assert (tmp_path / "pred" / "mask" / "scan0.png").stat().st_mtime_ns == before
@@ -257,3 +261,16 @@ def test_tensorboard_events_hold_the_logged_values(tmp_path):
     assert {"loss", "lr", "val_dice", "val_cldice"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4]
     assert [e.step for e in events.Scalars("val_dice")] == [2, 4]
+
+
+def test_predict_writes_each_named_output_with_its_measurements(tmp_path):
+    Trainer(two_task_config(None, steps=2, val_every=2, checkpoint_every=2), tmp_path / "run").fit()
+    image_files.write_image(tmp_path / "in" / "scan.png", (np.random.default_rng(0).random((36, 40)) * 255).astype(np.uint8))
+    assert cli.main(["predict", str(tmp_path / "in"), "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--out",
+                     str(tmp_path / "pred"), "--pixel-mm", "0.01"]) == 0
+    for name in ("vessel", "faz"):
+        assert (tmp_path / "pred" / name / "mask" / "scan.png").is_file()
+    line = json.loads((tmp_path / "pred" / "measurements.jsonl").read_text())
+    assert "fractal_dimension" in line["vessel"] and "acircularity_index" in line["faz"]
+    header = (tmp_path / "pred" / "measurements.csv").read_text().splitlines()[0]
+    assert "vessel.vessel_area_density" in header and "faz.area_mm2" in header
