@@ -71,12 +71,14 @@ class ModelTester:
         assert model.config["name"] == self.name  # `config` is a copy
 
     def test_batches_of_one_and_three_agree_in_eval(self):
-        model = self.build().eval()
-        x = torch.randn(3, self.in_channels, *self.size)
+        # float64: in float32 a snake's sampling position that rounds across a pixel line amplifies
+        # convolution-order rounding (oneDNN picks other algorithms for other batch sizes)
+        model = self.build().double().eval()
+        x = torch.randn(3, self.in_channels, *self.size, dtype=torch.float64)
         with torch.no_grad():
             three, one = tensors(model(x)), tensors(model(x[1:2]))
         for a, b in zip(three, one):
-            torch.testing.assert_close(a[1:2], b, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(a[1:2], b, rtol=1e-9, atol=1e-10)
 
     def test_a_few_training_steps_lower_the_loss(self):
         from retina.data import SyntheticOCTA

@@ -18,9 +18,14 @@ MODELS = {
     "twoheadunet": dict(in_channels=1, width=4, depth=2),
     "dscnet": dict(in_channels=1, width=4, kernel_size=5),
     "s3octa-mit": dict(name="s3octa", in_channels=3, width=8, depth=3, kernel_size=5, global_aggregation="mit"),
-    "s3octa-swin": dict(name="s3octa", in_channels=3, width=8, depth=3, kernel_size=5, global_aggregation="swin"),
-    "s3octa-aspp": dict(name="s3octa", in_channels=3, width=8, depth=3, kernel_size=5, global_aggregation="aspp"),
+    "s3octa-swin": dict(name="s3octa", in_channels=3, width=8, depth=3, kernel_size=5, global_aggregation="swin",
+                        widths="constant"),
+    "s3octa-aspp": dict(name="s3octa", in_channels=3, width=8, depth=3, kernel_size=5, global_aggregation="aspp",
+                        widths="constant"),
     "s3octa-none": dict(name="s3octa", in_channels=3, width=8, depth=3, kernel_size=5, global_aggregation=None),
+    "s3octa-constant-mit": dict(name="s3octa", in_channels=3, width=8, depth=3, kernel_size=5, widths="constant"),
+    "iternet": dict(in_channels=3, width=4, iterations=2),
+    "vesselfaznet": dict(in_channels=3, width=8, depth=3),
 }
 
 

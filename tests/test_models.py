@@ -23,9 +23,10 @@ SMALL = {
     "unet": dict(in_channels=1, width=8, depth=3),
     "dscnet": dict(in_channels=1, width=8),
     "s3octa-mit": dict(in_channels=3, width=16, global_aggregation="mit"),
-    "s3octa-swin": dict(in_channels=3, width=16, global_aggregation="swin"),
-    "s3octa-aspp": dict(in_channels=3, width=16, global_aggregation="aspp"),
+    "s3octa-swin": dict(in_channels=3, width=16, global_aggregation="swin", widths="constant"),
+    "s3octa-aspp": dict(in_channels=3, width=16, global_aggregation="aspp", widths="constant"),
     "s3octa-none-depth4": dict(in_channels=3, width=16, depth=4, global_aggregation=None),
+    "s3octa-constant-mit": dict(in_channels=3, width=16, global_aggregation="mit", widths="constant"),
 }
 
 
@@ -58,6 +59,10 @@ class TestS3OCTANoAggregationDepth4(ModelTester):
     name, kwargs = "s3octa", SMALL["s3octa-none-depth4"]
 
 
+class TestS3OCTAConstantWidthMiT(ModelTester):
+    name, kwargs = "s3octa", SMALL["s3octa-constant-mit"]
+
+
 class TestUNetBatchNorm(ModelTester):
     name, kwargs = "unet", dict(in_channels=1, width=8, depth=2, norm="batch")
 
@@ -69,6 +74,21 @@ class TestTwoHeadUNet(ModelTester):
     def test_named_outputs(self):
         output = self.build().eval()(torch.rand(1, 1, 20, 24))
         assert list(output) == ["vessel", "faz"] and all(v.shape == (1, 1, 20, 24) for v in output.values())
+
+
+class TestVesselFAZNet(ModelTester):
+    name, kwargs = "vesselfaznet", dict(in_channels=3, width=8, depth=3)
+    two_classes = {"checkpointing": True}  # (no num_classes: one logit map per task)
+
+    def test_named_outputs_exchange_context(self):
+        model = self.build().eval()
+        x = torch.rand(1, 3, 24, 28)
+        output = model(x)
+        assert list(output) == ["vessel", "faz"] and all(v.shape == (1, 1, 24, 28) for v in output.values())
+        with torch.no_grad():  # the FAZ output depends on the vessel decoder (the global exchange)
+            for p in model.vessel_decoder[-1].parameters():
+                p.add_(0.5)
+            assert not torch.allclose(model(x)["faz"], output["faz"])
 
 
 class TestIterNet(ModelTester):
@@ -90,11 +110,11 @@ class TestIterNet(ModelTester):
 
 @pytest.mark.parametrize("key", ["dscnet", "s3octa-mit"])
 def test_batch_independence(key):
-    model = build(key).eval()
-    x = torch.randn(3, SMALL[key]["in_channels"], 24, 40)
+    model = build(key).double().eval()  # (float64: see ModelTester.test_batches_of_one_and_three_agree_in_eval)
+    x = torch.randn(3, SMALL[key]["in_channels"], 24, 40, dtype=torch.float64)
     with torch.no_grad():
         y = model(x)
-        torch.testing.assert_close(model(x[1:2]), y[1:2], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(model(x[1:2]), y[1:2], rtol=1e-9, atol=1e-10)
 
 
 def saved_for_backward(model, x):
@@ -141,13 +161,13 @@ def output_and_grads(run, model, x):
 def test_s3octa_compiles_to_one_graph_with_checkpointing():
     # DSConv, attention, GroupNorm and checkpointed blocks in one torch.compile(fullgraph=True) graph.
     torch._dynamo.reset()
-    model = build("s3octa-mit", checkpointing=True)
-    x = torch.randn(2, 3, 24, 40)
+    model = build("s3octa-mit", checkpointing=True).double()  # float64: the graph orders some sums differently
+    x = torch.randn(2, 3, 24, 40, dtype=torch.float64)
     y, grads = output_and_grads(torch.compile(model, backend="aot_eager", fullgraph=True), model, x)
     expected, expected_grads = output_and_grads(model, model, x)
-    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
-    for name, grad in expected_grads.items():  # (float32 rounding: the traced graph orders some sums differently)
-        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+    torch.testing.assert_close(y, expected, rtol=1e-9, atol=1e-10)
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-8, atol=1e-10, msg=name)
 
 
 @pytest.mark.parametrize("kernel_size, shapes", [(3, [(2, 3, 9, 7), (2, 5, 9, 7), (2, 4, 9, 7)]),
@@ -283,8 +303,11 @@ def test_compiles_with_inductor_as_the_input_size_changes(device):
     # are compared as one vector: inductor's rounding differs from eager's by ~1e-6, enough to move a
     # snake sample lying that close to a pixel line across it, where bilinear sampling's slope jumps
     # (the reference in float32 vs float64 shows that too). On CUDA, convolutions round to TF32 by default.
+    # (The constant-width variant with retina's MiT layer, where the traps were; the published widths'
+    # SegFormer stage compiles in one graph too (test_s3octa_compiles_to_one_graph_with_checkpointing), but
+    # inductor takes 4.5 minutes over it on the 2-core CI machine.)
     torch._dynamo.reset()
-    model = build("s3octa-mit", depth=3, width=8).to(device)
+    model = build("s3octa-constant-mit", depth=3, width=8).to(device)
     compiled = torch.compile(model, dynamic=True, fullgraph=True)  # (fullgraph: a graph break fails too)
     scale = 1 if device == "cpu" else 10
     for size in ((21, 30), (35, 18)):

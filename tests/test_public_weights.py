@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from retina.models import IterNet
+from retina.models import S3OCTA, IterNet
 
 LAYOUTS = Path(__file__).parent / "layouts"
 
@@ -72,3 +72,44 @@ def test_iternet_from_keras_refuses_other_files(tmp_path):
         f.create_group("model_weights").attrs["layer_names"] = np.array([], dtype="S")
     with pytest.raises(ValueError, match="not an IterNet weights file"):
         IterNet.from_keras(tmp_path / "other.h5")
+
+
+def public_s3octa_state(seed: int = 0, dtype=torch.float64) -> dict[str, torch.Tensor]:
+    """A state dict of the published m.pth layout (tests/layouts/s3octa_m_keys.json), seeded values:
+    normalisation scales near 1, everything else small."""
+    keys = json.loads((LAYOUTS / "s3octa_m_keys.json").read_text())
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in keys:
+        value = torch.randn(shape, generator=g, dtype=dtype)
+        scale_like = key.endswith(("gn.weight", "gn_offset.weight", "norm.g"))
+        state[key] = 1 + 0.1 * value if scale_like else 0.1 * value
+    return state
+
+
+def test_s3octa_from_public_equals_the_public_forward():
+    from tests.public_s3octa import public_s3octa_forward
+
+    state = public_s3octa_state()
+    model = S3OCTA.from_public(state).double()
+    assert model.config["width"] == 72 and model.config["depth"] == 3 and model.config["widths"] == "published"
+    # the two MiT blocks the public forward never calls, skipped by name
+    assert {k.split(".")[1] for k in model.skipped_public_keys} == {"0", "2"}
+    assert len(model.skipped_public_keys) == 34
+    used = sum(v.numel() for k, v in state.items() if k not in model.skipped_public_keys)
+    unused_snake_convs = sum(v.numel() for k, v in state.items() if "dsconv_x.dsc_conv_x" in k or "dsconv_y.dsc_conv_y" in k)
+    assert sum(p.numel() for p in model.parameters()) == used - unused_snake_convs == 10_019_785
+    x = torch.rand(2, 3, 32, 44, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = torch.sigmoid(model(x))
+        public = public_s3octa_forward(state, x)
+    torch.testing.assert_close(ours, public, rtol=1e-9, atol=1e-10)
+
+
+def test_s3octa_from_public_refuses_other_state_dicts():
+    state = public_s3octa_state(dtype=torch.float32)
+    del state["dsconvs.1.conv_fusion.gn.bias"]
+    with pytest.raises(ValueError, match="missing .*encoder.1.fuse.1.bias"):
+        S3OCTA.from_public(state)
+    with pytest.raises(ValueError, match="not a public S3-OCTA state dict"):
+        S3OCTA.from_public({"weight": torch.zeros(1)})

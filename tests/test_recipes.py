@@ -81,4 +81,25 @@ def test_unet_oct_layers_recipe(tmp_path):
     assert "val_miou" in rows
 
 
-RECIPES = ["s3octa_octa500", "dscnet_octa500", "unet_drive", "unet_oct_layers"]
+def test_iternet_drive_recipe_trains_every_iteration(tmp_path):
+    dataset_trees.drive(tmp_path / "DRIVE", h=60, w=58)
+    config = recipe("iternet_drive", tmp_path / "DRIVE", "data.patch=32", "data.batch_size=4", "data.patches_per_image=2")
+    trainer = Trainer(config, tmp_path / "run")
+    batch = trainer.train_set[0]
+    outputs = trainer.model.train()(batch["image"][None])
+    assert len(outputs) == 4  # three iterations' inputs and the final output, each with its loss
+    trainer.fit()
+    assert trainer.step == 2
+
+
+def test_joint_vessel_faz_recipe(tmp_path):
+    dataset_trees.octa500(tmp_path / "OCTA-500", size=32)
+    config = recipe("joint_vessel_faz_octa500", tmp_path / "OCTA-500")
+    assert config.loss.task_weights == "s2anet"
+    trained(config, tmp_path / "run")
+    log = (tmp_path / "run" / "log.csv").read_text()
+    assert "loss_vessel" in log and "loss_faz" in log and "val_faz_dice" in log
+
+
+RECIPES = ["s3octa_octa500", "dscnet_octa500", "unet_drive", "unet_oct_layers", "iternet_drive",
+           "joint_vessel_faz_octa500"]

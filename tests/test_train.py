@@ -184,11 +184,11 @@ def test_train_and_predict_commands(tmp_path, capsys):
     assert len(err) == 3 and all(line.startswith("retina ") for line in err)  # one line per failed command
 
 
-def two_task_config(weights, **training) -> TrainConfig:
-    """TwoHeadUNet on synthetic OCTA with vessel and FAZ labels: each named output learns its channel."""
+def two_task_config(weights, model: str = "twoheadunet", **training) -> TrainConfig:
+    """A two-output model on synthetic OCTA with vessel and FAZ labels: each named output learns its channel."""
     data = {"length": 4, "size": 32, "channels": 1, "labels": ["vessel", "faz"]}
     return TrainConfig.from_dict({
-        "model": {"name": "twoheadunet", "kwargs": {"in_channels": 1, "width": 4, "depth": 2}},
+        "model": {"name": model, "kwargs": {"in_channels": 1, "width": 4 if model == "twoheadunet" else 8, "depth": 2}},
         "loss": {"tasks": {"vessel": {"name": "DiceCELoss", "kwargs": {"sigmoid": True}, "channel": 0},
                            "faz": {"name": "DiceLoss", "kwargs": {"sigmoid": True}, "channel": 1}},
                  "task_weights": weights},
@@ -200,9 +200,10 @@ def two_task_config(weights, **training) -> TrainConfig:
     })
 
 
-@pytest.mark.parametrize("weights", [{"vessel": 1.0, "faz": 0.5}, "s2anet"])
-def test_named_outputs_train_with_a_loss_each(tmp_path, weights):
-    trainer = Trainer(two_task_config(weights), tmp_path / "run")
+@pytest.mark.parametrize("weights, model", [({"vessel": 1.0, "faz": 0.5}, "twoheadunet"), ("s2anet", "twoheadunet"),
+                                           ("s2anet", "vesselfaznet")])
+def test_named_outputs_train_with_a_loss_each(tmp_path, weights, model):
+    trainer = Trainer(two_task_config(weights, model), tmp_path / "run")
     trainer.fit()
     for task in ("vessel", "faz"):  # each task learns (the total's balance moves with the epoch under s2anet)
         losses = [r[f"loss_{task}"] for r in trainer.rows if "loss" in r]

@@ -12,17 +12,21 @@ from .dscnet import DSCNet
 from .iternet import IterNet
 from .s3octa import S3OCTA
 from .unet import TwoHeadUNet, UNet
+from .vessel_faz import VesselFAZNet
 
-MODELS: dict[str, type[SegmentationModel]] = {model_name(cls): cls for cls in (UNet, TwoHeadUNet, DSCNet, S3OCTA, IterNet)}
+MODELS: dict[str, type[SegmentationModel]] = {
+    model_name(cls): cls for cls in (UNet, TwoHeadUNet, DSCNet, S3OCTA, IterNet, VesselFAZNet)
+}
 
 
 def create(name: str, **kwargs) -> SegmentationModel:
-    """Builds a model by name ("unet", "twoheadunet", "dscnet", "s3octa", "iternet"; case-insensitive, "-" and
-    "_" ignored) with its keyword arguments. `create(**model.config)` rebuilds a model from its recorded config."""
+    """Builds a model by name ("unet", "twoheadunet", "dscnet", "s3octa", "iternet", "vesselfaznet";
+    case-insensitive, "-" and "_" ignored) with its keyword arguments. `create(**model.config)` rebuilds a
+    model from its recorded config."""
     key = name.lower().replace("-", "").replace("_", "")
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[key](**kwargs)
 
 
-__all__ = ["DSCNet", "IterNet", "MODELS", "S3OCTA", "SegmentationModel", "TwoHeadUNet", "UNet", "create"]
+__all__ = ["DSCNet", "IterNet", "MODELS", "S3OCTA", "SegmentationModel", "TwoHeadUNet", "UNet", "VesselFAZNet", "create"]

@@ -3,7 +3,8 @@
 - `DSConv`: dynamic snake convolution on the fused `retina_kernels.dsconv2d`.
 - `ConvNormAct`, `ConcatConvNormAct` (of a channel concatenation, without making it), `SnakeBlock`,
   `groups_for`, `conv2d_of_concatenation`.
-- Global aggregation: `MiTBlock`, `SwinBlocks`, `ASPP`, `attend`, `make_aggregation`.
+- Global aggregation: `MiTBlock`, `SwinBlocks`, `ASPP`, `attend`, `make_aggregation`; `SegFormerStage` (the
+  published S3-OCTA's MiT branch: `ChannelLayerNorm`, `EfficientSelfAttention`, `MixFeedForward`).
 - Heads: `SegmentationHead`, `SegmentationHeads` (several named outputs).
 - Spatial helpers: `pad_to_multiple`, `padding_to_multiple`, `replicate_pad`, `upsample_to`.
 """
@@ -13,8 +14,10 @@ from .concat_conv import conv2d_of_concatenation
 from .conv import ConcatConvNormAct, ConvNormAct, SnakeBlock, groups_for
 from .dsconv import DSConv
 from .heads import SegmentationHead, SegmentationHeads
+from .segformer import ChannelLayerNorm, EfficientSelfAttention, MixFeedForward, SegFormerStage
 from .spatial import pad_to_multiple, padding_to_multiple, replicate_pad, upsample_to
 
-__all__ = ["ASPP", "ConcatConvNormAct", "ConvNormAct", "DSConv", "MiTBlock", "SegmentationHead", "SegmentationHeads",
+__all__ = ["ASPP", "ChannelLayerNorm", "ConcatConvNormAct", "ConvNormAct", "DSConv", "EfficientSelfAttention",
+           "MiTBlock", "MixFeedForward", "SegFormerStage", "SegmentationHead", "SegmentationHeads",
            "SnakeBlock", "SwinBlocks", "attend", "conv2d_of_concatenation", "groups_for", "make_aggregation",
            "pad_to_multiple", "padding_to_multiple", "replicate_pad", "upsample_to"]
