@@ -96,3 +96,15 @@ class ModelTester:
             optimizer.step()
             losses.append(loss.item())
         assert losses[-1] < losses[0]
+
+    def test_compiles_to_one_graph(self):
+        # torch.compile(fullgraph=True): no graph break anywhere (custom ops, checkpointing, named outputs);
+        # aot_eager traces forward and backward as inductor would, without inductor's minutes of codegen
+        torch._dynamo.reset()
+        model = self.build().double().eval()
+        x = torch.randn(1, self.in_channels, *self.size, dtype=torch.float64)
+        with torch.no_grad():
+            expected = tensors(model(x))
+            compiled = tensors(torch.compile(model, backend="aot_eager", fullgraph=True)(x))
+        for a, b in zip(compiled, expected):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
