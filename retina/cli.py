@@ -199,7 +199,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = _output_folder(args.out, "--out")
     summary = evaluate(args.pred, args.label, fov=args.fov, protocol=args.protocol, threshold=args.threshold,
                        min_area=args.min_area, min_percent=args.min_percent, field=args.field,
-                       allow_missing=args.allow_missing, out_dir=out, report=lambda line: print(f"note: {line}"))
+                       allow_missing=args.allow_missing, out_dir=out, report=lambda line: print(f"note: {line}"),
+                       biomarkers=args.biomarkers, pixel_mm=args.pixel_mm)
     for key, value in summary.items():
         print(f"{key}: {value:.4f}")
     print(f"wrote {out / 'per_image.csv'} and {out / 'summary.json'}")
@@ -307,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--allow-missing", action="store_true",
                           help="score only the labels that have a prediction (otherwise a missing one is an error)")
     evaluate.add_argument("--out", default="evaluation", help="output folder (default: evaluation)")
+    evaluate.add_argument("--biomarkers", action="store_true",
+                          help="add vessel measurements of prediction and label per image (retina.biomarkers)")
+    evaluate.add_argument("--pixel-mm", type=float, default=None, help="pixel size in mm for --biomarkers")
     evaluate.set_defaults(func=cmd_evaluate)
 
     synth = sub.add_parser("synthesize", help="write a synthetic OCTA or fundus dataset with exact labels")

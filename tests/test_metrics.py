@@ -163,6 +163,14 @@ def test_evaluate_command(tmp_path, capsys):
         io.write_image(tmp_path / "pred" / f"{i}.png", (m * 230).astype(np.uint8))
     code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "label"), "--out", str(tmp_path / "ev")])
     assert code == 0 and "dice: 1.0000" in capsys.readouterr().out
+    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "label"), "--out", str(tmp_path / "bio"),
+                 "--biomarkers", "--pixel-mm", "0.01"])
+    out = capsys.readouterr().out
+    assert code == 0 and "pred_vessel_area_density" in out and "label_fractal_dimension" in out
+    header, first = (tmp_path / "bio" / "per_image.csv").read_text().splitlines()[:2]
+    columns = dict(zip(header.split(","), first.split(",")))
+    # the prediction is the label here: the same measurements on both sides
+    assert columns["pred_vessel_diameter_index_mm"] == columns["label_vessel_diameter_index_mm"]
     assert main(["evaluate", str(tmp_path / "nowhere"), str(tmp_path / "label")]) == 2
 
 

@@ -103,7 +103,7 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
              min_area: int = 50, min_percent: Optional[float] = 10, field: Optional[str] = None,
              ids: Optional[list[str]] = None, allow_missing: bool = False,
              out_dir: str | os.PathLike | None = None, report: Callable[[str], None] = lambda line: None,
-             ) -> dict[str, float]:
+             biomarkers: bool = False, pixel_mm: Optional[float] = None) -> dict[str, float]:
     """Scores predictions against labels.
 
     Args:
@@ -119,6 +119,9 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
             otherwise a label without a prediction is an error.
         out_dir: when given, writes `per_image.csv` and `summary.json` there (atomically).
         report: called with one line for each thing worth saying (labels' encodings, skipped labels).
+        biomarkers: add each image's vessel measurements (`retina.biomarkers.vessel_measurements`, with
+            `pixel_mm`) of the thresholded prediction and of the label to `per_image.csv`, as `pred_<name>`
+            and `label_<name>` columns, and their means to the summary.
 
     Returns:
         The summary: {metric: value} (per-image means for "s3octa" / "retina", pooled for "iternet").
@@ -144,6 +147,15 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
                                               min_percent=min_percent, field=field)
     else:
         per_image, summary = getattr(protocols, protocol)(probs, truths, masks, threshold=threshold)
+    if biomarkers:
+        from ..biomarkers import vessel_measurements
+
+        for side, maps in (("pred", [p >= threshold for p in probs]), ("label", truths)):
+            rows = [vessel_measurements(m, pixel_mm) for m in maps]
+            for key in rows[0] if rows else ():
+                values = [float(r[key]) for r in rows]
+                per_image[f"{side}_{key}"] = values
+                summary[f"{side}_{key}"] = float(np.nanmean(values))
     if out_dir is not None:
         out = Path(out_dir)
         table = io.StringIO()
