@@ -116,8 +116,29 @@ def test_benchmarks_collect():
     # Collection runs module-level code (S3-OCTA's layer shapes are traced on the meta device there).
     out = run_script("-m", "pytest", "benchmarks", "--collect-only", "-q", "-p", "no:cacheprovider")
     layers = [line for line in out.splitlines() if "test_dsconv_s3octa_layer[" in line]
-    # 5 snake blocks x 2 morphs (C = 3, 72 at two sizes, 144 and 216), ours and the reference
-    assert len(layers) == 20 and any("[ours-216" in line for line in layers), out[-2000:]
+    # the published model's 5 snake blocks (3→72, 72→144, 144→288, 576→144, 216→72) x 2 morphs, on the GPU
+    # at 304² and the CPU at 128², ours and the reference
+    assert len(layers) == 40 and any("[ours-576" in line and "cpu" in line for line in layers), out[-2000:]
+
+
+def test_regression_workflow_judges_ratios_against_the_baseline(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import regress
+
+    def run(ours: float, reference: float, group: str = "layer") -> dict:
+        def row(impl, median, peak):
+            return {"group": group, "stats": {"min": median}, "extra_info": {"impl": impl, "peak_mib": peak}}
+        return {"benchmarks": [row("ours", ours, 10.0), row("reference", reference, 40.0), row("skimage", 1.0, 1.0)]}
+
+    baseline = regress.ratios(run(0.010, 0.040))
+    assert baseline == {"layer": {"time": 0.25, "memory": 0.25}}
+    assert regress.compare(regress.ratios(run(0.012, 0.040)), baseline, margin=0.3) == []  # 0.30 <= 0.325
+    failures = regress.compare(regress.ratios(run(0.020, 0.040)), baseline, margin=0.3)  # 0.5 > 0.325
+    assert len(failures) == 1 and "layer" in failures[0]
+    # a slower machine slows both rows alike: the ratio, not the time, is judged
+    assert regress.compare(regress.ratios(run(0.030, 0.120)), baseline, margin=0.3) == []
+    assert regress.compare({}, baseline, margin=0.3) == ["layer: in the baseline, not measured now"]
+    assert "NEW" in (regress.compare(regress.ratios(run(0.01, 0.04, "new")), {}, 0.3) or capsys.readouterr().out)
 
 
 def test_report_merges_a_baseline_run(tmp_path):
