@@ -19,6 +19,8 @@
 # The device gets a copy of the working tree without .git, so a baseline's sources go with it: first, here,
 #   BASELINE=<commit> BASELINE_MODELS=<commit> bash scripts/gpu_check.sh --sources
 # writes them to .baseline/<commit>/ (git-ignored); then name ".baseline" in the device call's carry.
+# INFERENCE_PROOF=1: last, issue #30's proof (scripts/inference_proof.py) within GPU_LIMIT_MIB, for at most
+# PROOF_TIMEOUT seconds (default 420); its table in $OUT/inference_proof.md.
 # GPU_LIMIT_MIB (default 2048): a second memory breakdown with the process limited to that much GPU
 # memory, as on a small GPU: the 1x304² S3-OCTA peak was one cuDNN workspace of 2.6 GiB (H200) that
 # CUDNN_CONV_WSCAP_DBG did not cap; does torch pick an algorithm that fits, and what is the peak then?
@@ -170,6 +172,13 @@ if [ "${INDUCTOR_TIMEOUT:-300}" -gt 0 ]; then
     | tee -a "$out/tests.log" | tail -5
   # 5: no test selected (TEST_FILTER leaves it out)
   case ${PIPESTATUS[0]} in 0|5) ;; *) status=1; echo "THE INDUCTOR TEST FAILED or timed out" ;; esac
+fi
+if [ "${INFERENCE_PROOF:-0}" != 0 ]; then
+  # issue #30's proof: training and 2048²/4096² inference with the GPU limited to GPU_LIMIT_MIB
+  stage "inference and training within ${GPU_LIMIT_MIB:-2048} MiB (scripts/inference_proof.py)"
+  timeout "${PROOF_TIMEOUT:-420}" "$python" scripts/inference_proof.py --limit-mib "${GPU_LIMIT_MIB:-2048}" \
+    --out "$out/inference_proof.md" > "$out/inference_proof.log" 2>&1 || { status=1; echo "THE INFERENCE PROOF FAILED"; }
+  tail -25 "$out/inference_proof.log"
 fi
 stage "results"
 cat "$out/results.md" 2>/dev/null

@@ -153,3 +153,13 @@ def test_report_merges_a_baseline_run(tmp_path):
     table = run_script("benchmarks/report.py", *map(str, files))
     assert "| layer | ours | 1.00 | 1.00 | 9.0 | ours@abc1234 2.0× |" in table, table
     assert "| layer | ours@abc1234 | 2.00 |" in table, table
+
+
+def test_inference_proof_runs_on_the_cpu_small(tmp_path):
+    # the GPU proof script's logic, tiny, on the CPU (no memory limit there): every row written, exact == whole
+    out = run_script("scripts/inference_proof.py", "--device", "cpu", "--sizes", "64", "--train-size", "64",
+                     "--tile", "32", "--out", str(tmp_path / "proof.md"))
+    table = (tmp_path / "proof.md").read_text()
+    assert "| s3octa 64² | exact, 2048 MiB |" in table and "| dscnet 64² | blend, 2048 MiB |" in table, out[-2000:]
+    exact = next(line for line in table.splitlines() if "| s3octa 64² | exact" in line)
+    assert float(exact.split("|")[6]) <= 1e-4  # max |exact - whole| / max |whole|
