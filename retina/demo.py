@@ -17,9 +17,9 @@ import torch
 
 from .image_files import write_bytes_atomic, write_image
 from .metrics import evaluate
+from .models import main_output
 from .predict import predict_files
 from .train import TrainConfig, Trainer
-from .train.trainer import _last_output
 
 LOSSES = {"clDice": ("IBPclDiceLoss", {"sigmoid": True, "alpha": 0.5}), "Dice": ("DiceLoss", {"sigmoid": True})}
 
@@ -86,7 +86,7 @@ def run_demo(out: str | Path = "demo_output", *, minutes: float = 5.0, kind: str
             model.load_state_dict(trainer.inference_weights())
         predict_files(model, paths, run / "test", device=trainer.device)
         with torch.no_grad():
-            probs = [torch.sigmoid(_last_output(model(_image(p, kind).to(trainer.device)))).cpu()[0, 0].double()
+            probs = [torch.sigmoid(main_output(model(_image(p, kind).to(trainer.device)))).cpu()[0, 0].double()
                      for p in paths]
         scores = evaluate(torch.stack(probs), torch.from_numpy(np.stack(labels)), protocol="retina")
         results[loss] = {k: scores[k] for k in ("dice", "cldice", "betti0_error", "betti1_error")}

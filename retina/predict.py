@@ -19,6 +19,7 @@ import retina_kernels
 from .data.sample_preprocess import Preprocess
 from .image_files import IMAGE_SUFFIXES, image_stem, images_by_stem, read_image, write_bytes_atomic, write_image
 from .metrics import betti_numbers
+from .models import named_outputs
 
 # distinct colours for class maps (class 0, the background, black)
 _PALETTE = np.array([(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -69,12 +70,6 @@ def _outputs(out: Path, stem: str) -> dict[str, Path]:
     return {kind: out / kind / f"{stem}.png" for kind in OUTPUTS}
 
 
-def _named(output) -> dict[str, torch.Tensor]:
-    """{"": logits} for one output; the dict of named outputs; the last of a list (deep supervision)."""
-    output = output[-1] if isinstance(output, (list, tuple)) else output
-    return dict(output) if isinstance(output, dict) else {"": output}
-
-
 def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Path], threshold: float,
                   pixel_mm: Optional[float], prob_bits: int = 8, name: str = "") -> dict:
     """Writes one output's files from its logits [K, H, W]; returns its measurements (retina.biomarkers:
@@ -107,7 +102,7 @@ def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Pat
         colours = _PALETTE[classes % len(_PALETTE)]
         line.update(class_fractions=[float((classes == c).mean()) for c in range(logits.shape[0])])
         thickness = biomarkers.layer_thickness(classes, logits.shape[0], axial_mm=pixel_mm)
-        line.update(layer_thickness_mean={k: v for k, v in thickness["mean"].items()},
+        line.update(layer_thickness_mean=dict(thickness["mean"]),
                     layers_out_of_order_columns=len(thickness["out_of_order"]))
         picture = (0.5 * np.repeat(gray[..., None], 3, 2) + 0.5 * colours).astype(np.uint8)
         write_image(targets["prob"], classes.astype(np.uint8))
@@ -193,7 +188,7 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
         prepared = preprocess.image(image) if preprocess is not None else image
         gray = np.rint(image[:3].mean(0).numpy() * 255).astype(np.uint8)
         line: dict = {"id": stem, "file": str(path), "height": int(image.shape[1]), "width": int(image.shape[2])}
-        for name, logits in _named(forward(model, prepared[None].to(device))).items():
+        for name, logits in named_outputs(forward(model, prepared[None].to(device))).items():
             logits = logits.float()
             if logits.shape[-2:] != image.shape[-2:]:  # back to the input's size
                 logits = torch.nn.functional.interpolate(logits, size=image.shape[-2:], mode="bilinear")

@@ -84,14 +84,24 @@ def vessel_area_density(mask: Array, fov: Optional[Array] = None) -> float:
     return float((m & inside).sum() / inside.sum())
 
 
+def _skeleton_density(skeleton: np.ndarray, inside: np.ndarray, pixel_mm: Optional[float]) -> float:
+    density = skeleton_length(skeleton & inside) / float(inside.sum())
+    return density / pixel_mm if pixel_mm else density
+
+
+def _diameter_index(mask: np.ndarray, skeleton: np.ndarray, pixel_mm: Optional[float]) -> float:
+    length = skeleton_length(skeleton)
+    if length == 0:
+        return float("nan")
+    return float(mask.sum() / length * (pixel_mm or 1.0))
+
+
 def vessel_skeleton_density(mask: Array, pixel_mm: Optional[float] = None, fov: Optional[Array] = None) -> float:
     """Skeleton length / field area: per pixel without `pixel_mm`, in mm⁻¹ with it."""
     _check_spacing(pixel_mm)
     m = as_mask(mask)
     inside = as_mask(fov, "fov") if fov is not None else np.ones_like(m)
-    length = skeleton_length(skeleton_of(m) & inside)
-    density = length / inside.sum()
-    return density / pixel_mm if pixel_mm else density
+    return _skeleton_density(skeleton_of(m), inside, pixel_mm)
 
 
 def vessel_diameter_index(mask: Array, pixel_mm: Optional[float] = None) -> float:
@@ -99,11 +109,7 @@ def vessel_diameter_index(mask: Array, pixel_mm: Optional[float] = None) -> floa
     without vessels."""
     _check_spacing(pixel_mm)
     m = as_mask(mask)
-    length = skeleton_length(skeleton_of(m))
-    if length == 0:
-        return float("nan")
-    width = m.sum() / length
-    return float(width * pixel_mm) if pixel_mm else float(width)
+    return _diameter_index(m, skeleton_of(m), pixel_mm)
 
 
 def fractal_dimension(mask: Array, min_box: int = 2, max_box: Optional[int] = None) -> float:
@@ -220,13 +226,11 @@ def vessel_measurements(mask: Array, pixel_mm: Optional[float] = None, fov: Opti
     m = as_mask(mask)
     inside = as_mask(fov, "fov") if fov is not None else np.ones_like(m)
     skeleton = skeleton_of(m)
-    length, field = skeleton_length(skeleton & inside), float(inside.sum())
-    unit, scale = ("mm", pixel_mm) if pixel_mm else ("px", 1.0)
-    total_length = skeleton_length(skeleton)
+    unit = "mm" if pixel_mm else "px"
     return {
         "vessel_area_density": vessel_area_density(m, inside),
-        f"vessel_skeleton_density_per_{unit}": length / field / scale,
-        f"vessel_diameter_index_{unit}": float(m.sum() / total_length * scale) if total_length else float("nan"),
+        f"vessel_skeleton_density_per_{unit}": _skeleton_density(skeleton, inside, pixel_mm),
+        f"vessel_diameter_index_{unit}": _diameter_index(m, skeleton, pixel_mm),
         "fractal_dimension": fractal_dimension(m),
         "tortuosity_mean": tortuosity(skeleton, skeletonize=False)["mean"],
         **branch_points(skeleton, skeletonize=False),

@@ -8,6 +8,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from ..models.base import main_output
 from .blend import run_blend
 from .exact import describe_budget, minimal_tile_bytes, run_exact
 from .memory import Memory, budget_for, measured_peak, parse_memory
@@ -178,8 +179,7 @@ def predict(model: torch.nn.Module, image: Union[torch.Tensor, np.ndarray], *, m
 
 
 def _to(output, device: torch.device, dtype: torch.dtype):
-    if isinstance(output, (list, tuple)):  # deep supervision: the last output is the prediction
-        output = output[-1]
+    output = main_output(output)  # deep supervision: the last output is the prediction
     if isinstance(output, dict):
         return {k: v.to(device, dtype) for k, v in output.items()}
     return output.to(device, dtype)

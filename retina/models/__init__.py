@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .base import SegmentationModel, model_name
+from .base import SegmentationModel, main_output, model_name, named_outputs
 from .dscnet import DSCNet
 from .iternet import IterNet
 from .s3octa import S3OCTA
@@ -29,4 +29,5 @@ def create(name: str, **kwargs) -> SegmentationModel:
     return MODELS[key](**kwargs)
 
 
-__all__ = ["DSCNet", "IterNet", "MODELS", "S3OCTA", "SegmentationModel", "TwoHeadUNet", "UNet", "VesselFAZNet", "create"]
+__all__ = ["DSCNet", "IterNet", "MODELS", "S3OCTA", "SegmentationModel", "TwoHeadUNet", "UNet", "VesselFAZNet", "create",
+           "main_output", "named_outputs"]

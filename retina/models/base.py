@@ -54,6 +54,19 @@ class SegmentationModel(nn.Module):
         return dict(self._config)
 
 
+def main_output(output: Any) -> Any:
+    """What a model predicts: its tensor (or dict of named tensors), or the last of a list (deep
+    supervision, IterNet's iterations)."""
+    return output[-1] if isinstance(output, (list, tuple)) else output
+
+
+def named_outputs(output: Any) -> dict[str, Any]:
+    """A model's prediction by output name: {"": logits} for one tensor, the dict of a model with named
+    outputs as it is."""
+    output = main_output(output)
+    return dict(output) if isinstance(output, dict) else {"": output}
+
+
 def model_name(cls: type) -> str:
     """The `create` name of a model class: its class name, lower case ("DSCNet" -> "dscnet")."""
     return cls.__name__.lower()

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import torch
 
 from ..inference.memory import budget_for, format_bytes, measured_peak
+from ..models import named_outputs
 
 # (checkpointing, autocast dtype), fastest first
 SETTINGS: tuple[tuple[bool, Optional[str]], ...] = ((False, None), (False, "bfloat16"), (True, None), (True, "bfloat16"))
@@ -73,10 +74,7 @@ def training_step_peak(model: torch.nn.Module, loss: torch.nn.Module, in_channel
 
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            output = model(image)
-            output = output[-1] if isinstance(output, (list, tuple)) else output
-            if isinstance(output, dict):
-                output = next(iter(output.values()))
+            output = next(iter(named_outputs(model(image)).values()))  # (the first of named outputs)
             target = (torch.rand(output.shape, device=device) > 0.9).float() if output.shape[1] == 1 else \
                 torch.randint(0, output.shape[1], (batch, patch, patch), device=device)
             value = loss(output.float(), target)

@@ -28,7 +28,7 @@ from .. import data as retina_data
 from .. import losses as retina_losses
 from ..image_files import write_bytes_atomic, write_image
 from ..inference import predict
-from ..models import create
+from ..models import create, named_outputs
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .distributed import Distributed
@@ -164,18 +164,6 @@ def _set_rng_state(state: dict) -> None:
 
 def _probabilities(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, 1)
-
-
-def _last_output(output: Any) -> Any:
-    """The main output of a model: the tensor (or dict of named tensors), or the last of a list (deep
-    supervision, iterations)."""
-    return output[-1] if isinstance(output, (list, tuple)) else output
-
-
-def _named_outputs(output: Any) -> dict[str, torch.Tensor]:
-    """{"": logits} for a one-output model, the dict itself for named outputs."""
-    output = _last_output(output)
-    return dict(output) if isinstance(output, dict) else {"": output}
 
 
 def sample_scores(prob: torch.Tensor, mask: torch.Tensor, fov: Optional[torch.Tensor]) -> dict[str, float]:
@@ -438,7 +426,7 @@ class Trainer:
         for index in range(self.dist.rank, len(self.val_set), self.dist.world):
             sample = self.val_set[index]
             # whole images, or tiles (retina.inference's auto mode) where the device cannot hold one
-            outputs = _named_outputs(predict(model, sample["image"][None], mode="auto", device=self.device,
+            outputs = named_outputs(predict(model, sample["image"][None], mode="auto", device=self.device,
                                              output_device="cpu", amp=self.amp_dtype))
             for name, logits in outputs.items():
                 prob = _probabilities(logits.float())
