@@ -220,7 +220,7 @@ def test_named_outputs_train_with_a_loss_each(tmp_path, weights, model):
 
 def test_named_output_config_errors(tmp_path):
     bad_channel = two_task_config(None)
-    bad_channel.loss.tasks["faz"]["channel"] = 5
+    bad_channel.loss.tasks["faz"].channel = 5
     with pytest.raises(ConfigError, match="loss.tasks.faz.channel is 5"):
         Trainer(bad_channel, tmp_path / "a").fit()
     no_tasks = two_task_config(None)
@@ -232,8 +232,16 @@ def test_named_output_config_errors(tmp_path):
         Trainer(two_task_config({"vessel": 1.0}), tmp_path / "c")
     with pytest.raises(ConfigError, match="unknown key loss.tasks.faz.weight"):
         TrainConfig.from_dict({"loss": {"tasks": {"faz": {"name": "DiceLoss", "weight": 2}}}}).validate()
+    with pytest.raises(ConfigError, match="loss.tasks.faz.channel must be int"):
+        TrainConfig.from_dict({"loss": {"tasks": {"faz": {"name": "DiceLoss", "channel": "one"}}}})
+    with pytest.raises(ConfigError, match="loss.tasks.faz.name is required"):
+        TrainConfig.from_dict({"loss": {"tasks": {"faz": {"channel": 1}}}})
+    with pytest.raises(ConfigError, match="loss.tasks.faz.channel must be an integer >= 0"):
+        TrainConfig.from_dict({"loss": {"tasks": {"faz": {"name": "DiceLoss", "channel": -1}}}}).validate()
+    config = two_task_config("s2anet")
+    assert TrainConfig.from_yaml(config.to_yaml()) == config  # tasks round-trip
     nested = two_task_config(None)
-    nested.loss.tasks["faz"]["name"] = "MultiTaskLoss"
+    nested.loss.tasks["faz"].name = "MultiTaskLoss"
     with pytest.raises(ConfigError, match="loss.tasks.faz.name: 'MultiTaskLoss' is not"):
         Trainer(nested, tmp_path / "e")
 

@@ -32,6 +32,16 @@ class ModelConfig:
 
 
 @dataclass
+class TaskConfig:
+    """The loss of one named output: a retina.losses class, its arguments, and which channel of the
+    data's mask it learns."""
+
+    name: str
+    kwargs: dict = field(default_factory=dict)
+    channel: int = 0
+
+
+@dataclass
 class LossConfig:
     name: str = "DiceLoss"
     kwargs: dict = field(default_factory=lambda: {"sigmoid": True})
@@ -42,7 +52,7 @@ class LossConfig:
     # {output: {"name": loss class, "kwargs": {...}, "channel": the data's mask channel it learns}}, combined
     # by MultiTaskLoss with `task_weights` ({output: weight}, "s2anet" for S²A-Net's dynamic balance, or
     # None for equal weights); `name` and `kwargs` above are then unused
-    tasks: Optional[dict] = None
+    tasks: Optional[dict[str, TaskConfig]] = None
     task_weights: Optional[Union[dict, str]] = None
 
 
@@ -184,17 +194,8 @@ class TrainConfig:
         if s.warmup_steps < 0:
             raise ConfigError(f"scheduler.warmup_steps must be >= 0, got {s.warmup_steps}")
         for name, task in (self.loss.tasks or {}).items():
-            key = f"loss.tasks.{name}"
-            if not isinstance(task, dict) or not isinstance(task.get("name"), str):
-                raise ConfigError(f"{key} must be a mapping with a loss name, e.g. {{name: DiceLoss, channel: 0}}")
-            unknown = sorted(set(task) - {"name", "kwargs", "channel"})
-            if unknown:
-                raise ConfigError(f"unknown key {key}.{unknown[0]} (known: channel, kwargs, name)")
-            if not isinstance(task.get("kwargs", {}), dict):
-                raise ConfigError(f"{key}.kwargs must be dict, got {task['kwargs']!r}")
-            channel = task.get("channel", 0)
-            if not isinstance(channel, int) or isinstance(channel, bool) or channel < 0:
-                raise ConfigError(f"{key}.channel must be an integer >= 0, got {channel!r}")
+            if task.channel < 0:
+                raise ConfigError(f"loss.tasks.{name}.channel must be an integer >= 0, got {task.channel!r}")
         patch = self.data.patch
         if patch is not None and patch != "auto" and (isinstance(patch, str) or patch < 8):
             raise ConfigError(f"data.patch must be >= 8, auto or null, got {patch!r}")
@@ -232,12 +233,23 @@ def _build(cls, data: Any, path: str):
     if unknown:
         where = f"{path}." if path else ""
         raise ConfigError(f"unknown key {where}{unknown[0]} (known: {', '.join(sorted(known))})")
+    missing = dataclasses.MISSING
+    required = sorted(f.name for f in dataclasses.fields(cls)
+                      if f.default is missing and f.default_factory is missing and f.name not in data)
+    if required:
+        raise ConfigError(f"{path}.{required[0]} is required" if path else f"{required[0]} is required")
     values = {}
     for name, value in data.items():
         key, hint = f"{path}.{name}" if path else name, hints[name]
-        nested = [a for a in (typing.get_args(hint) or (hint,)) if dataclasses.is_dataclass(a)]
+        options = typing.get_args(hint) or (hint,)
+        nested = [a for a in options if dataclasses.is_dataclass(a)]
+        # {name: a dataclass} (loss.tasks): each entry built and checked under its own dotted path
+        entries = [typing.get_args(a)[1] for a in options if typing.get_origin(a) is dict
+                   and dataclasses.is_dataclass(typing.get_args(a)[1])]
         if nested and isinstance(value, dict):
             values[name] = _build(nested[0], value, key)
+        elif entries and isinstance(value, dict):
+            values[name] = {k: _build(entries[0], v, f"{key}.{k}") for k, v in value.items()}
         elif not _matches(value, hint):
             expected = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
             raise ConfigError(f"{key} must be {expected}, got {value!r} ({type(value).__name__})")

@@ -74,7 +74,7 @@ def build_loss(config, total_epochs: Optional[int] = None) -> torch.nn.Module:
     """The loss of `config.loss`: one loss, or a MultiTaskLoss of `loss.tasks` for named outputs."""
     if not config.tasks:
         return _named_loss(config.name, config.kwargs, "loss")
-    losses = {name: _named_loss(task["name"], task.get("kwargs", {}), f"loss.tasks.{name}")
+    losses = {name: _named_loss(task.name, task.kwargs, f"loss.tasks.{name}")
               for name, task in config.tasks.items()}
     try:
         return retina_losses.MultiTaskLoss(losses, config.task_weights, total_epochs=total_epochs)
@@ -332,7 +332,7 @@ class Trainer:
         """Each task's target: its channel of the data's mask ([B, 1, H, W])."""
         targets = {}
         for name, task in self.config.loss.tasks.items():
-            channel = task.get("channel", 0)
+            channel = task.channel
             if channel >= target.shape[1]:
                 raise ConfigError(f"loss.tasks.{name}.channel is {channel}, but the data's mask has "
                                   f"{target.shape[1]} channel(s): ask the dataset for that label")
@@ -430,7 +430,7 @@ class Trainer:
                                              output_device="cpu", amp=self.amp_dtype))
             for name, logits in outputs.items():
                 prob = _probabilities(logits.float())
-                channel = tasks.get(name, {}).get("channel", 0)
+                channel = tasks[name].channel if name in tasks else 0
                 mask = sample["mask"][channel : channel + 1] if name and sample["mask"].dim() == 3 else sample["mask"]
                 scores = sample_scores(prob, mask, sample.get("fov"))
                 for key, value in scores.items():
