@@ -16,6 +16,15 @@
 #define RETINA_RESTRICT __restrict__
 #endif
 
+// The CPU core's loops over pixels, compiled twice, for AVX2 and for the baseline ISA, the copy chosen when
+// the library loads (GCC function multiversioning; x86-64 ELF only). AVX2 without FMA: the same IEEE
+// operations, twice as wide, so both copies give bitwise the same results.
+#if defined(__x86_64__) && defined(__ELF__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#define RETINA_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define RETINA_CPU_CLONES
+#endif
+
 namespace retina {
 
 RETINA_HD int popcount32(uint32_t v) {

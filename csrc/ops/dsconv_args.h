@@ -5,6 +5,8 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <optional>
 
 #include "../core/dsconv_shape.h"
@@ -27,6 +29,10 @@ inline DSConvShape check_dsconv_args(const at::Tensor& input, const at::Tensor& 
   TORCH_CHECK_VALUE(morph == 0 || morph == 1, "dsconv2d: morph must be 0 or 1, got ", morph);
   // (The Python wrapper checks this too, except while torch.compile traces it with a symbolic float.)
   TORCH_CHECK_VALUE(std::isfinite(extend_scope), "dsconv2d: extend_scope must be a finite number, got ", extend_scope);
+  // Both kernels index a plane with 32-bit integers (the CPU core's loops vectorise, the CUDA kernels keep
+  // their tap tables at half the size).
+  TORCH_CHECK_VALUE(input.size(2) * input.size(3) <= std::numeric_limits<int32_t>::max(),
+                    "dsconv2d: an image must have fewer than 2^31 pixels, got ", input.size(2), "x", input.size(3));
   TORCH_CHECK_VALUE(offset.scalar_type() == input.scalar_type() && weight.scalar_type() == input.scalar_type(),
                     "dsconv2d: input, offset and weight must share a dtype");
   TORCH_CHECK_VALUE(offset.device() == input.device() && weight.device() == input.device(),

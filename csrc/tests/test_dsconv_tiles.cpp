@@ -520,6 +520,8 @@ int main(int argc, char** argv) {
       {3, 1, 20, 6, 17, 3, 1, 2.0, 4.0},    // one input channel; offsets far outside the image
       {1, 3, 2, 1, 19, 7, 0, 1.0, 2.0},     // one row thick: the two lines coincide
       {1, 3, 2, 19, 1, 7, 1, 1.0, 2.0},
+      {1, 3, 2, 19, 1, 7, 0, 1.0, 2.0},     // one column wide, snake along it (both strides are 1)
+      {1, 3, 2, 1, 19, 7, 1, 1.0, 2.0},
       {2, 18, 33, 12, 12, 11, 0, 3.0, 1.0},
       {2, 144, 72, 5, 7, 11, 1, 3.0, 1.0},  // S3-OCTA's widths: 64-wide tiles and 16-wide rest tiles
       {1, 90, 88, 6, 5, 7, 0, 2.0, 1.5},    // 32-wide rest tiles (26 and 24 channels left over)

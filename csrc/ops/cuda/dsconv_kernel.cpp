@@ -49,8 +49,6 @@ DSConvShape check_cuda_args(const at::Tensor& input, const at::Tensor& offset, c
   const DSConvShape shape = check_dsconv_args(input, offset, weight, morph, extend_scope);
   TORCH_CHECK_VALUE(shape.batch <= kDSConvMaxBatch, "dsconv2d: on CUDA the batch must be at most ", kDSConvMaxBatch,
                     ", got ", shape.batch, " (split it)");
-  TORCH_CHECK_VALUE(shape.height * shape.width <= std::numeric_limits<int32_t>::max(),
-                    "dsconv2d: on CUDA an image must have fewer than 2^31 pixels, got ", shape.height, "x", shape.width);
   return shape;
 }
 
