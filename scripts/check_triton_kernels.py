@@ -55,8 +55,9 @@ def variants():
             yield soft._backward_skeleton, dtype, {**common, "HAS_BEFORE": has_before}
         yield soft._backward_dilate, dtype, common
         yield soft._backward_erode, dtype, common
-    for dtype in ("fp16", "bf16", "fp32", "fp64"):
-        flags = {"USE_DOT": dtype != "fp64", "PRECISION": "tf32x3" if dtype == "fp32" else "ieee"}
+    precisions = {"fp16": ["ieee"], "bf16": ["ieee"], "fp32": ["tf32", "tf32x3"], "fp64": ["ieee"]}
+    for dtype, precision in ((d, p) for d, ps in precisions.items() for p in ps):
+        flags = {"USE_DOT": dtype != "fp64", "PRECISION": precision}  # as dsconv._flags gives them
         blocks = {"BO": dsconv.BLOCK_O, "BP": dsconv.BLOCK_P, "BCH": dsconv.BLOCK_CH}
         for has_bias in (False, True):
             yield dsconv._forward, dtype, {**flags, **blocks, "HAS_BIAS": has_bias}

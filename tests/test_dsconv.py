@@ -14,6 +14,7 @@ import retina_kernels
 from retina.models import create
 from retina.nn import DSConv
 from retina_kernels._extension import triton_available
+from retina_kernels.precision import allow_tf32, tf32_convolutions_allowed
 from retina_kernels.reference import dsconv as reference
 
 from .conftest import deterministic_algorithms, requires_cuda, torch_threads
@@ -325,6 +326,22 @@ def test_module_errors():
         create("s3octa", width=8, extend_scope=float("nan"))
 
 
+def test_allow_tf32_sets_both_settings_and_restores_them():
+    # dsconv2d follows the convolution setting; the reference, a matrix product, the matmul one.
+    before = tf32_convolutions_allowed()
+    matmul = torch.backends.cuda.matmul.fp32_precision if hasattr(torch.backends.cuda.matmul, "fp32_precision") \
+        else torch.backends.cuda.matmul.allow_tf32
+    for enabled in (False, True):
+        with allow_tf32(enabled):
+            assert tf32_convolutions_allowed() is enabled
+            if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+                assert torch.backends.cuda.matmul.fp32_precision == ("tf32" if enabled else "ieee")
+        assert tf32_convolutions_allowed() is before
+    after = torch.backends.cuda.matmul.fp32_precision if hasattr(torch.backends.cuda.matmul, "fp32_precision") \
+        else torch.backends.cuda.matmul.allow_tf32
+    assert after == matmul
+
+
 NAMES = ("out", "input", "offset", "weight", "bias")
 CUDA_CASES = [  # b, c, o, h, w, k, scope, spread: each tile shape the CUDA launcher picks, partial tiles
     # (rest tiles: in the gradients only; the forward covers O with whole 64-wide tiles)
@@ -350,10 +367,12 @@ def test_cuda_matches_cpu(case, morph):
     cuda64 = run(retina_kernels.dsconv2d, *tensors64, morph=morph, extend_scope=scope)
     for name, a, r in zip(NAMES, cuda64, ref64):
         torch.testing.assert_close(a, r, rtol=0, atol=1e-9, msg=name)
-    # float32: CUDA must be as accurate as the CPU kernel. A fixed tolerance does not work here: a sum of
-    # C·K = 407 products of unit-variance terms carries ~1e-4 of float32 rounding whatever its value.
+    # float32 with TF32 disabled: CUDA must be as accurate as the CPU kernel. A fixed tolerance does not
+    # work here: a sum of C·K = 407 products of unit-variance terms carries ~1e-4 of float32 rounding
+    # whatever its value.
     cpu = run(retina_kernels.dsconv2d, *tensors, morph=morph, extend_scope=scope)
-    cuda = run(retina_kernels.dsconv2d, *[t.cuda() for t in tensors], morph=morph, extend_scope=scope)
+    with allow_tf32(False):
+        cuda = run(retina_kernels.dsconv2d, *[t.cuda() for t in tensors], morph=morph, extend_scope=scope)
     for name, g, c32, r in zip(NAMES, cuda, cpu, ref64):
         r = r.cpu()
         cuda_error = (g.cpu().double() - r).abs().max().item()
@@ -361,6 +380,17 @@ def test_cuda_matches_cpu(case, morph):
         scale = r.abs().max().item()
         assert cuda_error <= max(4 * cpu_error, 1e-6 * scale), (
             f"{name}: CUDA float32 error {cuda_error:.3g}, CPU float32 error {cpu_error:.3g}, values up to {scale:.3g}")
+    # float32 where TF32 is allowed (PyTorch's default for convolutions): on sm_80 and newer the products
+    # round their operands to TF32 (11 significant bits: up to 2^-10 of each product), so the results
+    # differ from the exact ones, within 2e-3 of the largest value; before sm_80 they are the exact ones.
+    with allow_tf32(True):
+        tf32 = run(retina_kernels.dsconv2d, *[t.cuda() for t in tensors], morph=morph, extend_scope=scope)
+    tf32_hardware = torch.cuda.get_device_capability() >= (8, 0)
+    for name, t, r in zip(NAMES, tf32, ref64):
+        r = r.cpu()
+        scale = r.abs().max().item()
+        assert (t.cpu().double() - r).abs().max().item() <= 2e-3 * scale, name
+    assert torch.equal(tf32[0], cuda[0]) != tf32_hardware, "the forward did not follow the TF32 setting"
 
 
 @pytest.mark.cuda

@@ -52,13 +52,54 @@ struct Wmma {
   __device__ static void store(float* p, const Acc& c, int ld, int) { wmma::store_matrix_sync(p, c, ld, wmma::mem_row_major); }
 };
 
-// bfloat16 tensor-core fragments exist from sm_80 (Ampere) on. A build for Turing (sm_75: T4, RTX 20xx,
-// the GPUs many users train on) compiles the bfloat16 tensor-core kernels as a trap, and bfloat16 runs on
-// the CUDA cores there: samples staged and summed in float32, the accumulation the tensor cores use too.
+// float32 on the tensor cores as TF32 (where PyTorch lets float32 convolutions use it): operands rounded to
+// TF32 (10 mantissa bits) once, as they are staged, then 16 x 16 x 8 fragments accumulating in float32.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+// (Compiling device code for an older GPU, where TF32 fragments do not exist: a stand-in with the same
+// interface, so the kernels that name it still compile; they trap there, compiled_for_this_arch below.)
+struct WmmaTf32 {
+  using Stage = float;
+  struct A {};
+  struct B {};
+  struct Acc {};
+  // (templates, declared only: nothing calls them on these GPUs)
+  template <class... Args>
+  __device__ static Stage stage(Args...);
+  template <class... Args>
+  __device__ static void zero(Args&&...);
+  template <class... Args>
+  __device__ static void load_a(Args&&...);
+  template <class... Args>
+  __device__ static void load_b(Args&&...);
+  template <class... Args>
+  __device__ static void mma(Args&&...);
+  template <class... Args>
+  __device__ static void store(Args&&...);
+};
+#else
+struct WmmaTf32 {
+  using Stage = float;
+  static constexpr int kK = 8;
+  using A = wmma::fragment<wmma::matrix_a, kFragment, kFragment, kK, wmma::precision::tf32, wmma::col_major>;
+  using B = wmma::fragment<wmma::matrix_b, kFragment, kFragment, kK, wmma::precision::tf32, wmma::row_major>;
+  using Acc = wmma::fragment<wmma::accumulator, kFragment, kFragment, kK, float>;
+  __device__ static Stage stage(float v) { return wmma::__float_to_tf32(v); }
+  __device__ static void zero(Acc& c) { wmma::fill_fragment(c, 0.0f); }
+  __device__ static void load_a(A& f, const Stage* p, int ld, int) { wmma::load_matrix_sync(f, p, ld); }
+  __device__ static void load_b(B& f, const Stage* p, int ld, int) { wmma::load_matrix_sync(f, p, ld); }
+  __device__ static void mma(Acc& c, const A& a, const B& b, int) { wmma::mma_sync(c, a, b, c); }
+  __device__ static void store(float* p, const Acc& c, int ld, int) { wmma::store_matrix_sync(p, c, ld, wmma::mem_row_major); }
+};
+#endif
+
+// bfloat16 and TF32 tensor-core fragments exist from sm_80 (Ampere) on. A build for Turing (sm_75: T4,
+// RTX 20xx, the GPUs many users train on) compiles those kernels as a trap; there bfloat16 runs on the
+// CUDA cores (samples staged and summed in float32, the accumulation the tensor cores use too) and float32
+// stays exact float32 on the CUDA cores.
 template <class Math>
 __device__ constexpr bool compiled_for_this_arch() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  return !std::is_same_v<Math, TensorMath<Wmma<__nv_bfloat16>>>;
+  return !std::is_same_v<Math, TensorMath<Wmma<__nv_bfloat16>>> && !std::is_same_v<Math, TensorMath<WmmaTf32>>;
 #else
   return true;
 #endif
@@ -68,14 +109,14 @@ __global__ void arch_probe_kernel() {}
 
 // Whether this module's code on the current device is sm_80 or newer: the PTX architecture its kernels
 // were compiled as (75 for Turing code even where a newer GPU JIT-compiles it).
-bool probe_bfloat16_tensor_cores() {
+bool probe_sm80_tensor_cores() {
   cudaFuncAttributes attributes{};
   return cudaFuncGetAttributes(&attributes, arch_probe_kernel) == cudaSuccess && attributes.ptxVersion >= 80;
 }
 
-// probe_bfloat16_tensor_cores, asked once per device. RETINA_DSCONV_BF16_CUDA_CORES=1 (read once) forces
-// the Turing path, so a newer GPU can test it.
-bool bfloat16_tensor_cores() {
+// probe_sm80_tensor_cores, asked once per device. RETINA_DSCONV_BF16_CUDA_CORES=1 (read once) forces
+// the Turing path (bfloat16 on the CUDA cores, no TF32), so a newer GPU can test it.
+bool sm80_tensor_cores() {
   static const bool forced_off = [] {
     const char* v = std::getenv("RETINA_DSCONV_BF16_CUDA_CORES");
     return v != nullptr && v[0] == '1';
@@ -84,26 +125,31 @@ bool bfloat16_tensor_cores() {
   constexpr int kDevices = 64;
   static std::atomic<int8_t> known[kDevices] = {};  // 0 not asked yet, 1 no, 2 yes
   int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) return probe_bfloat16_tensor_cores();
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) return probe_sm80_tensor_cores();
   int8_t answer = known[device].load(std::memory_order_relaxed);
   if (answer == 0) {
-    answer = probe_bfloat16_tensor_cores() ? 2 : 1;
+    answer = probe_sm80_tensor_cores() ? 2 : 1;
     known[device].store(answer, std::memory_order_relaxed);
   }
   return answer == 2;
 }
 
-// The products each element type runs on: float64 and float32 on the CUDA cores, the 16-bit types on the
-// tensor cores (bfloat16 before sm_80 on the CUDA cores). float32 once ran as 3xTF32 on the tensor cores;
-// on the H100 that was 1.3x slower than the CUDA cores (the staged gathers, not the products, bound these
-// kernels) and, as the tensor cores' float32 accumulation does not round to nearest, up to 9x further
-// from the float64 result than the CPU kernel (benchmarks/RESULTS.md, 2026-11-23).
+// The products each element type runs on: float64 on the CUDA cores; float32 as TF32 on the tensor
+// cores where the call allows it (PyTorch's default for convolutions), else exact float32 on the CUDA
+// cores; the 16-bit types on the tensor cores (bfloat16 before sm_80 on the CUDA cores). (float32 once ran
+// as 3xTF32 on the tensor cores: 1.3x slower than the CUDA cores on the H100 and less accurate than the
+// CPU kernel, benchmarks/RESULTS.md, 2026-11-23; plain TF32 is one product instead of three.)
 template <class T, class Launch>
-void with_math(Launch&& launch) {
-  if constexpr (std::is_same_v<T, double> || std::is_same_v<T, float>) {
+void with_math(const DSConvShape& s, Launch&& launch) {
+  if constexpr (std::is_same_v<T, double>) {
     launch(SimtMath<T>{});
+  } else if constexpr (std::is_same_v<T, float>) {
+    if (s.allow_tf32 && sm80_tensor_cores())
+      launch(TensorMath<WmmaTf32>{});
+    else
+      launch(SimtMath<T>{});
   } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    if (bfloat16_tensor_cores())
+    if (sm80_tensor_cores())
       launch(TensorMath<Wmma<T>>{});
     else
       launch(SimtMath<float>{});
@@ -192,7 +238,7 @@ cudaError_t dsconv2d_forward_cuda(const T* input, const int32_t* low, const dsco
   if (s.batch > kDSConvMaxBatch) return cudaErrorInvalidValue;
   const ForwardArgs<T, Acc> a{input, {low, frac, nullptr}, weight_cko, bias, out, s.channels, s.out_channels, s.taps,
                               pixels, SnakeFrame(s.height, s.width, s.morph).high_step};
-  with_math<T>([&](auto math) {
+  with_math<T>(s, [&](auto math) {
     with_forward_tile(s.out_channels, [&](auto tm, auto tn, int64_t tiles) {
       using S = Tile<decltype(tm)::value, decltype(tn)::value>;
       const dim3 grid(static_cast<unsigned>(ceil_div(pixels, S::kCols)), static_cast<unsigned>(tiles),
@@ -216,7 +262,7 @@ cudaError_t dsconv2d_input_grad_cuda(const T* grad_out, const T* input, const in
   const InputGradArgs<T, Acc> a{grad_out,    input,        {low, frac, live}, weight_okc, grad_input,
                                 grad_offset, s.channels,   s.out_channels,    s.taps,     pixels,
                                 SnakeFrame(s.height, s.width, s.morph).high_step, static_cast<Acc>(s.extend_scope)};
-  with_math<T>([&](auto math) {
+  with_math<T>(s, [&](auto math) {
     with_input_grad_tile(s.channels, [&](auto tm, auto tn, auto rest_tm) {
       using S = Tile<decltype(tm)::value, decltype(tn)::value>;
       const dim3 grid(static_cast<unsigned>(ceil_div(pixels, S::kCols)), static_cast<unsigned>(s.batch));
@@ -239,7 +285,7 @@ cudaError_t dsconv2d_weight_grad_cuda(const T* grad_out, const T* input, const i
                                  s.channels, s.out_channels, s.taps, pixels, SnakeFrame(s.height, s.width, s.morph).high_step,
                                  splits};
   cudaError_t error = cudaSuccess;
-  with_math<T>([&](auto math) {
+  with_math<T>(s, [&](auto math) {
     for_each_weight_grad_launch(s.out_channels, [&](auto tm, auto tn, auto rest, int64_t tiles) {
       using S = Tile<decltype(tm)::value, decltype(tn)::value>;
       const dim3 grid(static_cast<unsigned>(ceil_div(rows, S::kRows)), static_cast<unsigned>(tiles),

@@ -5,7 +5,7 @@
 // Every tile shape the CUDA launcher can choose is run over all of a case's channels, and where a case's
 // channels leave a rest tile, the launches the launcher makes for them (dsconv_tiles::for_each_weight_grad_launch
 // and with_input_grad_tile, which dsconv_cuda.cu calls); with the CUDA-core product and with the
-// tensor-core product (the 16-bit types') on an emulated warp-wide 16-deep multiply
+// tensor-core products (the 16-bit types', 16 deep, and float32's TF32, 8 deep) on an emulated warp-wide multiply
 // that checks the alignment the hardware requires, in float and double and with bfloat16 elements summed
 // in float (a host stand-in for __nv_bfloat16). Also checks the CPU backward's channel groups, and the
 // CPU core with its workers on real threads.
@@ -113,14 +113,37 @@ void multiply_add(FragAcc& c, const FragA<K>& a, const FragB<K>& b) {
       for (int k = 0; k < K; ++k) c.v[m][n] += a.v[m][k] * b.v[k][n];
 }
 
-template <int K>
+// TF32 rounding as __float_to_tf32 (cvt.rna.tf32.f32) does it: to 10 mantissa bits, halves away from zero.
+float round_tf32(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+bool is_tf32(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return (u & 0x1fffu) == 0;
+}
+
+// kTf32: dsconv_cuda.cu's WmmaTf32 (float32 on the TF32 tensor cores: 8 deep, operands rounded as they are
+// staged). Its loads check that every element reaching the product went through the staging rounding.
+template <int K, bool kTf32 = false>
 struct EmulatedMma {
   using Stage = float;
   static constexpr int kK = K;
   using A = FragA<K>;
   using B = FragB<K>;
   using Acc = FragAcc;
-  static float stage(float v) { return v; }
+  static float stage(float v) { return kTf32 ? round_tf32(v) : v; }
+  static void check_staged(float v) {
+    if (kTf32 && !is_tf32(v)) {
+      std::fprintf(stderr, "a fragment element was not staged as TF32: %.9g\n", static_cast<double>(v));
+      std::abort();
+    }
+  }
   static void check(const void* p, int ld) {
     if (reinterpret_cast<std::uintptr_t>(p) % 32 != 0 || ld * sizeof(float) % 16 != 0) {
       std::fprintf(stderr, "fragment access misaligned: %p, ld %d\n", p, ld);
@@ -132,13 +155,13 @@ struct EmulatedMma {
     check(p, ld);
     if (lane != 0) return;
     for (int m = 0; m < kFragment; ++m)
-      for (int k = 0; k < K; ++k) f.v[m][k] = p[k * ld + m];
+      for (int k = 0; k < K; ++k) check_staged(f.v[m][k] = p[k * ld + m]);
   }
   static void load_b(B& f, const float* p, int ld, int lane) {
     check(p, ld);
     if (lane != 0) return;
     for (int k = 0; k < K; ++k)
-      for (int n = 0; n < kFragment; ++n) f.v[k][n] = p[k * ld + n];
+      for (int n = 0; n < kFragment; ++n) check_staged(f.v[k][n] = p[k * ld + n]);
   }
   static void mma(Acc& c, const A& a, const B& b, int lane) {
     if (lane == 0) multiply_add(c, a, b);
@@ -496,6 +519,9 @@ void check_case(const Case& c, uint32_t seed, double tol) {
   check_tiles<SimtMath<T>>(pr, Elements<T, T>(pr), tol);
   if constexpr (std::is_same_v<T, float>) {
     check_tiles<TensorMath<EmulatedMma<16>>>(pr, Elements<T, T>(pr), tol);  // the 16-bit types' product
+    // float32 as TF32: each operand keeps 11 significant bits, so a product is off by up to 2^-10 of
+    // itself; over the sums here that is within 2e-3 of the largest result.
+    check_tiles<TensorMath<EmulatedMma<8, true>>>(pr, Elements<T, T>(pr), 2e-3);
     // bfloat16 elements summed in float: on the tensor cores, and on the CUDA cores as GPUs before sm_80
     // run them. Inputs are bfloat16 values, so the CPU core's float results are the reference.
     const Problem<float> bf16_values(c, seed, true);

@@ -4,7 +4,8 @@ An implicit GEMM: the [C·K, pixels] matrix of samples is never stored. Where ea
 (`tap_samples`: a plane index, the bilinear weight, [B, K, H·W], K times smaller than the samples) is
 computed once per call with PyTorch; the kernels then build tiles of samples in registers, one tap at a
 time, and contract them with the weight on the tensor cores (float16/bfloat16 with float32 accumulation;
-float32 as tf32x3, which keeps float32 accuracy), or in plain float64 arithmetic.
+float32 as TF32 where PyTorch lets float32 convolutions use it, else tf32x3, which keeps float32 accuracy), or in
+plain float64 arithmetic.
 
 - forward: out[b, o-tile, p-tile] = bias + Σ over C·K tiles of weight-tile · sample-tile.
 - weight gradient: Σ over pixel tiles of grad_out-tile · sample-tileᵀ, split over programs, summed after.
@@ -22,6 +23,7 @@ import triton
 import triton.language as tl
 
 from .. import _checks
+from ..precision import tf32_convolutions_allowed
 from ..reference.dsconv import tap_samples
 
 BLOCK_O, BLOCK_P, BLOCK_CH = 64, 64, 32
@@ -141,7 +143,11 @@ def _input_grad(x_ptr, low_ptr, frac_ptr, w_ptr, grad_ptr, grad_x_ptr, grad_pos_
 
 
 def _flags(dtype: torch.dtype) -> dict:
-    return {"USE_DOT": dtype != torch.float64, "PRECISION": "tf32x3" if dtype == torch.float32 else "ieee"}
+    # float32: TF32 where PyTorch lets float32 convolutions use it (as the compiled kernel), else tf32x3
+    # (float32 accuracy from the tensor cores).
+    if dtype == torch.float32:
+        return {"USE_DOT": True, "PRECISION": "tf32" if tf32_convolutions_allowed() else "tf32x3"}
+    return {"USE_DOT": dtype != torch.float64, "PRECISION": "ieee"}
 
 
 def _positions(input, offset, morph, extend_scope):

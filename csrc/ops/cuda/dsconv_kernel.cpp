@@ -9,6 +9,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include <limits>
 #include <tuple>
@@ -44,11 +45,23 @@ at::ScalarType acc_type() {
   return std::is_same_v<scalar_t, double> ? at::kDouble : at::kFloat;
 }
 
+// Whether PyTorch lets float32 convolutions use TF32 now (torch.backends.cudnn.conv.fp32_precision; before
+// torch 2.9, torch.backends.cudnn.allow_tf32): dsconv2d is a convolution and follows the same setting,
+// read per call as cuDNN convolutions read it.
+bool tf32_convolutions_allowed() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+  return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV);
+#else
+  return at::globalContext().allowTF32CuDNN();
+#endif
+}
+
 DSConvShape check_cuda_args(const at::Tensor& input, const at::Tensor& offset, const at::Tensor& weight, int64_t morph,
                             double extend_scope) {
-  const DSConvShape shape = check_dsconv_args(input, offset, weight, morph, extend_scope);
+  DSConvShape shape = check_dsconv_args(input, offset, weight, morph, extend_scope);
   TORCH_CHECK_VALUE(shape.batch <= kDSConvMaxBatch, "dsconv2d: on CUDA the batch must be at most ", kDSConvMaxBatch,
                     ", got ", shape.batch, " (split it)");
+  shape.allow_tf32 = input.scalar_type() == at::kFloat && tf32_convolutions_allowed();
   return shape;
 }
 
