@@ -55,7 +55,8 @@ def dsconv2d(
 
     Returns:
         [B, O, H, W]. Differentiable in input, offset, weight and bias. CPU: C++ (float16/bfloat16 are
-        computed in float32). CUDA: compiled kernels (float32 accumulation for float16/bfloat16), or
+        computed in float32). CUDA: compiled kernels (float32 as TF32 where PyTorch allows TF32 for
+        convolutions, its default; float32 accumulation for float16/bfloat16; docs/dsconv.md), or
         Triton where the extension was built without CUDA; the reference where neither is available.
         Autocast-aware: under autocast everything runs in the autocast dtype. Second-order gradients
         (create_graph=True) are exact, computed through the materialising reference.
