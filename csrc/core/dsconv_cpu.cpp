@@ -66,8 +66,8 @@ struct Tile {
   int64_t run_start(int64_t r) const { return first + r * stride; }
 };
 
-// dst[q] = src[plane index of q] + add for the P pixels of a tile (a row of a [*, P] tile operand from a
-// [*, H*W] plane), and the way back.
+// gather_tile: dst[q] = src[plane index of q] for the P pixels of a tile (a row of a [*, P] tile operand
+// from a [*, H*W] plane); scatter_tile, the way back: dst[plane index of q] = src[q] + add.
 template <class T>
 RETINA_CPU_CLONES void gather_tile(const Tile& tile, const T* RETINA_RESTRICT src, T* RETINA_RESTRICT dst) {
   // Runs are short (16 pixels): copied in fixed-size blocks, which compile to vector moves, where a plain
@@ -109,8 +109,8 @@ struct TapPositions {
 // Places the K taps of every pixel of `tile` (its first pixel at frame position (u0, v0)) of image b:
 // tap by tap, outwards from the centre, over all the tile's pixels at once.
 template <class T>
-RETINA_CPU_CLONES void locate(const T* offset_b, const DSConvShape& s, const SnakeFrame& frame, const Tile& tile, int64_t u0,
-            int64_t v0, TapPositions<T>& pos) {
+RETINA_CPU_CLONES void locate(const T* offset_b, const DSConvShape& s, const SnakeFrame& frame, const Tile& tile,
+                              int64_t u0, int64_t v0, TapPositions<T>& pos) {
   const SnakeFrame f = frame;  // a local copy: the byte-sized stores below cannot alias it
   const int64_t plane = s.height * s.width, P = tile.size(), L = tile.run_length, c = s.taps / 2;
   int32_t* RETINA_RESTRICT u = pos.u.data();
@@ -150,8 +150,9 @@ RETINA_CPU_CLONES void locate(const T* offset_b, const DSConvShape& s, const Sna
 // of the [C*K, P] operand of the contraction. With `diffs`, also the difference of the two lines read
 // (the sample's derivative in its position), for the backward.
 template <class T>
-RETINA_CPU_CLONES void gather_samples(const T* input_b, const DSConvShape& s, int64_t high_step, int64_t P, const TapPositions<T>& pos,
-                    int64_t c0, int64_t c1, T* RETINA_RESTRICT samples, T* RETINA_RESTRICT diffs = nullptr) {
+RETINA_CPU_CLONES void gather_samples(const T* input_b, const DSConvShape& s, int64_t high_step, int64_t P,
+                                      const TapPositions<T>& pos, int64_t c0, int64_t c1, T* RETINA_RESTRICT samples,
+                                      T* RETINA_RESTRICT diffs = nullptr) {
   const int64_t K = s.taps, plane = s.height * s.width;
   for (int64_t ch = c0; ch < c1; ++ch) {
     const T* RETINA_RESTRICT x = input_b + ch * plane;

@@ -37,15 +37,6 @@ struct TapSample {
   bool live;
 };
 
-// The sample of the tap at frame position (u, v) whose centre is `shift` lines away along the deformed
-// axis (shift = scope x the accumulated displacement) and whose across position is `across` (v + k - c,
-// not yet clamped). Its integer and fractional parts are taken from the shift alone, not from u + shift,
-// so they do not depend on u: a tile of the image (u counted from the tile's first line) samples exactly
-// where the whole image does (retina.inference's exact tiles), and lines far from 0 lose no fraction bits
-// to the magnitude of u. The shift is clamped to the (exact, integer) distances to the first and last
-// lines before its floor is taken, so the floor fits any Index. A NaN shift reads the first line (a valid
-// index) with a NaN weight, so its sample, and every output of its pixel, is NaN.
-// Written as selects, without branches, so that the CPU core's loops over pixels vectorise.
 // Whether x is NaN, read from its bits: as a float comparison (x != x) it leads GCC to duplicate the
 // clamping's branches for the NaN case (jump threading), and the loop no longer vectorises for AVX2.
 template <class T>
@@ -67,6 +58,15 @@ RETINA_HD bool is_nan(T x) {
   return (bits & FloatBits<T>::magnitude) > FloatBits<T>::infinity;
 }
 
+// The sample of the tap at frame position (u, v) whose centre is `shift` lines away along the deformed
+// axis (shift = scope x the accumulated displacement) and whose across position is `across` (v + k - c,
+// not yet clamped). Its integer and fractional parts are taken from the shift alone, not from u + shift,
+// so they do not depend on u: a tile of the image (u counted from the tile's first line) samples exactly
+// where the whole image does (retina.inference's exact tiles), and lines far from 0 lose no fraction bits
+// to the magnitude of u. The shift is clamped to the (exact, integer) distances to the first and last
+// lines before its floor is taken, so the floor fits any Index. A NaN shift reads the first line (a valid
+// index) with a NaN weight, so its sample, and every output of its pixel, is NaN.
+// Written as selects, without branches, so that the CPU core's loops over pixels vectorise.
 template <class T, class Index>
 RETINA_HD TapSample<T, Index> tap_sample(const SnakeFrame& f, T shift, Index u, Index across) {
   const T to_first = -static_cast<T>(u), to_last = static_cast<T>(f.along - 1) - static_cast<T>(u);

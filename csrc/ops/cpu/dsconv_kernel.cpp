@@ -97,8 +97,10 @@ Gemm<T> cpu_gemm() {
     return [](bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
               const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
       constexpr int64_t limit = std::numeric_limits<int>::max();
-      if (std::max({m, n, k, lda, ldb, ldc}) > limit) return aten_gemm<T>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-      fortran_row_major<T>(blas, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      if (std::max({m, n, k, lda, ldb, ldc}) > limit)
+        aten_gemm<T>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+      else
+        fortran_row_major<T>(blas, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     };
 #endif
   return aten_gemm<T>;
