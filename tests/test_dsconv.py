@@ -130,6 +130,85 @@ def test_opcheck():
     weight_t = args[2].detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_()
     torch.library.opcheck(torch.ops.retina.dsconv2d.default, (*channels_last[1:], weight_t, None, 0, 1.0))
     torch.library.opcheck(torch.ops.retina.dsconv2d_backward.default, (*channels_last, weight_t, 1, 1.5))
+    # Only some gradients (autograd's needs_input_grad): the others None, in the fake kernel too.
+    for mask in ([True, False, True], [False, True, False], [False, False, True]):
+        torch.library.opcheck(torch.ops.retina.dsconv2d_backward.default, (grad, *args, 0, 1.5, mask))
+
+
+MASKS = [[a, b, c] for a in (False, True) for b in (False, True) for c in (False, True)]
+
+
+@needs_extension
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, requires_cuda])])
+@pytest.mark.parametrize("morph", [0, 1])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_backward_output_mask_gives_the_wanted_gradients_unchanged(device, morph, threads):
+    # As aten::convolution_backward: an unwanted gradient is not computed (None), and the wanted ones are
+    # exactly those of the full backward (same order of sums), on one thread or split across channels.
+    x, offset, weight, _, grad = [t.to(device) for t in random_case(2, 5, 4, 13, 11, 5, spread=2.0, seed=9)]
+    args = (grad, x, offset, weight, morph, 1.5)
+    with torch_threads(threads):
+        full = torch.ops.retina.dsconv2d_backward(*args)
+        for mask in MASKS:
+            masked = torch.ops.retina.dsconv2d_backward(*args, mask)
+            for name, wanted, m, f in zip(("input", "offset", "weight"), mask, masked, full):
+                if wanted:
+                    assert torch.equal(m, f), (mask, name)
+                else:
+                    assert m is None, (mask, name)
+
+
+class BackwardCalls(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the output masks that retina::dsconv2d_backward is called with."""
+
+    def __init__(self):
+        super().__init__()
+        self.masks = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.retina.dsconv2d_backward.default:
+            self.masks.append(list(args[6]) if len(args) > 6 else [True] * 3)
+        return func(*args, **(kwargs or {}))
+
+
+@needs_extension
+@pytest.mark.parametrize("frozen", [("input",), ("weight",), ("input", "weight"), ("input", "offset")])
+def test_autograd_computes_only_the_gradients_it_needs(frozen):
+    # A model's first layer gets an image that needs no gradient, a fine-tuned model a frozen weight: the
+    # backward is asked for the others only, and they equal the reference's.
+    case = random_case(2, 3, 4, 9, 10, 5, spread=1.5, seed=11)
+    names = ("input", "offset", "weight", "bias")
+
+    def gradients(fn):
+        leaves = [t.clone().requires_grad_(name not in frozen) for name, t in zip(names, case[:4])]
+        fn(*leaves, morph=1, extend_scope=2.0).backward(case[4])
+        return [t.grad for t in leaves]
+
+    with BackwardCalls() as calls:
+        ours = gradients(retina_kernels.dsconv2d)
+    assert calls.masks == [[name not in frozen for name in names[:3]]]
+    for name, a, r in zip(names, ours, gradients(reference.dsconv2d)):
+        if name in frozen:
+            assert a is None and r is None, name
+        else:
+            torch.testing.assert_close(a, r, rtol=0, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("morph", [0, 1])
+def test_second_order_with_an_input_that_needs_no_gradient(morph):
+    # A gradient penalty on a first layer: the backward op returns no input gradient, and differentiating
+    # it again must treat that missing gradient as zero, not fail.
+    x, offset, weight, bias, _ = random_case(2, 3, 4, 5, 6, 3, seed=5)
+
+    def penalty_gradients(fn):
+        leaves = [t.clone().requires_grad_() for t in (offset * 0.8, weight, bias)]
+        y = fn(x, *leaves, morph=morph, extend_scope=1.3)
+        first = torch.autograd.grad(y.sin().sum(), leaves, create_graph=True)
+        return torch.autograd.grad(sum(g.square().sum() for g in first), leaves)
+
+    for name, a, r in zip(("offset", "weight", "bias"), penalty_gradients(retina_kernels.dsconv2d),
+                          penalty_gradients(reference.dsconv2d)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10, msg=name)
 
 
 def test_compiles_to_one_graph(monkeypatch):
@@ -485,6 +564,12 @@ def test_cuda_backward_alerts_under_deterministic_algorithms():
         retina_kernels.dsconv2d(x, offset, weight, bias, morph=0).backward(grad)
     with deterministic_algorithms(warn_only=True), pytest.warns(UserWarning, match="dsconv2d_backward"):
         retina_kernels.dsconv2d(x, offset, weight, bias, morph=0).backward(grad)
+    # Without the input gradient (an image into the first layer) there are no atomic adds: no alert.
+    x.requires_grad_(False)
+    weight.requires_grad_()
+    with deterministic_algorithms():
+        retina_kernels.dsconv2d(x, offset, weight, bias, morph=0).backward(grad)
+    assert weight.grad is not None
 
 
 @pytest.mark.cuda

@@ -1,6 +1,8 @@
 """The Triton dsconv2d kernels against the reference: CUDA tensors on the GPU machine, CPU tensors under
 TRITON_INTERPRET=1 elsewhere (tests/conftest.py sets it). Small shapes for the interpreter."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -8,6 +10,7 @@ from retina_kernels.reference import dsconv as reference
 
 from .conftest import deterministic_algorithms
 from .test_dsconv import (
+    MASKS,
     assert_kernels_reject_scope,
     assert_offset_grad_finite_but_at_the_nan_pixel,
     assert_only_the_nan_pixel_is_nan,
@@ -89,3 +92,21 @@ def test_backward_alerts_under_deterministic_algorithms():
         triton_run(*case, 0, 1.0)
     with deterministic_algorithms(warn_only=True), pytest.warns(UserWarning, match="dsconv2d_backward .* deterministic"):
         triton_run(*case, 0, 1.0)
+
+
+@pytest.mark.parametrize("morph", [0, 1])
+def test_backward_output_mask(morph):
+    # Unwanted gradients are None and their kernels are not run; the wanted ones are those of the full
+    # backward (the input-gradient kernel without its atomic adds still gives the offset gradient), and
+    # without the input gradient nothing is non-deterministic, so nothing alerts.
+    x, offset, weight, _, grad = (t.to(DEVICE) for t in random_case(2, 3, 4, 5, 6, 3, spread=1.5, seed=6))
+    args = (grad, x, offset, weight, morph, 1.5)
+    full = triton_kernels.dsconv2d_backward(*args)
+    for mask in MASKS:
+        with deterministic_algorithms() if not mask[0] else contextlib.nullcontext():
+            masked = triton_kernels.dsconv2d_backward(*args, output_mask=mask)
+        for name, wanted, m, f in zip(("input", "offset", "weight"), mask, masked, full):
+            if wanted:
+                torch.testing.assert_close(m, f, rtol=0, atol=1e-12, msg=f"{mask} {name}")
+            else:
+                assert m is None, (mask, name)

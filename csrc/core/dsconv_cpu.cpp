@@ -44,11 +44,12 @@ std::vector<Unit> forward_units(const DSConvShape& s, const SnakeFrame& f, const
   return list;
 }
 
-// Backward units of one strip parity: whole strips, times channel groups of `group` channels.
-std::vector<Unit> backward_units(const DSConvShape& s, const SnakeFrame& f, const Tiling& t, int parity, int64_t group) {
+// Backward units: whole strips (every `step`-th from `first`), times channel groups of `group` channels.
+std::vector<Unit> backward_units(const DSConvShape& s, const SnakeFrame& f, const Tiling& t, int64_t first,
+                                 int64_t step, int64_t group) {
   std::vector<Unit> list;
   for (int64_t b = 0; b < s.batch; ++b)
-    for (int64_t strip = parity; strip < t.strips_per_image; strip += 2)
+    for (int64_t strip = first; strip < t.strips_per_image; strip += step)
       for (int64_t c0 = 0; c0 < s.channels; c0 += group)
         list.push_back({b, strip, 0, f.along, c0, std::min(c0 + group, s.channels)});
   return list;
@@ -183,21 +184,25 @@ RETINA_CPU_CLONES void gather_samples(const T* input_b, const DSConvShape& s, in
 // gather_samples) scattered to the two lines it read, into the image's input gradient grad_input_b
 // [C, H*W]; and the gradient of each tap's position, summed over the channels, into grad_position [K, P]
 // (zeroed here): a sample's derivative in its position is the difference of its two lines (diffs).
+// Either destination may be null (not wanted; diffs may be null with grad_position).
 template <class T>
 RETINA_CPU_CLONES void scatter_sample_grads(const T* grad_samples, const T* diffs, const TapPositions<T>& pos,
                                             const DSConvShape& s, int64_t high_step, int64_t P, int64_t c0,
                                             int64_t c1, T* grad_input_b, T* RETINA_RESTRICT grad_position) {
   const int64_t K = s.taps, plane = s.height * s.width;
-  std::fill(grad_position, grad_position + K * P, T(0));
+  if (grad_position) std::fill(grad_position, grad_position + K * P, T(0));
   for (int64_t ch = c0; ch < c1; ++ch) {
-    T* RETINA_RESTRICT gx = grad_input_b + ch * plane;
-    T* RETINA_RESTRICT gx_high = gx + high_step;
+    T* gx = grad_input_b ? grad_input_b + ch * plane : nullptr;
+    T* gx_high = grad_input_b ? gx + high_step : nullptr;
     for (int64_t k = 0; k < K; ++k) {
       const int64_t row = ((ch - c0) * K + k) * P;
       const T* RETINA_RESTRICT g = grad_samples + row;
-      const T* RETINA_RESTRICT d = diffs + row;
-      T* RETINA_RESTRICT gp = grad_position + k * P;
-      for (int64_t q = 0; q < P; ++q) gp[q] += g[q] * d[q];
+      if (grad_position) {
+        const T* RETINA_RESTRICT d = diffs + row;
+        T* RETINA_RESTRICT gp = grad_position + k * P;
+        for (int64_t q = 0; q < P; ++q) gp[q] += g[q] * d[q];
+      }
+      if (!grad_input_b) continue;
       const int32_t* low = pos.low.data() + k * P;
       const T* frac = pos.frac.data() + k * P;
       for (int64_t q = 0; q < P; ++q) {  // (stays scalar: two samples may read one line)
@@ -268,33 +273,43 @@ void dsconv2d_backward_cpu(const T* grad_out, const T* input, const T* offset, c
                            T* grad_offset, T* grad_weight, const DSConvShape& s, int64_t threads, const Gemm<T>& gemm,
                            const ParallelFor& parallel_for) {
   const int64_t plane = s.height * s.width, K = s.taps, c = K / 2, CK = s.channels * K, O = s.out_channels;
-  std::fill(grad_input, grad_input + s.batch * s.channels * plane, T(0));
-  std::fill(grad_offset, grad_offset + s.batch * K * plane, T(0));
-  std::fill(grad_weight, grad_weight + O * CK, T(0));
-  if (s.batch * plane * O == 0) return;
+  if (grad_input) std::fill(grad_input, grad_input + s.batch * s.channels * plane, T(0));
+  if (grad_offset) std::fill(grad_offset, grad_offset + s.batch * K * plane, T(0));
+  if (grad_weight) std::fill(grad_weight, grad_weight + O * CK, T(0));
+  // The samples' gradients (weight^T x grad_out) serve the input and the offset gradients only.
+  const bool sample_grads = grad_input || grad_offset;
+  if (s.batch * plane * O == 0 || !(sample_grads || grad_weight)) return;
   const SnakeFrame f(s.height, s.width, s.morph);
   const Tiling t(s, f);
-  // Channel groups: enough units per strip parity to keep every thread busy.
-  const int64_t strip_units = s.batch * ((t.strips_per_image + 1) / 2);
+  // Strips of one parity at a time (see Tiling), with or without the input gradient: the same units in
+  // the same order, so each gradient is the same to the bit whichever others are asked for.
+  const int64_t passes = 2;
+  // Channel groups: enough units per pass to keep every thread busy.
+  const int64_t strip_units = s.batch * ((t.strips_per_image + passes - 1) / passes);
   const int64_t groups_wanted = std::clamp<int64_t>((threads + strip_units - 1) / strip_units, 1,
                                                      std::max<int64_t>(s.channels, 1));
   const int64_t group = std::max<int64_t>(1, (s.channels + groups_wanted - 1) / groups_wanted);  // channels each
   const int64_t groups = std::max<int64_t>(1, (s.channels + group - 1) / group);
-  const std::vector<Unit> phases[2] = {backward_units(s, f, t, 0, group), backward_units(s, f, t, 1, group)};
-  const int64_t workers = worker_count(threads, std::max(phases[0].size(), phases[1].size()));
-  const int64_t group_rows = group * K;  // rows of the [C*K, P] operands a unit handles
+  std::vector<std::vector<Unit>> phases;
+  for (int64_t first = 0; first < passes; ++first) phases.push_back(backward_units(s, f, t, first, passes, group));
+  size_t most_units = 0;
+  for (const auto& list : phases) most_units = std::max(most_units, list.size());
+  const int64_t workers = worker_count(threads, most_units);
+  // Rows of the [C*K, P] operands a unit handles; buffers that an unwanted gradient alone needs stay empty.
+  const int64_t group_rows = group * K, tile_rows = group_rows * t.max_tile;
+  const bool samples_needed = grad_weight || grad_offset;  // (the input gradient needs positions only)
   std::vector<TapPositions<T>> positions(workers, TapPositions<T>(K, t.max_tile));
-  std::vector<std::vector<T>> samples(workers, std::vector<T>(group_rows * t.max_tile));
-  std::vector<std::vector<T>> grad_samples(workers, std::vector<T>(group_rows * t.max_tile));
-  std::vector<std::vector<T>> diffs(workers, std::vector<T>(group_rows * t.max_tile));
+  std::vector<std::vector<T>> samples(workers, std::vector<T>(samples_needed ? tile_rows : 0));
+  std::vector<std::vector<T>> grad_samples(workers, std::vector<T>(sample_grads ? tile_rows : 0));
+  std::vector<std::vector<T>> diffs(workers, std::vector<T>(grad_offset ? tile_rows : 0));
   std::vector<std::vector<T>> grad_tile(workers, std::vector<T>(O * t.max_tile));
-  std::vector<std::vector<T>> tile_grad_position(workers, std::vector<T>(K * t.max_tile));
+  std::vector<std::vector<T>> tile_grad_position(workers, std::vector<T>(grad_offset ? K * t.max_tile : 0));
   // Weight-gradient sums, [O, C*K] each: worker 0 adds into grad_weight itself (zeroed above), the others
   // into their own, added at the end (0 + sum is exact: the result is the same as with a private sum).
-  std::vector<std::vector<T>> weight_acc(workers - 1, std::vector<T>(O * CK, T(0)));
+  std::vector<std::vector<T>> weight_acc(grad_weight ? workers - 1 : 0, std::vector<T>(O * CK, T(0)));
   auto weight_sum = [&](int64_t w) { return w == 0 ? grad_weight : weight_acc[w - 1].data(); };
   // scope * d<grad_out, out>/d position of each tap, summed over one channel group: [groups, B, K, H*W].
-  std::vector<T> grad_position(groups * s.batch * K * plane, T(0));
+  std::vector<T> grad_position(grad_offset ? groups * s.batch * K * plane : 0, T(0));
   const T scope = static_cast<T>(s.extend_scope);
 
   auto tile = [&](int64_t w, int64_t b, int64_t c0, int64_t c1, int64_t u0, int64_t u1, int64_t v0, int64_t v1) {
@@ -307,17 +322,21 @@ void dsconv2d_backward_cpu(const T* grad_out, const T* input, const T* offset, c
     T* gathered = grad_tile[w].data();
     const T* g_b = grad_out + b * O * plane;
     for (int64_t o = 0; o < O; ++o) gather_tile(px, g_b + o * plane, gathered + o * P);
+    T* line_diffs = grad_offset ? diffs[w].data() : nullptr;
+    if (samples_needed) gather_samples(x_b, s, f.high_step, P, pos, c0, c1, samples[w].data(), line_diffs);
     // Weight gradient: grad_out_tile [O, P] x samples^T [P, rows], into this worker's accumulator.
-    T* line_diffs = diffs[w].data();
-    gather_samples(x_b, s, f.high_step, P, pos, c0, c1, samples[w].data(), line_diffs);
-    gemm(false, true, O, rows, P, T(1), gathered, P, samples[w].data(), P, T(1), weight_sum(w) + c0 * K, CK);
+    if (grad_weight)
+      gemm(false, true, O, rows, P, T(1), gathered, P, samples[w].data(), P, T(1), weight_sum(w) + c0 * K, CK);
+    if (!sample_grads) return;
     // Sample gradient: weight^T [rows, O] x grad_out_tile [O, P].
     T* gs = grad_samples[w].data();
     gemm(true, false, rows, P, O, T(1), weight + c0 * K, CK, gathered, P, T(0), gs, P);
     // Position gradient [K, P] (a sample's derivative in its position is the difference of its two lines)
     // and input gradient (each sample's gradient scattered to the two lines it read).
-    T* gpos = tile_grad_position[w].data();
-    scatter_sample_grads(gs, line_diffs, pos, s, f.high_step, P, c0, c1, grad_input + b * s.channels * plane, gpos);
+    T* gpos = grad_offset ? tile_grad_position[w].data() : nullptr;
+    scatter_sample_grads(gs, line_diffs, pos, s, f.high_step, P, c0, c1,
+                         grad_input ? grad_input + b * s.channels * plane : nullptr, gpos);
+    if (!grad_offset) return;
     // This unit alone owns these pixels' entries of its channel group.
     T* group_gpos = grad_position.data() + ((c0 / group) * s.batch + b) * K * plane;
     mask_dead_taps(pos.live.data(), scope, K * P, gpos);
@@ -326,6 +345,7 @@ void dsconv2d_backward_cpu(const T* grad_out, const T* input, const T* offset, c
   for (const auto& list : phases) for_each_tile(f, t, list, workers, parallel_for, tile);
   for (const auto& acc : weight_acc)
     for (int64_t i = 0; i < O * CK; ++i) grad_weight[i] += acc[i];
+  if (!grad_offset) return;
 
   // Offset gradient: d position_k / d delta_m = scope for the taps k at or beyond m (outwards from c),
   // summed over the channel groups; in chunks of pixels (every thread busy even for one image).

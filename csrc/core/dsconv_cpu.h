@@ -25,9 +25,10 @@ void dsconv2d_forward_cpu(const T* input, const T* offset, const T* weight, cons
                           const DSConvShape& shape, int64_t threads, const Gemm<T>& gemm,
                           const ParallelFor& parallel_for);
 
-// Gradients of <grad_out, out> for input, offset and weight (the bias gradient is grad_out's sum).
-// grad_input and grad_offset are overwritten; grad_weight too. threads: how many workers may run at once
-// (each keeps a private weight-gradient accumulator).
+// Gradients of <grad_out, out> for input, offset and weight (the bias gradient is grad_out's sum), each
+// overwritten; a null pointer skips that gradient and the work only it needs (without grad_weight, its
+// matrix product; without grad_input and grad_offset, the samples' gradients). threads: how many workers
+// may run at once (each keeps a private weight-gradient accumulator).
 template <class T>
 void dsconv2d_backward_cpu(const T* grad_out, const T* input, const T* offset, const T* weight, T* grad_input,
                            T* grad_offset, T* grad_weight, const DSConvShape& shape, int64_t threads,

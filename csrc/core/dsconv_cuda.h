@@ -40,7 +40,7 @@ cudaError_t dsconv2d_forward_cuda(const T* input, const int32_t* low, const dsco
                                   const T* weight_cko, const T* bias, T* out, const DSConvShape& shape,
                                   cudaStream_t stream);
 
-// grad_input [B, C, H·W] must be zeroed; grad_offset [B, K, H·W] is overwritten.
+// grad_input [B, C, H·W] must be zeroed (null: not computed, no atomics); grad_offset [B, K, H·W] is overwritten.
 template <class T>
 cudaError_t dsconv2d_input_grad_cuda(const T* grad_out, const T* input, const int32_t* low,
                                      const dsconv_acc_t<T>* frac, const uint8_t* live, const T* weight_okc,

@@ -459,7 +459,7 @@ struct InputGradArgs {
   const T* input;     // [B, C, H·W]
   TapPlanes<Acc> taps;
   const T* weight;   // [O, K, C]: weight[o, c, k] at (o * K + k) * C + c
-  Acc* grad_input;   // [B, C, H·W], zeroed by the caller, accumulated atomically
+  Acc* grad_input;   // [B, C, H·W], zeroed by the caller, accumulated atomically; null: not wanted
   Acc* grad_offset;  // [B, K, H·W], overwritten
   int64_t channels, out_channels, num_taps, pixels, high_step;
   Acc scope;
@@ -505,13 +505,15 @@ RETINA_TILE void input_grad_channel_tile(const InputGradArgs<T, Acc>& a, unsigne
   // the gradient of the sample position.
   if (p < HW) {
     const T* x = a.input + b * C * HW;
-    Acc* gx = a.grad_input + b * C * HW;
     for (int m = first; m < S::kRows && c0 + m < C; m += S::kThreadsPerCol) {
       const int64_t c = c0 + m;
-      const Acc v = sh.tile[m * S::kLdT + q], upper = v * tap_frac;
-      Acc* grad_plane = gx + c * HW;
-      blk.atomic_add(grad_plane + tap_low, v - upper);
-      blk.atomic_add(grad_plane + tap_low + a.high_step, upper);
+      const Acc v = sh.tile[m * S::kLdT + q];
+      if (a.grad_input) {  // (the same for the whole grid: no divergence)
+        const Acc upper = v * tap_frac;
+        Acc* grad_plane = a.grad_input + (b * C + c) * HW;
+        blk.atomic_add(grad_plane + tap_low, v - upper);
+        blk.atomic_add(grad_plane + tap_low + a.high_step, upper);
+      }
       const T* plane = x + c * HW;
       grad_position += v * (to_acc(plane[tap_low + a.high_step]) - to_acc(plane[tap_low]));
     }

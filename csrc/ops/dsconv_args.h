@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <tuple>
 
 #include "../core/dsconv_shape.h"
 
@@ -58,6 +59,16 @@ inline void check_dsconv_grad(const at::Tensor& grad, const at::Tensor& input, c
                         grad.size(2) == shape.height && grad.size(3) == shape.width &&
                         grad.scalar_type() == input.scalar_type() && grad.device() == input.device(),
                     "dsconv2d_backward: grad must be [B, O, H, W] of the input's dtype and device, got ", grad.sizes());
+}
+
+// dsconv2d_backward's result: (grad_input, grad_offset, grad_weight), each None where the output mask
+// does not ask for it.
+using DSConvGrads = std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>>;
+
+inline DSConvGrads dsconv_grads(const at::Tensor& grad_input, const at::Tensor& grad_offset,
+                                const at::Tensor& grad_weight) {
+  const auto maybe = [](const at::Tensor& t) { return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt; };
+  return {maybe(grad_input), maybe(grad_offset), maybe(grad_weight)};
 }
 
 }  // namespace retina

@@ -56,8 +56,11 @@ TORCH_LIBRARY(retina, m) {
   m.def("soft_skeleton_backward(Tensor grad, Tensor x, int num_iter) -> Tensor");
   // Dynamic snake convolution (docs/dsconv.md): input [B, C, H, W], offset [B, K, H, W] (per-tap offsets of the
   // deformed axis, before the snake accumulation), weight [O, C, K], bias [O]; morph 0 bends along rows,
-  // 1 along columns. Returns [B, O, H, W]. The backward returns (grad_input, grad_offset, grad_weight).
+  // 1 along columns. Returns [B, O, H, W]. The backward returns (grad_input, grad_offset, grad_weight), each
+  // only where output_mask asks for it (None otherwise), as aten::convolution_backward: autograd passes which
+  // inputs need a gradient, so an image's gradient (a model's first layer) or a frozen weight's is never
+  // computed.
   m.def("dsconv2d(Tensor input, Tensor offset, Tensor weight, Tensor? bias, int morph, float extend_scope) -> Tensor");
-  m.def("dsconv2d_backward(Tensor grad, Tensor input, Tensor offset, Tensor weight, int morph, float extend_scope)"
-        " -> (Tensor, Tensor, Tensor)");
+  m.def("dsconv2d_backward(Tensor grad, Tensor input, Tensor offset, Tensor weight, int morph, float extend_scope,"
+        " bool[3] output_mask=[True, True, True]) -> (Tensor?, Tensor?, Tensor?)");
 }

@@ -369,6 +369,27 @@ void check_input_grad(const Problem<Acc>& pr, const Elements<T, Acc>& el, double
   close(grad_offset, pr.grad_offset, tol, "grad_offset", c, tm, tn, el.kName);
 }
 
+// The same without an input gradient (a null grad_input: no scatter): the offset gradient is unchanged.
+template <class Math, class T, class Acc, class Launches>
+void check_offset_grad_alone(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol, Launches&& launches) {
+  const Case& c = pr.c;
+  const int64_t HW = c.height * c.width;
+  std::vector<Acc> grad_offset(pr.grad_offset.size(), std::numeric_limits<Acc>::quiet_NaN());
+  const InputGradArgs<T, Acc> a{el.grad_out.data(), el.input.data(), {pr.low.data(), pr.frac.data(), pr.live.data()},
+                                el.weight_okc.data(), nullptr, grad_offset.data(), c.channels,
+                                c.out_channels, c.taps, HW, pr.high_step(), static_cast<Acc>(c.scope)};
+  launches([&](auto tm_, auto tn_, auto rest_tm, int64_t) {
+    constexpr int TM = decltype(tm_)::value, TN = decltype(tn_)::value, REST_TM = int(decltype(rest_tm)::value);
+    using S = Tile<TM, TN>;
+    Shared shared(InputGradShared<Math, TM, TN, REST_TM>::bytes), partial(kThreads * sizeof(Acc)),
+        running(S::kCols * sizeof(Acc));
+    launch({ceil_div(HW, S::kCols), c.batch, 1}, {&shared, &partial, &running}, [&](const HostBlock& blk) {
+      input_grad_tile<Math, T, Acc, TM, TN, REST_TM>(a, shared.bytes(), partial.as<Acc>(), running.as<Acc>(), blk);
+    });
+  });
+  close(grad_offset, pr.grad_offset, tol, "grad_offset without grad_input", c, 0, 0, el.kName);
+}
+
 template <class Math, class T, class Acc, class Launches>
 void check_weight_grad(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol, int64_t splits,
                        Launches&& launches, int tm, int tn) {
@@ -403,6 +424,35 @@ void check_cpu_channel_groups(const Problem<T>& pr, double tol) {
   close(grad_input, pr.grad_input, tol, "cpu grouped grad_input", pr.c, 0, 0);
   close(grad_offset, pr.grad_offset, tol, "cpu grouped grad_offset", pr.c, 0, 0);
   close(grad_weight, pr.grad_weight, tol, "cpu grouped grad_weight", pr.c, 0, 0);
+}
+
+// The CPU backward asked for some of its gradients (null pointers for the others): each one it returns is
+// bit for bit the one the full backward returns.
+template <class T>
+void check_cpu_output_mask(const Problem<T>& pr) {
+  std::vector<T> full[3] = {std::vector<T>(pr.grad_input.size()), std::vector<T>(pr.grad_offset.size()),
+                            std::vector<T>(pr.grad_weight.size())};
+  dsconv2d_backward_cpu<T>(pr.grad_out.data(), pr.input.data(), pr.offset.data(), pr.weight.data(), full[0].data(),
+                           full[1].data(), full[2].data(), pr.shape, 5, naive_gemm<T>, serial_for);
+  const char* names[] = {"grad_input", "grad_offset", "grad_weight"};
+  for (int mask = 0; mask < 7; ++mask) {  // 7 = all three: the full run
+    std::vector<T> part[3];
+    T* data[3] = {nullptr, nullptr, nullptr};
+    for (int i = 0; i < 3; ++i)
+      if (mask & (1 << i)) {
+        part[i].assign(full[i].size(), std::numeric_limits<T>::quiet_NaN());
+        data[i] = part[i].data();
+      }
+    dsconv2d_backward_cpu<T>(pr.grad_out.data(), pr.input.data(), pr.offset.data(), pr.weight.data(), data[0],
+                             data[1], data[2], pr.shape, 5, naive_gemm<T>, serial_for);
+    for (int i = 0; i < 3; ++i)
+      if (data[i] && std::memcmp(part[i].data(), full[i].data(), full[i].size() * sizeof(T)) != 0) {
+        std::fprintf(stderr, "cpu %s with output mask %d differs from the full backward's; case C=%lld %lldx%lld "
+                     "K=%lld morph=%d\n", names[i], mask, (long long)pr.c.channels, (long long)pr.c.height,
+                     (long long)pr.c.width, (long long)pr.c.taps, pr.c.morph);
+        ++failures;
+      }
+  }
 }
 
 // Every worker of the CPU core on its own std::thread (the extension runs them on OpenMP's threads).
@@ -440,10 +490,16 @@ void check_cpu_threads(const Case& c, uint32_t seed) {
       dsconv2d_backward_cpu<T>(pr.grad_out.data(), pr.input.data(), pr.offset.data(), pr.weight.data(),
                                grad_input.data(), grad_offset.data(), grad_weight.data(), pr.shape, threads,
                                naive_gemm<T>, parallel_for);
-      results[run] = {out, grad_input, grad_offset, grad_weight};
+      // Without the input gradient (no scatter, the same units).
+      std::vector<T> alone_offset(pr.grad_offset.size()), alone_weight(pr.grad_weight.size());
+      dsconv2d_backward_cpu<T>(pr.grad_out.data(), pr.input.data(), pr.offset.data(), pr.weight.data(), nullptr,
+                               alone_offset.data(), alone_weight.data(), pr.shape, threads, naive_gemm<T>,
+                               parallel_for);
+      results[run] = {out, grad_input, grad_offset, grad_weight, alone_offset, alone_weight};
     }
-    const char* names[] = {"out", "grad_input", "grad_offset", "grad_weight"};
-    for (int i = 0; i < 4; ++i) same(results[1][i], results[0][i], names[i], c, threads);
+    const char* names[] = {"out", "grad_input", "grad_offset", "grad_weight", "grad_offset (alone)",
+                           "grad_weight (alone)"};
+    for (int i = 0; i < 6; ++i) same(results[1][i], results[0][i], names[i], c, threads);
   }
 }
 
@@ -500,6 +556,7 @@ void check_launch_plan(const Problem<Acc>& pr, const Elements<T, Acc>& el, doubl
       with_input_grad_tile(c.channels, [&](auto tm, auto tn, auto rest_tm) { run(tm, tn, rest_tm, int64_t(1)); });
     };
     check_input_grad<Math>(pr, el, tol, plan, 0, 0);
+    check_offset_grad_alone<Math>(pr, el, tol, plan);
   }
 }
 
@@ -516,6 +573,7 @@ template <class T>
 void check_case(const Case& c, uint32_t seed, double tol) {
   Problem<T> pr(c, seed);
   check_cpu_channel_groups(pr, tol);
+  check_cpu_output_mask(pr);
   check_tiles<SimtMath<T>>(pr, Elements<T, T>(pr), tol);
   if constexpr (std::is_same_v<T, float>) {
     check_tiles<TensorMath<EmulatedMma<16>>>(pr, Elements<T, T>(pr), tol);  // the 16-bit types' product

@@ -17,8 +17,9 @@ import torch
 
 def register_backward_derivative(backward_op: str, reference: Callable[..., torch.Tensor], num_inputs: int) -> None:
     """Registers the autograd formula of `backward_op`, whose schema is (grad, *inputs, *attrs) ->
-    gradients of the `num_inputs` inputs, so that its value equals the first-order gradients of
-    `reference(*inputs, *attrs)` along `grad`; its derivatives are those of that expression."""
+    gradients of the `num_inputs` inputs (any of them None where the op's attrs say it is not wanted),
+    so that its value equals the first-order gradients of `reference(*inputs, *attrs)` along `grad`; its
+    derivatives are those of that expression."""
 
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs[: 1 + num_inputs])
@@ -34,6 +35,9 @@ def register_backward_derivative(backward_op: str, reference: Callable[..., torc
         # torch.func keeps the saved tensors' own graphs apart from this one: a further order
         # (create_graph) differentiates the result like any other autograd computation.
         _, pullback = torch.func.vjp(first_order, *ctx.saved_tensors)
-        return (*pullback(tuple(grads_of_gradients)), *[None] * len(attrs))
+        # A gradient the op did not return (None: an output mask) carries no gradient of gradients.
+        inputs = ctx.saved_tensors[1:]
+        cotangents = tuple(torch.zeros_like(x) if g is None else g for g, x in zip(grads_of_gradients, inputs))
+        return (*pullback(cotangents), *[None] * len(attrs))
 
     torch.library.register_autograd(backward_op, backward, setup_context=setup_context)

@@ -133,12 +133,13 @@ if extension_loaded():
         return input.new_empty((input.shape[0], weight.shape[0], input.shape[2], input.shape[3]))
 
     @torch.library.register_fake("retina::dsconv2d_backward")
-    def _dsconv2d_backward_fake(grad, input, offset, weight, morph, extend_scope):
+    def _dsconv2d_backward_fake(grad, input, offset, weight, morph, extend_scope, output_mask=(True, True, True)):
         _check_fake_operands(input, offset, weight, morph)
         torch._check(grad.shape == (input.shape[0], weight.shape[0], *input.shape[2:]),
                      lambda: f"grad must be [B, O, H, W], got {tuple(grad.shape)}")
         # Contiguous whatever the operands' layout, as every kernel returns them (compiled code checks).
-        return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (input, offset, weight))
+        return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) if wanted else None
+                     for t, wanted in zip((input, offset, weight), output_mask))
 
     def _setup_context(ctx, inputs, output):
         input, offset, weight, bias, morph, extend_scope = inputs
@@ -148,8 +149,10 @@ if extension_loaded():
 
     def _backward(ctx, grad):
         input, offset, weight = ctx.saved_tensors
+        # Only the gradients autograd needs: an image's (a model's first layer) or a frozen weight's is
+        # not computed (and without the input gradient the CUDA backward has no atomic adds).
         grad_input, grad_offset, grad_weight = torch.ops.retina.dsconv2d_backward(
-            grad, input, offset, weight, ctx.morph, ctx.extend_scope
+            grad, input, offset, weight, ctx.morph, ctx.extend_scope, list(ctx.needs_input_grad[:3])
         )
         grad_bias = grad.sum((0, 2, 3)) if ctx.has_bias else None
         return grad_input, grad_offset, grad_weight, grad_bias, None, None
@@ -157,7 +160,7 @@ if extension_loaded():
     torch.library.register_autograd("retina::dsconv2d", _backward, setup_context=_setup_context)
     register_backward_derivative(
         "retina::dsconv2d_backward",
-        lambda input, offset, weight, morph, extend_scope: reference.dsconv2d(
+        lambda input, offset, weight, morph, extend_scope, output_mask=None: reference.dsconv2d(
             input, offset, weight, None, morph=morph, extend_scope=extend_scope),
         num_inputs=3,
     )

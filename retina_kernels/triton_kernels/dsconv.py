@@ -108,10 +108,10 @@ def _weight_grad(x_ptr, low_ptr, frac_ptr, grad_ptr, partial_ptr, B, C, K, O, HW
 
 @triton.jit
 def _input_grad(x_ptr, low_ptr, frac_ptr, w_ptr, grad_ptr, grad_x_ptr, grad_pos_ptr, C, K, O, HW, high_step,
-                USE_DOT: tl.constexpr, PRECISION: tl.constexpr, BO: tl.constexpr, BP: tl.constexpr,
-                BCH: tl.constexpr):
+                USE_DOT: tl.constexpr, PRECISION: tl.constexpr, WANT_INPUT: tl.constexpr, BO: tl.constexpr,
+                BP: tl.constexpr, BCH: tl.constexpr):
     """Per pixel tile: G[ch, p] = Σ_o weight[o, ch, tap] · grad_out[o, p] for every tap; G·(1 - frac) and
-    G·frac are added (atomically) to the two input values the sample read, and Σ_ch G·(upper - lower),
+    G·frac are added (atomically, WANT_INPUT only) to the two input values the sample read, and Σ_ch G·(upper - lower),
     the gradient of the sample position, to grad_pos, which this program alone owns. Output channels
     are the outer loop so grad_out is read once per tile; the scatter is linear, so partial sums over
     output-channel tiles may be scattered one by one."""
@@ -134,10 +134,12 @@ def _input_grad(x_ptr, low_ptr, frac_ptr, w_ptr, grad_ptr, grad_x_ptr, grad_pos_
                 ok = (ch[:, None] < C) & live[None, :]
                 _, a, b = _gather(x_ptr, image, ch[:, None], low[None, :], frac[None, :], ok, C, HW, high_step)
                 grad_pos += tl.sum(tl.where(ok, g_samples * (b - a).to(g_samples.dtype), 0.0), axis=0)
-                plane = grad_x_ptr + (image * C + ch[:, None]).to(tl.int64) * HW
-                share_high = g_samples * frac[None, :].to(g_samples.dtype)
-                tl.atomic_add(plane + low[None, :], (g_samples - share_high).to(grad_x_ptr.dtype.element_ty), mask=ok)
-                tl.atomic_add(plane + low[None, :] + high_step, share_high.to(grad_x_ptr.dtype.element_ty), mask=ok)
+                if WANT_INPUT:
+                    plane = grad_x_ptr + (image * C + ch[:, None]).to(tl.int64) * HW
+                    share_high = g_samples * frac[None, :].to(g_samples.dtype)
+                    tl.atomic_add(plane + low[None, :], (g_samples - share_high).to(grad_x_ptr.dtype.element_ty),
+                                  mask=ok)
+                    tl.atomic_add(plane + low[None, :] + high_step, share_high.to(grad_x_ptr.dtype.element_ty), mask=ok)
             where = grad_pos_ptr + (image * K + tap) * HW + pixel
             tl.store(where, tl.load(where, mask=live, other=0.0) + grad_pos, mask=live)
 
@@ -175,29 +177,42 @@ def dsconv2d_forward(input, offset, weight, bias, morph: int, extend_scope: floa
     return out
 
 
-def dsconv2d_backward(grad, input, offset, weight, morph: int, extend_scope: float):
-    """(grad_input, grad_offset, grad_weight), recomputing the samples."""
-    _checks.alert_not_deterministic("retina::dsconv2d_backward in Triton (input gradient, atomic adds)")
+def dsconv2d_backward(grad, input, offset, weight, morph: int, extend_scope: float,
+                      output_mask=(True, True, True)):
+    """(grad_input, grad_offset, grad_weight), recomputing the samples; None where output_mask says the
+    gradient is not wanted."""
+    want_input, want_offset, want_weight = output_mask
+    if want_input:
+        _checks.alert_not_deterministic("retina::dsconv2d_backward in Triton (input gradient, atomic adds)")
     b, c, h, w = input.shape
     o, _, k = weight.shape
     if grad.numel() == 0 or input.numel() == 0:
-        return tuple(torch.zeros_like(t, memory_format=torch.contiguous_format) for t in (input, offset, weight))
+        return tuple(torch.zeros_like(t, memory_format=torch.contiguous_format) if wanted else None
+                     for t, wanted in zip((input, offset, weight), output_mask))
     x, wt, g = input.contiguous(), weight.contiguous(), grad.contiguous()
     low, high_step, frac, live = _positions(input, offset, morph, extend_scope)
     acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     flags = _flags(input.dtype)
 
-    partial = torch.empty((WEIGHT_GRAD_SPLITS, o, c, k), dtype=acc_dtype, device=input.device)
-    grid = (triton.cdiv(c, BLOCK_CH) * k, triton.cdiv(o, BLOCK_O), WEIGHT_GRAD_SPLITS)
-    _weight_grad[grid](x, low, frac, g, partial, b, c, k, o, h * w, high_step, **flags, SPLITS=WEIGHT_GRAD_SPLITS,
-                       BO=BLOCK_O, BP=BLOCK_P, BCH=BLOCK_CH, num_warps=NUM_WARPS)
-    grad_weight = partial.sum(0).to(weight.dtype)
+    grad_weight = None
+    if want_weight:
+        partial = torch.empty((WEIGHT_GRAD_SPLITS, o, c, k), dtype=acc_dtype, device=input.device)
+        grid = (triton.cdiv(c, BLOCK_CH) * k, triton.cdiv(o, BLOCK_O), WEIGHT_GRAD_SPLITS)
+        _weight_grad[grid](x, low, frac, g, partial, b, c, k, o, h * w, high_step, **flags, SPLITS=WEIGHT_GRAD_SPLITS,
+                           BO=BLOCK_O, BP=BLOCK_P, BCH=BLOCK_CH, num_warps=NUM_WARPS)
+        grad_weight = partial.sum(0).to(weight.dtype)
+    if not (want_input or want_offset):
+        return None, None, grad_weight
 
-    grad_x = torch.zeros((b, c, h, w), dtype=acc_dtype, device=input.device)
+    # (without the input gradient, grad_x is a placeholder the kernel never touches)
+    grad_x = torch.zeros((b, c, h, w) if want_input else (0,), dtype=acc_dtype, device=input.device)
     grad_pos = torch.zeros((b, k, h * w), dtype=acc_dtype, device=input.device)
     grid = (triton.cdiv(h * w, BLOCK_P), b)
     _input_grad[grid](x, low, frac, wt, g, grad_x, grad_pos, c, k, o, h * w, high_step, **flags,
-                      BO=BLOCK_O, BP=BLOCK_P, BCH=BLOCK_CH, num_warps=NUM_WARPS)
+                      WANT_INPUT=want_input, BO=BLOCK_O, BP=BLOCK_P, BCH=BLOCK_CH, num_warps=NUM_WARPS)
+    grad_input = grad_x.to(input.dtype) if want_input else None
+    if not want_offset:
+        return grad_input, None, grad_weight
 
     # d position_k / d offset_m = extend_scope for the taps k at or beyond m, outwards from the centre.
     grad_disp = (grad_pos * live * extend_scope).view(b, k, h, w)
@@ -205,4 +220,4 @@ def dsconv2d_backward(grad, input, offset, weight, morph: int, extend_scope: flo
     grad_offset = torch.zeros((b, k, h, w), dtype=acc_dtype, device=input.device)
     grad_offset[:, :centre] = torch.cumsum(grad_disp[:, :centre], 1)
     grad_offset[:, centre + 1 :] = torch.flip(torch.cumsum(torch.flip(grad_disp[:, centre + 1 :], [1]), 1), [1])
-    return grad_x.to(input.dtype), grad_offset.to(offset.dtype), grad_weight
+    return grad_input, grad_offset.to(offset.dtype), grad_weight

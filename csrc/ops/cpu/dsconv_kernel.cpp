@@ -8,6 +8,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <tuple>
 #include <type_traits>
@@ -122,20 +123,24 @@ at::Tensor dsconv2d_cpu_impl(const at::Tensor& input, const at::Tensor& offset, 
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dsconv2d_backward_cpu_impl(const at::Tensor& grad, const at::Tensor& input,
-                                                                         const at::Tensor& offset, const at::Tensor& weight,
-                                                                         int64_t morph, double extend_scope) {
+DSConvGrads dsconv2d_backward_cpu_impl(const at::Tensor& grad, const at::Tensor& input,
+                                        const at::Tensor& offset, const at::Tensor& weight,
+                                        int64_t morph, double extend_scope,
+                                        std::array<bool, 3> output_mask) {
   const DSConvShape shape = check_dsconv_args(input, offset, weight, morph, extend_scope);
   check_dsconv_grad(grad, input, shape);
   const at::Tensor g = grad.contiguous(), x = input.contiguous(), off = offset.contiguous(), w = weight.contiguous();
-  at::Tensor grad_input = at::empty_like(x), grad_offset = at::empty_like(off), grad_weight = at::empty_like(w);
+  // Undefined (None in Python) where output_mask does not ask for the gradient.
+  const auto wanted = [](bool want, const at::Tensor& like) { return want ? at::empty_like(like) : at::Tensor(); };
+  at::Tensor grad_input = wanted(output_mask[0], x), grad_offset = wanted(output_mask[1], off),
+             grad_weight = wanted(output_mask[2], w);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dsconv2d_backward_cpu", [&] {
+    const auto data = [](at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
     dsconv2d_backward_cpu<scalar_t>(g.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), off.data_ptr<scalar_t>(),
-                                    w.data_ptr<scalar_t>(), grad_input.data_ptr<scalar_t>(),
-                                    grad_offset.data_ptr<scalar_t>(), grad_weight.data_ptr<scalar_t>(), shape,
-                                    at::get_num_threads(), cpu_gemm<scalar_t>(), parallel_workers);
+                                    w.data_ptr<scalar_t>(), data(grad_input), data(grad_offset), data(grad_weight),
+                                    shape, at::get_num_threads(), cpu_gemm<scalar_t>(), parallel_workers);
   });
-  return {grad_input, grad_offset, grad_weight};
+  return dsconv_grads(grad_input, grad_offset, grad_weight);
 }
 
 }  // namespace

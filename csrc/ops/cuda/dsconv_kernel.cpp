@@ -11,6 +11,7 @@
 #include <torch/library.h>
 #include <torch/version.h>
 
+#include <array>
 #include <limits>
 #include <tuple>
 #include <type_traits>
@@ -100,47 +101,54 @@ at::Tensor dsconv2d_cuda(const at::Tensor& input, const at::Tensor& offset, cons
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dsconv2d_backward_cuda(const at::Tensor& grad, const at::Tensor& input,
-                                                                     const at::Tensor& offset, const at::Tensor& weight,
-                                                                     int64_t morph, double extend_scope) {
+DSConvGrads dsconv2d_backward_cuda(const at::Tensor& grad, const at::Tensor& input,
+                                   const at::Tensor& offset, const at::Tensor& weight,
+                                   int64_t morph, double extend_scope,
+                                   std::array<bool, 3> output_mask) {
   const DSConvShape shape = check_cuda_args(input, offset, weight, morph, extend_scope);
   check_dsconv_grad(grad, input, shape);
+  const auto [want_input, want_offset, want_weight] = output_mask;
   // Atomic adds sum the input gradient in whatever order the threads arrive: under
   // torch.use_deterministic_algorithms(True) this raises (or warns, with warn_only), as torch's own
-  // atomically accumulating CUDA ops do.
-  at::globalContext().alertNotDeterministic("retina::dsconv2d_backward on CUDA (input gradient)");
+  // atomically accumulating CUDA ops do. The offset and weight gradients are summed in a fixed order.
+  if (want_input) at::globalContext().alertNotDeterministic("retina::dsconv2d_backward on CUDA (input gradient)");
   const c10::cuda::CUDAGuard guard(input.device());
   const at::Tensor g = grad.contiguous(), x = input.contiguous(), off = offset.contiguous();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  at::Tensor grad_input, grad_offset, grad_weight;
+  at::Tensor grad_input, grad_offset, grad_weight;  // undefined (None) where output_mask does not ask
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "dsconv2d_backward_cuda", [&] {
     using T = typename CudaScalar<scalar_t>::type;
     using Acc = dsconv_acc_t<T>;
     const auto acc_options = x.options().dtype(acc_type<scalar_t>());
+    const bool sample_grads = want_input || want_offset;  // one kernel computes both
     // The input gradient is accumulated atomically, so in the accumulation type; cast at the end.
-    at::Tensor grad_input_acc = at::zeros(x.sizes(), acc_options);
-    at::Tensor grad_offset_acc = at::zeros(off.sizes(), acc_options);
-    const int64_t splits = dsconv2d_weight_grad_splits(shape);
-    at::Tensor partial = at::empty({splits, shape.channels, shape.taps, shape.out_channels}, acc_options);
+    at::Tensor grad_input_acc = want_input ? at::zeros(x.sizes(), acc_options) : at::Tensor();
+    at::Tensor grad_offset_acc = sample_grads ? at::zeros(off.sizes(), acc_options) : at::Tensor();
+    const int64_t splits = want_weight ? dsconv2d_weight_grad_splits(shape) : 0;
+    at::Tensor partial = want_weight ? at::empty({splits, shape.channels, shape.taps, shape.out_channels}, acc_options)
+                                     : at::Tensor();
     if (shape.batch * shape.height * shape.width > 0) {
       const auto [low, frac, live] = locate<scalar_t>(off, shape, stream);
-      const at::Tensor weight_okc = weight.permute({0, 2, 1}).contiguous();
-      C10_CUDA_CHECK(dsconv2d_input_grad_cuda<T>(
-          device_data<scalar_t>(g), device_data<scalar_t>(x), low.data_ptr<int32_t>(), frac.data_ptr<Acc>(),
-          live.data_ptr<uint8_t>(), device_data<scalar_t>(weight_okc), grad_input_acc.data_ptr<Acc>(),
-          grad_offset_acc.data_ptr<Acc>(), shape, stream));
-      C10_CUDA_CHECK(dsconv2d_weight_grad_cuda<T>(device_data<scalar_t>(g), device_data<scalar_t>(x),
-                                                  low.data_ptr<int32_t>(), frac.data_ptr<Acc>(),
-                                                  partial.data_ptr<Acc>(), splits, shape, stream));
-    } else {
+      if (sample_grads) {
+        const at::Tensor weight_okc = weight.permute({0, 2, 1}).contiguous();
+        C10_CUDA_CHECK(dsconv2d_input_grad_cuda<T>(
+            device_data<scalar_t>(g), device_data<scalar_t>(x), low.data_ptr<int32_t>(), frac.data_ptr<Acc>(),
+            live.data_ptr<uint8_t>(), device_data<scalar_t>(weight_okc),
+            want_input ? grad_input_acc.data_ptr<Acc>() : nullptr, grad_offset_acc.data_ptr<Acc>(), shape, stream));
+      }
+      if (want_weight)
+        C10_CUDA_CHECK(dsconv2d_weight_grad_cuda<T>(device_data<scalar_t>(g), device_data<scalar_t>(x),
+                                                    low.data_ptr<int32_t>(), frac.data_ptr<Acc>(),
+                                                    partial.data_ptr<Acc>(), splits, shape, stream));
+    } else if (want_weight) {
       partial.zero_();
     }
-    grad_input = grad_input_acc.to(x.scalar_type());
-    grad_offset = grad_offset_acc.to(x.scalar_type());
+    if (want_input) grad_input = grad_input_acc.to(x.scalar_type());
+    if (want_offset) grad_offset = grad_offset_acc.to(x.scalar_type());
     // [splits, C, K, O] -> [O, C, K]
-    grad_weight = partial.sum(0).permute({2, 0, 1}).to(x.scalar_type()).contiguous();
+    if (want_weight) grad_weight = partial.sum(0).permute({2, 0, 1}).to(x.scalar_type()).contiguous();
   });
-  return {grad_input, grad_offset, grad_weight};
+  return dsconv_grads(grad_input, grad_offset, grad_weight);
 }
 
 }  // namespace
