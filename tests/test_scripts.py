@@ -117,8 +117,10 @@ def test_benchmarks_collect():
     out = run_script("-m", "pytest", "benchmarks", "--collect-only", "-q", "-p", "no:cacheprovider")
     layers = [line for line in out.splitlines() if "test_dsconv_s3octa_layer[" in line]
     # the published model's 5 snake blocks (3→72, 72→144, 144→288, 576→144, 216→72) x 2 morphs on the CPU
-    # at 128², ours and the reference
-    assert len(layers) == 20 and any("[ours-576" in line and "cpu" in line for line in layers), out[-2000:]
+    # at 128², and the first block once more with the image as input (no input gradient); ours and the
+    # reference
+    assert len(layers) == 24 and any("[ours-576" in line and "cpu" in line for line in layers), out[-2000:]
+    assert sum("morph 1 image cpu" in line for line in layers) == 2, layers
     # on CUDA: those 10 and DSCNet's 14 (7 blocks x 2 morphs) x batch 1 and 4 x 3 precisions x fwd and
     # fwd+bwd x ours and the reference
     cuda = [line for line in out.splitlines() if "test_dsconv_model_layer_cuda[" in line]
