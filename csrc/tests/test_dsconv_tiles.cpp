@@ -346,15 +346,17 @@ void check_forward(const Problem<Acc>& pr, const Elements<T, Acc>& el, double to
   close(converted<Acc>(out), pr.out, tol + Elements<T, Acc>::kRounding, "forward", c, tm, tn, el.kName);
 }
 
+// with_input_grad false: a null grad_input (no scatter), and the offset gradient must be unchanged.
 template <class Math, class T, class Acc, class Launches>
 void check_input_grad(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol, Launches&& launches, int tm,
-                      int tn) {
+                      int tn, bool with_input_grad = true) {
   const Case& c = pr.c;
   const int64_t HW = c.height * c.width;
-  std::vector<Acc> grad_input(pr.grad_input.size(), Acc(0));
+  std::vector<Acc> grad_input(with_input_grad ? pr.grad_input.size() : 0, Acc(0));
   std::vector<Acc> grad_offset(pr.grad_offset.size(), std::numeric_limits<Acc>::quiet_NaN());
   const InputGradArgs<T, Acc> a{el.grad_out.data(), el.input.data(), {pr.low.data(), pr.frac.data(), pr.live.data()},
-                                el.weight_okc.data(), grad_input.data(), grad_offset.data(), c.channels,
+                                el.weight_okc.data(), with_input_grad ? grad_input.data() : nullptr,
+                                grad_offset.data(), c.channels,
                                 c.out_channels, c.taps, HW, pr.high_step(), static_cast<Acc>(c.scope)};
   launches([&](auto tm_, auto tn_, auto rest_tm, int64_t) {
     constexpr int TM = decltype(tm_)::value, TN = decltype(tn_)::value, REST_TM = int(decltype(rest_tm)::value);
@@ -365,29 +367,9 @@ void check_input_grad(const Problem<Acc>& pr, const Elements<T, Acc>& el, double
       input_grad_tile<Math, T, Acc, TM, TN, REST_TM>(a, shared.bytes(), partial.as<Acc>(), running.as<Acc>(), blk);
     });
   });
-  close(grad_input, pr.grad_input, tol, "grad_input", c, tm, tn, el.kName);
-  close(grad_offset, pr.grad_offset, tol, "grad_offset", c, tm, tn, el.kName);
-}
-
-// The same without an input gradient (a null grad_input: no scatter): the offset gradient is unchanged.
-template <class Math, class T, class Acc, class Launches>
-void check_offset_grad_alone(const Problem<Acc>& pr, const Elements<T, Acc>& el, double tol, Launches&& launches) {
-  const Case& c = pr.c;
-  const int64_t HW = c.height * c.width;
-  std::vector<Acc> grad_offset(pr.grad_offset.size(), std::numeric_limits<Acc>::quiet_NaN());
-  const InputGradArgs<T, Acc> a{el.grad_out.data(), el.input.data(), {pr.low.data(), pr.frac.data(), pr.live.data()},
-                                el.weight_okc.data(), nullptr, grad_offset.data(), c.channels,
-                                c.out_channels, c.taps, HW, pr.high_step(), static_cast<Acc>(c.scope)};
-  launches([&](auto tm_, auto tn_, auto rest_tm, int64_t) {
-    constexpr int TM = decltype(tm_)::value, TN = decltype(tn_)::value, REST_TM = int(decltype(rest_tm)::value);
-    using S = Tile<TM, TN>;
-    Shared shared(InputGradShared<Math, TM, TN, REST_TM>::bytes), partial(kThreads * sizeof(Acc)),
-        running(S::kCols * sizeof(Acc));
-    launch({ceil_div(HW, S::kCols), c.batch, 1}, {&shared, &partial, &running}, [&](const HostBlock& blk) {
-      input_grad_tile<Math, T, Acc, TM, TN, REST_TM>(a, shared.bytes(), partial.as<Acc>(), running.as<Acc>(), blk);
-    });
-  });
-  close(grad_offset, pr.grad_offset, tol, "grad_offset without grad_input", c, 0, 0, el.kName);
+  if (with_input_grad) close(grad_input, pr.grad_input, tol, "grad_input", c, tm, tn, el.kName);
+  close(grad_offset, pr.grad_offset, tol, with_input_grad ? "grad_offset" : "grad_offset without grad_input", c, tm,
+        tn, el.kName);
 }
 
 template <class Math, class T, class Acc, class Launches>
@@ -556,7 +538,7 @@ void check_launch_plan(const Problem<Acc>& pr, const Elements<T, Acc>& el, doubl
       with_input_grad_tile(c.channels, [&](auto tm, auto tn, auto rest_tm) { run(tm, tn, rest_tm, int64_t(1)); });
     };
     check_input_grad<Math>(pr, el, tol, plan, 0, 0);
-    check_offset_grad_alone<Math>(pr, el, tol, plan);
+    check_input_grad<Math>(pr, el, tol, plan, 0, 0, /*with_input_grad=*/false);
   }
 }
 
