@@ -42,7 +42,7 @@ ROOT = HERE.parent
 # on the 2-core CI machine), as regular expressions over the benchmarks' node ids.
 QUICK = (  # (pytest writes non-ASCII characters of ids escaped: × is \xd7, ² is \xb2)
     r"test_dsconv_layer\[fwd(\+bwd)?-(ours|reference)-1.*cpu\]$",
-    r"test_dsconv_s3octa_layer\[.*cpu\]$",
+    r"test_dsconv_s3octa_layer\[(ours|reference)-.*cpu\]$",
     r"test_differentiable_skeleton_fwd_bwd\[cpu-(ours|reference)-1\\xd7512",
     r"test_soft_skeleton_fwd_bwd\[cpu-(ours|reference)-1\\xd71\\xd7512",
     r"test_skeletonize_2d\[cpu-(ours|reference)-512",
