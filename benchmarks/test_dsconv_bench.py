@@ -144,8 +144,9 @@ def test_dsconv_s3octa_layer(measure, layer, impl):
             out.backward(grad)
             return out
 
-    # (the small deep layers take milliseconds, where a shared 2-core machine's noise needs more rounds)
-    rounds = 3 if h * w * max(c, o) > 64 * 64 * 144 else 9
+    # Rounds by the layer's work (C·O·H·W multiply-adds per tap): the layers that take milliseconds (3→72,
+    # 72→144, 144→288) need more rounds on a shared 2-core machine, where one round in three can be slow.
+    rounds = 3 if c * o * h * w > 10**8 else 9
     measure(step, device, group=f"dsconv fwd+bwd s3octa layer {layer} fp32", impl=impl, rounds=rounds)
 
 
