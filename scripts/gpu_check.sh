@@ -21,6 +21,11 @@
 # writes them to .baseline/<commit>/ (git-ignored); then name ".baseline" in the device call's carry.
 # INFERENCE_PROOF=1: last, issue #30's proof (scripts/inference_proof.py) within GPU_LIMIT_MIB, for at most
 # PROOF_TIMEOUT seconds (default 420); its table in $OUT/inference_proof.md.
+# STAGES: which stages run, of "build tests bench memory profile baselines inductor proof" (default: all
+# but proof, and proof with INFERENCE_PROOF=1). A session's device time is short (15 minutes, machine
+# start included), so e.g. STAGES="tests bench proof" skips the diagnostics that earlier runs recorded.
+# Without "build" the extension in place is reused when it has the CUDA kernels (a second call on the
+# still-warm machine, csrc/ unchanged since the first), and built otherwise.
 # GPU_LIMIT_MIB (default 2048): a second memory breakdown with the process limited to that much GPU
 # memory, as on a small GPU: the 1x304² S3-OCTA peak was one cuDNN workspace of 2.6 GiB (H200) that
 # CUDNN_CONV_WSCAP_DBG did not cap; does torch pick an algorithm that fits, and what is the peak then?
@@ -55,6 +60,9 @@ if [ -z "${RETINA_KEEP_CXX:-}" ] && [ -x /usr/bin/g++ ]; then export CC=/usr/bin
 echo "compiler: ${CXX:-default}"
 status=0
 stage() { echo; echo "== [${SECONDS}s] $*"; }
+STAGES=${STAGES:-build tests bench memory profile baselines inductor$([ "${INFERENCE_PROOF:-0}" = 0 ] || echo " proof")}
+want() { [[ " $STAGES " == *" $1 "* ]]; }  # want <stage>: whether STAGES names it
+echo "stages: $STAGES"
 
 {
   date -u
@@ -97,9 +105,16 @@ breakdown() {  # breakdown [memory_breakdown.py options]: S3-OCTA's 1x304² step
 # Order: what this commit must show first (build, CUDA tests, benchmarks), then the diagnostics, then
 # the A/B baselines, which cost a second build.
 
-stage "build (CUDA, arch $TORCH_CUDA_ARCH_LIST)"
-build . || exit 1
-"$python" -c "import retina_kernels as r; b = r.backends(); print(b); assert b['cuda'] == 'CUDA' and b['cuda dsconv2d'] == 'CUDA', b"  || exit 1
+has_cuda_kernels() {
+  "$python" -c "import retina_kernels as r; b = r.backends(); print(b); assert b['cuda'] == 'CUDA' and b['cuda dsconv2d'] == 'CUDA', b"
+}
+if want build || ! has_cuda_kernels > /dev/null 2>&1; then
+  stage "build (CUDA, arch $TORCH_CUDA_ARCH_LIST)"
+  build . || exit 1
+else
+  stage "build: reusing the extension in place (it has the CUDA kernels)"
+fi
+has_cuda_kernels || exit 1
 
 # run_tests <seconds> <pytest -k>: those tests (and TEST_FILTER's), for that long at most, so a hung test
 # does not take the rest of the run with it. SIGINT, so pytest stops as on Ctrl-C and logs the test it
@@ -110,29 +125,37 @@ run_tests() {
 }
 inductor="inductor and cuda"  # the test that compiles for minutes: last (below)
 
-stage "tests (CUDA included)"
-run_tests "${TEST_TIMEOUT:-300}" "not ($inductor)" | tee "$out/tests.log" | tail -25
-tests_rc=${PIPESTATUS[0]}
-[ "$tests_rc" -eq 0 ] || { status=1; echo "TESTS FAILED or timed out (rc $tests_rc)"; }
+if want tests; then
+  stage "tests (CUDA included)"
+  run_tests "${TEST_TIMEOUT:-300}" "not ($inductor)" | tee "$out/tests.log" | tail -25
+  tests_rc=${PIPESTATUS[0]}
+  [ "$tests_rc" -eq 0 ] || { status=1; echo "TESTS FAILED or timed out (rc $tests_rc)"; }
+fi
 
-stage "benchmarks"
-jsons+=("$out/bench.json")
-benchmarks . "$out/bench.json" "${BENCH_FILTER:-}"
-report
+if want bench; then
+  stage "benchmarks"
+  jsons+=("$out/bench.json")
+  benchmarks . "$out/bench.json" "${BENCH_FILTER:-}"
+  report
+fi
 
-stage "S3-OCTA step memory by module, ours vs reference op (1x304²)"
-breakdown
-stage "the same with the process limited to ${GPU_LIMIT_MIB} MiB of GPU memory (a small GPU)"
-breakdown --gpu-limit-mib "$GPU_LIMIT_MIB"
-stage "the same with checkpointing=True (what a small GPU would run)"
-breakdown --checkpointing
+if want memory; then
+  stage "S3-OCTA step memory by module, ours vs reference op (1x304²)"
+  breakdown
+  stage "the same with the process limited to ${GPU_LIMIT_MIB} MiB of GPU memory (a small GPU)"
+  breakdown --gpu-limit-mib "$GPU_LIMIT_MIB"
+  stage "the same with checkpointing=True (what a small GPU would run)"
+  breakdown --checkpointing
+fi
 
-stage "where the time goes: dsconv2d layer, S3-OCTA and DSCNet steps, kernel by kernel (1x304², fp32)"
-for what in layer s3octa dscnet; do PYTHONPATH=. "$python" scripts/dsconv_profile.py --what $what --size 304 --device cuda; done \
-  > "$out/profile.txt" 2>&1
-grep "^per step" "$out/profile.txt"
+if want profile; then
+  stage "where the time goes: dsconv2d layer, S3-OCTA and DSCNet steps, kernel by kernel (1x304², fp32)"
+  for what in layer s3octa dscnet; do PYTHONPATH=. "$python" scripts/dsconv_profile.py --what $what --size 304 --device cuda; done \
+    > "$out/profile.txt" 2>&1
+  grep "^per step" "$out/profile.txt"
+fi
 
-if [ -n "${BASELINE_MODELS:-}" ]; then
+if want baselines && [ -n "${BASELINE_MODELS:-}" ]; then
   stage "model steps with the models of $BASELINE_MODELS on this tree's kernels"
   # A copy of the tree whose retina/ is that commit's; its retina_kernels/ holds the build above.
   if tree=$(baseline_tree "$BASELINE_MODELS" retina); then
@@ -148,7 +171,7 @@ if [ -n "${BASELINE_MODELS:-}" ]; then
     status=1; echo "BASELINE_MODELS $BASELINE_MODELS: no sources"
   fi
 fi
-if [ -n "${BASELINE:-}" ]; then
+if want baselines && [ -n "${BASELINE:-}" ]; then
   stage "the kernels of $BASELINE, built in a copy of this tree, benchmarked"
   # Only our implementations: the references do not depend on csrc/ and ran above.
   if tree=$(baseline_tree "$BASELINE" csrc) && build "$tree"; then
@@ -166,14 +189,14 @@ if [ -n "${BASELINE:-}" ]; then
     status=1; echo "BASELINE $BASELINE: no sources or no build"
   fi
 fi
-if [ "${INDUCTOR_TIMEOUT:-300}" -gt 0 ]; then
+if want inductor && [ "${INDUCTOR_TIMEOUT:-300}" -gt 0 ]; then
   stage "the CUDA inductor test (at most ${INDUCTOR_TIMEOUT:-300} s)"
   { echo; echo "== $inductor"; run_tests "${INDUCTOR_TIMEOUT:-300}" "$inductor" | grep -v "^DEBUG"; } \
     | tee -a "$out/tests.log" | tail -5
   # 5: no test selected (TEST_FILTER leaves it out)
   case ${PIPESTATUS[0]} in 0|5) ;; *) status=1; echo "THE INDUCTOR TEST FAILED or timed out" ;; esac
 fi
-if [ "${INFERENCE_PROOF:-0}" != 0 ]; then
+if want proof; then
   # issue #30's proof: training and 2048²/4096² inference with the GPU limited to GPU_LIMIT_MIB
   stage "inference and training within ${GPU_LIMIT_MIB:-2048} MiB (scripts/inference_proof.py)"
   timeout "${PROOF_TIMEOUT:-420}" "$python" scripts/inference_proof.py --limit-mib "${GPU_LIMIT_MIB:-2048}" \
