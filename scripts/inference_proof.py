@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
+from retina.image_files import write_bytes_atomic
 from retina.inference import predict
 from retina.losses import IBPclDiceLoss
 from retina.models import S3OCTA, DSCNet
@@ -56,8 +56,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     limit = args.limit_mib * 2**20
-    rows = ["| case | mode | time s | device peak MiB | vs whole time | max abs diff / max abs whole | target met |",
-            "|---|---|---:|---:|---:|---:|---|"]
+    rows: list[str] = []
+
+    def emit(row: str) -> None:
+        """Prints the row and rewrites the table file with it: a run cut short by the device's time limit
+        still leaves every row it measured."""
+        rows.append(row)
+        print(row, flush=True)
+        if args.out:
+            write_bytes_atomic(args.out, ("\n".join(rows) + "\n").encode())
+
+    emit("| case | mode | time s | device peak MiB | vs whole time | max abs diff / max abs whole | target met |")
+    emit("|---|---|---:|---:|---:|---:|---|")
     torch.manual_seed(0)
     models = {"s3octa": S3OCTA(in_channels=3).eval(), "dscnet": DSCNet(in_channels=1).eval()}
 
@@ -69,9 +79,9 @@ def main(argv=None) -> int:
             try:
                 whole, seconds, peak = timed(lambda: predict(model, x, mode="whole", device=device), device)
                 references[(name, size)] = (x, whole, seconds)
-                rows.append(f"| {name} {size}² | whole, unlimited | {seconds:.2f} | {mib(peak)} | 1.0× | 0 | — |")
+                emit(f"| {name} {size}² | whole, unlimited | {seconds:.2f} | {mib(peak)} | 1.0× | 0 | — |")
             except torch.OutOfMemoryError:
-                rows.append(f"| {name} {size}² | whole, unlimited | out of memory | | | | |")
+                emit(f"| {name} {size}² | whole, unlimited | out of memory | | | | |")
                 references[(name, size)] = (x, None, None)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -102,7 +112,7 @@ def main(argv=None) -> int:
     step()
     _, seconds, peak = timed(step, device)
     met = "—" if peak is None else ("yes" if peak <= limit else "no")
-    rows.append(f"| s3octa train {plan.patch}² | {plan} | {seconds:.2f} | {mib(peak)} | | | {met} |")
+    emit(f"| s3octa train {plan.patch}² | {plan} | {seconds:.2f} | {mib(peak)} | | | {met} |")
     model = optimizer = None  # (free the training state before inference)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -130,7 +140,7 @@ def main(argv=None) -> int:
                                        output_device="cpu")
                 out, seconds, peak = timed(run, device)
             except torch.OutOfMemoryError:
-                rows.append(f"| {name} {size}² | {mode}, {args.limit_mib} MiB | out of memory | | | | no |")
+                emit(f"| {name} {size}² | {mode}, {args.limit_mib} MiB | out of memory | | | | no |")
                 continue
             ratio = f"{seconds / whole_seconds:.2f}×" if whole_seconds else "—"
             difference = "—"
@@ -140,14 +150,10 @@ def main(argv=None) -> int:
             met = "—"
             if peak is not None and bound is not None and whole_seconds:
                 met = "yes" if peak <= limit and seconds <= bound * whole_seconds else "no"
-            rows.append(f"| {name} {size}² | {mode}, {args.limit_mib} MiB | {seconds:.2f} | {mib(peak)} | {ratio} | "
+            emit(f"| {name} {size}² | {mode}, {args.limit_mib} MiB | {seconds:.2f} | {mib(peak)} | {ratio} | "
                         f"{difference} | {met} |")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    table = "\n".join(rows) + "\n"
-    print(table)
-    if args.out:
-        Path(args.out).write_text(table)
     return 0
 
 
