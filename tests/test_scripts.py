@@ -117,10 +117,11 @@ def test_benchmarks_collect():
     out = run_script("-m", "pytest", "benchmarks", "--collect-only", "-q", "-p", "no:cacheprovider")
     layers = [line for line in out.splitlines() if "test_dsconv_s3octa_layer[" in line]
     # the published model's 5 snake blocks (3→72, 72→144, 144→288, 576→144, 216→72) x 2 morphs on the CPU
-    # at 128², and the first block once more with the image as input (no input gradient); ours and the
-    # reference
-    assert len(layers) == 24 and any("[ours-576" in line and "cpu" in line for line in layers), out[-2000:]
-    assert sum("morph 1 image cpu" in line for line in layers) == 2, layers
+    # at 128², and the first block once more with the image as input (no input gradient); ours, the
+    # reference, and the layer's matrix products alone (the floor both share)
+    assert len(layers) == 36 and any("[ours-576" in line and "cpu" in line for line in layers), out[-2000:]
+    assert sum("morph 1 image cpu" in line for line in layers) == 3, layers
+    assert sum("[products-" in line for line in layers) == 12, layers
     # on CUDA: those 10 and DSCNet's 14 (7 blocks x 2 morphs) x batch 1 and 4 x 3 precisions x fwd and
     # fwd+bwd x ours and the reference
     cuda = [line for line in out.splitlines() if "test_dsconv_model_layer_cuda[" in line]
