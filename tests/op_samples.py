@@ -91,11 +91,13 @@ def dsconv2d_samples() -> list[Sample]:
 
     x, offset, weight, bias = operands(2, 3, 4, 5, 7, 9)
     xt, offset_t, weight_t, _ = operands(2, 2, 3, 3, 6, 5)
+    wide = operands(1, 9, 2, 3, 6, 5)  # from 8 channels the CPU lays the samples out channels-last
     empty = operands(0, 2, 3, 3, 5, 4)
     return [
         Sample("morph 0, odd, batch 2", (x, offset, weight, bias, 0, 1.0), ref, (0, 1, 2, 3)),
         Sample("morph 1, no bias, scope 2", (x, offset, weight, None, 1, 2.0), ref, (0, 1, 2)),
         Sample("non-contiguous", (_transposed(xt), _transposed(offset_t), weight_t, None, 0, 1.5), ref, (0, 1, 2)),
+        Sample("9 channels, morph 1", (*wide, 1, 1.5), ref, (0, 1, 2, 3)),
         Sample("empty batch", (*empty, 1, 1.0), ref, (0, 1, 2, 3)),
     ]
 

@@ -73,6 +73,8 @@ def test_module_matches_public_golden(golden, morph):
         (1, 2, 3, 12, 1, 5, 1.0, 1.0),     # one column
         (2, 2, 2, 10, 12, 9, 7.0, 20.0),   # offsets far outside the image: clamped, zero position gradient
         (3, 5, 6, 33, 40, 9, 1.0, 1.0),    # several strips per image on the CPU
+        (2, 8, 3, 13, 11, 5, 1.5, 1.0),    # from 8 channels the CPU lays samples out channels-last
+        (1, 19, 6, 21, 17, 7, 2.0, 2.0),   # channels-last, channels not a multiple of a vector
     ],
 )
 @pytest.mark.parametrize("morph", [0, 1])
@@ -142,10 +144,13 @@ MASKS = [[a, b, c] for a in (False, True) for b in (False, True) for c in (False
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, requires_cuda])])
 @pytest.mark.parametrize("morph", [0, 1])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_backward_output_mask_gives_the_wanted_gradients_unchanged(device, morph, threads):
+@pytest.mark.parametrize("channels", [5, 12])
+def test_backward_output_mask_gives_the_wanted_gradients_unchanged(device, morph, threads, channels):
     # As aten::convolution_backward: an unwanted gradient is not computed (None), and the wanted ones are
-    # exactly those of the full backward (same order of sums), on one thread or split across channels.
-    x, offset, weight, _, grad = [t.to(device) for t in random_case(2, 5, 4, 13, 11, 5, spread=2.0, seed=9)]
+    # exactly those of the full backward (same order of sums), on one thread or split across channels;
+    # with samples laid out channels-first (5) and channels-last (12) on the CPU.
+    case = random_case(2, channels, 4, 13, 11, 5, spread=2.0, seed=9)
+    x, offset, weight, _, grad = [t.to(device) for t in case]
     args = (grad, x, offset, weight, morph, 1.5)
     with torch_threads(threads):
         full = torch.ops.retina.dsconv2d_backward(*args)
@@ -589,11 +594,11 @@ def test_cuda_kernel_matches_triton_kernel():
         torch.testing.assert_close(a, r, rtol=0, atol=1e-9, msg=name)
 
 
-@pytest.mark.parametrize("threads, c", [(6, 5), (3, 7)])
+@pytest.mark.parametrize("threads, c", [(6, 5), (3, 7), (3, 37)])
 @pytest.mark.parametrize("morph", [0, 1])
 def test_cpu_backward_splits_channels_across_threads(threads, c, morph):
     # One strip per parity and more threads than strips: the CPU backward splits the channels into groups
-    # (here 5 groups of 1, or 3, 3, 1) and sums their position gradients.
+    # (here 5 groups of 1, or 3, 3, 1, or channels-last 13, 13, 11) and sums their position gradients.
     case = random_case(1, c, 4, 23, 20, 9, spread=2.0, seed=c)
     with torch_threads(threads):
         ours = run(retina_kernels.dsconv2d, *case, morph=morph, extend_scope=1.5)

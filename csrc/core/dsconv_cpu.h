@@ -1,6 +1,8 @@
 // CPU dynamic snake convolution (docs/dsconv.md), forward and backward, without the [B, C*K, H*W] map of
 // samples the public code materialises: pixels are processed in small tiles whose samples are built,
-// contracted and dropped (recomputed in backward). Torch-free: raw pointers, the matrix products and the
+// contracted and dropped (recomputed in backward). From 8 channels on, the tiles read a channels-last copy
+// of the input (and the backward accumulates the input gradient channels-last): one more input's worth of
+// memory in forward, two in backward. Torch-free: raw pointers, the matrix products and the
 // thread pool are supplied by the caller (the extension passes ATen's BLAS-backed mm and parallel_for).
 #pragma once
 

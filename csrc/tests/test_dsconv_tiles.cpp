@@ -600,11 +600,14 @@ int main(int argc, char** argv) {
     ++seed;
   }
   // Several 16-wide strips across the snake, so each parity runs strips side by side (and, with 8
-  // workers, channel groups); 64 across: strips end exactly at the image's edge.
+  // workers, channel groups); 64 across: strips end exactly at the image's edge. From 8 channels the
+  // samples are channels-last (the input and its gradient transposed by the workers too).
   const Case threaded[] = {
       {2, 6, 5, 9, 70, 9, 0, 2.0, 2.0},
       {2, 6, 5, 70, 9, 9, 1, 2.0, 2.0},
       {1, 3, 4, 5, 64, 11, 0, 3.0, 1.0},
+      {2, 12, 5, 9, 70, 9, 0, 2.0, 2.0},
+      {1, 19, 4, 70, 9, 9, 1, 2.0, 2.0},
   };
   for (const Case& c : threaded) {
     check_cpu_threads<double>(c, seed);
