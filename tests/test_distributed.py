@@ -4,6 +4,7 @@ and weights of one process with the same global batch; only rank 0 writes the ru
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,22 @@ def retina_train(config_path: Path, out: Path, processes: int, *extra: str) -> N
         command[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", "retina"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0 and torch_teardown_abort(result):
+        # Once in CI (2026-12-06, torch 2.13, 2 cores) rank 1 aborted in torch's own teardown after the run
+        # had finished and rank 0 had written it; not reproduced in 44 local launches, some under load. The
+        # run's results are what this test checks (below), so that abort alone does not fail it.
+        warnings.warn(f"torchrun: a rank aborted in teardown after the run finished:\n{result.stderr[-1500:]}",
+                      stacklevel=2)
+        return
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+
+def torch_teardown_abort(result: subprocess.CompletedProcess) -> bool:
+    """Whether the run finished (rank 0 reported it, after every rank's final barrier) and a rank then
+    aborted with C++'s terminate outside any exception, i.e. while the process was being torn down."""
+    finished = "\ntrained " in "\n" + result.stdout
+    before, _, after = result.stderr.partition("terminate called without an active exception")
+    return finished and bool(after) and "Traceback" not in before
 
 
 def logged(out: Path, key: str) -> list[float]:
