@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "dsconv_taps.h"
@@ -346,18 +347,19 @@ template <class T>
 struct ContractionOperands {
   const T* input;
   const T* weight;
-  std::vector<T> input_cl, weight_cl;
+  // (not zeroed first, as a vector would be: the transpose and the permutation write every element)
+  std::unique_ptr<T[]> input_cl, weight_cl;
   ContractionOperands(SampleLayout layout, const T* input_, const T* weight_, const DSConvShape& s, int64_t group,
                       const ParallelFor& parallel_for)
       : input(input_), weight(weight_) {
     if (!layout.channels_last) return;
     const int64_t plane = s.height * s.width;
-    input_cl.resize(s.batch * s.channels * plane);
-    weight_cl.resize(s.out_channels * s.channels * s.taps);
-    transpose_channels(input_, input_cl.data(), s.batch, s.channels, plane, false, parallel_for);
-    permute_weight(weight_, weight_cl.data(), s.out_channels, s.channels, s.taps, group, false);
-    input = input_cl.data();
-    weight = weight_cl.data();
+    input_cl.reset(new T[s.batch * s.channels * plane]);
+    weight_cl.reset(new T[s.out_channels * s.channels * s.taps]);
+    transpose_channels(input_, input_cl.get(), s.batch, s.channels, plane, false, parallel_for);
+    permute_weight(weight_, weight_cl.get(), s.out_channels, s.channels, s.taps, group, false);
+    input = input_cl.get();
+    weight = weight_cl.get();
   }
 };
 
@@ -402,12 +404,15 @@ void dsconv2d_backward_cpu(const T* grad_out, const T* input, const T* offset, c
                            T* grad_offset, T* grad_weight, const DSConvShape& s, int64_t threads, const Gemm<T>& gemm,
                            const ParallelFor& parallel_for) {
   const int64_t plane = s.height * s.width, K = s.taps, c = K / 2, CK = s.channels * K, O = s.out_channels;
-  if (grad_input) std::fill(grad_input, grad_input + s.batch * s.channels * plane, T(0));
+  // (the centre tap's offset gradient stays 0 below: no offset moves that tap)
   if (grad_offset) std::fill(grad_offset, grad_offset + s.batch * K * plane, T(0));
-  if (grad_weight) std::fill(grad_weight, grad_weight + O * CK, T(0));
   // The samples' gradients (weight^T x grad_out) serve the input and the offset gradients only.
   const bool sample_grads = grad_input || grad_offset;
-  if (s.batch * plane * O == 0 || !(sample_grads || grad_weight)) return;
+  if (s.batch * plane * O == 0 || !(sample_grads || grad_weight)) {
+    if (grad_input) std::fill(grad_input, grad_input + s.batch * s.channels * plane, T(0));
+    if (grad_weight) std::fill(grad_weight, grad_weight + O * CK, T(0));
+    return;
+  }
   const SnakeFrame f(s.height, s.width, s.morph);
   const Tiling t(s, f);
   // Strips of one parity at a time (see Tiling), with or without the input gradient: the same units in
@@ -431,8 +436,10 @@ void dsconv2d_backward_cpu(const T* grad_out, const T* input, const T* offset, c
   const SampleLayout layout(s);
   const bool cl = layout.channels_last;
   const ContractionOperands<T> operands(layout, input, weight, s, group, parallel_for);
-  // The input gradient, accumulated as the input is laid out (channels-last: turned back at the end).
+  // The input gradient, summed from zero as the input is laid out (channels-last: in its own buffer, turned
+  // back into grad_input at the end); the weight gradient is written whole at the end.
   std::vector<T> grad_input_cl(grad_input && cl ? s.batch * s.channels * plane : 0, T(0));
+  if (grad_input && !cl) std::fill(grad_input, grad_input + s.batch * s.channels * plane, T(0));
   T* grad_input_acc = cl ? grad_input_cl.data() : grad_input;
   std::vector<TapPositions<T>> positions(workers, TapPositions<T>(K, t.max_tile));
   std::vector<std::vector<T>> samples(workers, std::vector<T>(samples_needed ? tile_rows : 0));
