@@ -9,12 +9,12 @@ and prints a markdown table: time, device peak, max |exact − whole| / max |who
 ≤ limit; exact ≤ 3x and blend ≤ 1.5x the whole-image time).
 
     python scripts/inference_proof.py --limit-mib 2048 [--sizes 2048 4096] [--out results.md]
+    python scripts/inference_proof.py --device cpu --sizes 96 --train-size 64 --tile 32   # a smoke run
 
 The whole-image reference needs room: S3-OCTA's whole-image forward peaked at 0.3 / 1.1 / 4.5 GiB at
 256² / 512² / 1024² on the CPU (x4 per doubling), i.e. about 72 GiB at 4096², too close to an 80 GB card's
 capacity: run the proof on the 141 GB card (the device tool's nvidia-h200 kind), or a 4096² whole-image
 row reads "out of memory" and the exact rows there carry no difference.
-    python scripts/inference_proof.py --device cpu --sizes 96 --train-size 64 --tile 32   # a smoke run
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
             if peak is not None and bound is not None and whole_seconds:
                 met = "yes" if peak <= limit and seconds <= bound * whole_seconds else "no"
             emit(f"| {name} {size}² | {mode}, {args.limit_mib} MiB | {seconds:.2f} | {mib(peak)} | {ratio} | "
-                        f"{difference} | {met} |")
+                 f"{difference} | {met} |")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     return 0

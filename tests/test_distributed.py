@@ -37,8 +37,8 @@ def retina_train(config_path: Path, out: Path, processes: int, *extra: str) -> N
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     if result.returncode != 0 and torch_teardown_abort(result):
-        # Once in CI (2026-12-06, torch 2.13, 2 cores) rank 1 aborted in torch's own teardown after the run
-        # had finished and rank 0 had written it; not reproduced in 44 local launches, some under load. The
+        # In two CI runs (2026-12-06, torch 2.13, 2 cores) rank 1 aborted in teardown after the run had
+        # finished and rank 0 had written it; not reproduced in 60 local launches, some under load. The
         # run's results are what this test checks (below), so that abort alone does not fail it.
         warnings.warn(f"torchrun: a rank aborted in teardown after the run finished:\n{result.stderr[-1500:]}",
                       stacklevel=2)
