@@ -89,8 +89,14 @@ def test_s3octa_small_components_rule_and_empty_prediction():
         protocols.remove_small_components(mask, min_area=-1)
     with pytest.raises(ValueError, match="min_percent"):
         protocols.remove_small_components(mask, min_percent=120)
-    empty = protocols.s3octa([np.zeros((8, 8))], [np.ones((8, 8), bool)])[1]
-    assert empty == dict.fromkeys(("dice", "jaccard", "cldice", "hausdorff", "hd95"), 0.0)
+    said = []
+    empty = protocols.s3octa([np.zeros((8, 8)), np.ones((8, 8))], [np.ones((8, 8), bool)] * 2, report=said.append)
+    assert {k: v[0] for k, v in empty[0].items()} == dict.fromkeys(("dice", "jaccard", "cldice", "hausdorff", "hd95"), 0.0)
+    # a 0 distance for an empty prediction is S3-OCTA's convention, so the report says so, with the count
+    assert len(said) == 1 and said[0].startswith("1 of 2 predictions are empty") and "not a perfect one" in said[0]
+    said.clear()
+    protocols.s3octa([np.ones((8, 8))], [np.zeros((8, 8), bool)], report=said.append)
+    assert len(said) == 1 and said[0].startswith("1 of 1 labels are empty")
 
 
 def test_s3octa_field_resizes_label_and_prediction_nearest():
@@ -171,6 +177,38 @@ def test_retina_protocol_is_ours():
         metrics.evaluate(probs, labels, threshold=1.5)
     with pytest.raises(ValueError, match="field applies to the s3octa protocol only"):
         metrics.evaluate(probs, labels, protocol="iternet", field="3M")
+
+
+def test_retina_protocol_counts_what_its_means_leave_out(recwarn):
+    """An empty prediction has no HD95 (MONAI's NaN): the mean is over the others, and the report says how
+    many it left out and how many predictions were empty; all undefined gives NaN without numpy's warning."""
+    label = vessel_mask(32, 32, seed=3).astype(bool)
+    probs, labels = [label * 0.9, np.zeros((32, 32)), np.zeros((32, 32))], [label] * 3
+    said = []
+    per_image, summary = protocols.retina(probs, labels, report=said.append)
+    assert np.isnan(per_image["hd95"][1:]).all() and summary["hd95"] == 0.0 and summary["dice"] == pytest.approx(1 / 3)
+    assert said == ["2 of 3 predictions are empty (nothing > 0.5): their recall, dice and cldice are 0 against a "
+                    "non-empty label, their precision 1 (no false positive)",
+                    "hd95 is undefined (NaN) for 2 of 3 images, whose prediction or label is empty; its mean is over "
+                    "the other 1"]
+    said.clear()
+    assert np.isnan(protocols.retina(probs[1:], labels[1:], report=said.append)[1]["hd95"])
+    assert said[-1] == "hd95 is undefined (NaN) for every image: each has an empty prediction or label"
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_biomarkers_measure_the_mask_the_protocol_scores():
+    """A pixel exactly at the threshold is out for s3octa and retina (prob > t, as `retina predict`) and in
+    for iternet (prob >= t, as its code): --biomarkers measures the same mask."""
+    label = np.zeros((1, 24, 24), bool)
+    label[0, 4:20, 10:13] = True
+    prob = torch.from_numpy(label * 0.9)
+    prob[0, 2, 2] = 0.5  # a speck at exactly the threshold
+    areas = {}
+    for protocol in ("retina", "iternet"):
+        summary = metrics.evaluate(prob, torch.from_numpy(label), protocol=protocol, threshold=0.5, biomarkers=True)
+        areas[protocol] = summary["pred_vessel_area_density"] * 24 * 24
+    assert areas == {"retina": pytest.approx(48), "iternet": pytest.approx(49)}
 
 
 def test_overlap_scores_equal_monai_with_ignore_empty_false():

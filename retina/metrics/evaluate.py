@@ -118,10 +118,13 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
         allow_missing: folders: score only the labels that have a prediction (listed through `report`);
             otherwise a label without a prediction is an error.
         out_dir: when given, writes `per_image.csv` and `summary.json` there (atomically).
-        report: called with one line for each thing worth saying (labels' encodings, skipped labels).
+        report: called with one line for each thing worth saying (labels' encodings, skipped labels, empty
+            predictions and how the protocol scored them, images an undefined distance leaves out of a mean).
         biomarkers: add each image's vessel measurements (`retina.biomarkers.vessel_measurements`, with
-            `pixel_mm`) of the thresholded prediction and of the label to `per_image.csv`, as `pred_<name>`
-            and `label_<name>` columns, and their means to the summary.
+            `pixel_mm`) of the thresholded prediction (compared as the protocol compares, before "s3octa"'s
+            small-component removal: the mask `retina predict` measures) and of the label to
+            `per_image.csv`, as `pred_<name>` and `label_<name>` columns, and their means (over the images
+            where defined) to the summary.
 
     Returns:
         The summary: {metric: value} (per-image means for "s3octa" / "retina", pooled for "iternet").
@@ -144,18 +147,22 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
         if masks is not None:
             raise ValueError("the s3octa protocol has no field-of-view mask (S3-OCTA's code scores every pixel)")
         per_image, summary = protocols.s3octa(probs, truths, threshold=threshold, min_area=min_area,
-                                              min_percent=min_percent, field=field)
+                                              min_percent=min_percent, field=field, report=report)
+    elif protocol == "retina":
+        per_image, summary = protocols.retina(probs, truths, masks, threshold=threshold, report=report)
     else:
-        per_image, summary = getattr(protocols, protocol)(probs, truths, masks, threshold=threshold)
+        per_image, summary = protocols.iternet(probs, truths, masks, threshold=threshold)
     if biomarkers:
         from ..biomarkers import vessel_measurements
 
-        for side, maps in (("pred", [p >= threshold for p in probs]), ("label", truths)):
+        # The mask `retina predict` measures at this threshold, compared as the protocol compares.
+        preds = [protocols.binarize(protocol, p, threshold) for p in probs]
+        for side, maps in (("pred", preds), ("label", truths)):
             rows = [vessel_measurements(m, pixel_mm) for m in maps]
             for key in rows[0] if rows else ():
                 values = [float(r[key]) for r in rows]
                 per_image[f"{side}_{key}"] = values
-                summary[f"{side}_{key}"] = float(np.nanmean(values))
+                summary[f"{side}_{key}"] = protocols.mean_where_defined(values)
     if out_dir is not None:
         out = Path(out_dir)
         table = io.StringIO()

@@ -17,7 +17,7 @@ Each protocol takes lists of per-image arrays (images may differ in size) and re
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -66,22 +66,35 @@ def _resized(mask: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
+def _no_report(line: str) -> None:
+    pass
+
+
+def _count(n: int, total: int, what: str) -> str:
+    return f"{n} of {total} {what}"
+
+
 def s3octa(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], *, threshold: float = 0.8,
-           min_area: int = 50, min_percent: Optional[float] = 10, field: Optional[str] = None):
+           min_area: int = 50, min_percent: Optional[float] = 10, field: Optional[str] = None,
+           report: Callable[[str], None] = _no_report):
     """The S3-OCTA protocol (module docstring). probs: float [H, W] per image in [0, 1]; labels: bool.
     `field`: "3M" / "6M" resizes both to 304² / 400² first (S3-OCTA's `fov` option); None leaves them.
     Where the label is empty but the prediction is not, the distances are NaN (S3-OCTA's code stops with
-    medpy's error there)."""
+    medpy's error there). `report` is told how many predictions were empty (scored 0 on every metric, the
+    distances included, which is not a perfect distance) and how many labels were empty."""
     if field is not None and field not in FIELD_SIZES:
         raise ValueError(f"field must be one of {sorted(FIELD_SIZES)} or None, got {field!r}")
     names = ("dice", "jaccard", "cldice", "hausdorff", "hd95")
     per_image: dict[str, list[float]] = {name: [] for name in names}
+    empty_preds = empty_labels = 0
     for prob, label in zip(probs, labels):
         pred, label = prob > threshold, label.astype(bool)
         if field is not None:
             pred, label = _resized(pred, FIELD_SIZES[field]), _resized(label, FIELD_SIZES[field])
         pred = remove_small_components(pred, min_area, min_percent)
+        empty_labels += not label.any()
         if not pred.any():
+            empty_preds += 1
             values = dict.fromkeys(names, 0.0)
         else:
             both, total = np.count_nonzero(pred & label), np.count_nonzero(pred) + np.count_nonzero(label)
@@ -91,6 +104,15 @@ def s3octa(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], *, thresho
                       "hd95": medpy_hd95(label, pred) if label.any() else float("nan")}
         for name in names:
             per_image[name].append(values[name])
+    total = len(per_image["dice"])
+    if empty_preds:
+        report(f"{_count(empty_preds, total, 'predictions')} are empty (nothing > {threshold:g} after "
+               "small-component removal): the s3octa protocol scores them 0 on every metric, hausdorff and hd95 "
+               "included, as S3-OCTA's code does; a 0 distance there is not a perfect one (the retina protocol "
+               "leaves such distances out as NaN and says how many)")
+    if empty_labels:
+        report(f"{_count(empty_labels, total, 'labels')} are empty: their hausdorff and hd95 are NaN where the "
+               "prediction is not, which makes those means NaN (S3-OCTA's code stops there)")
     per_image_t = {name: torch.tensor(values, dtype=torch.float64) for name, values in per_image.items()}
     return per_image_t, {name: float(np.mean(values)) for name, values in per_image.items()}
 
@@ -144,13 +166,29 @@ def iternet(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], fovs: Opt
     return {n: torch.tensor(v, dtype=torch.float64) for n, v in per_image.items()}, summary
 
 
+def binarize(protocol: str, prob: np.ndarray, threshold: float) -> np.ndarray:
+    """The prediction mask a protocol scores, before any post-processing: prob >= threshold for "iternet"
+    (as its code compares), prob > threshold otherwise (as S3-OCTA's code and `retina predict`)."""
+    return prob >= threshold if protocol == "iternet" else prob > threshold
+
+
+def mean_where_defined(values: list[float]) -> float:
+    finite = [v for v in values if not np.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def retina(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], fovs: Optional[Sequence[np.ndarray]] = None, *,
-           threshold: float = 0.5):
+           threshold: float = 0.5, report: Callable[[str], None] = _no_report):
     """retina's own protocol: per image the overlap scores (inside the FOV when given), clDice on
-    retina's skeleton, HD95 in MONAI's convention and the Betti-0 / Betti-1 errors; averaged."""
+    retina's skeleton, HD95 in MONAI's convention and the Betti-0 / Betti-1 errors; averaged over the
+    images where defined. HD95 is NaN where the prediction or the label is empty (MONAI's convention);
+    `report` is told how many predictions were empty and how many images the HD95 mean leaves out."""
     per_image: dict[str, list[float]] = {}
+    empty_preds = 0
     for i, (prob, label) in enumerate(zip(probs, labels)):
-        hard, truth = torch.from_numpy(prob > threshold)[None], torch.from_numpy(label.astype(bool))[None]
+        pred = binarize("retina", prob, threshold)
+        empty_preds += not pred.any()
+        hard, truth = torch.from_numpy(pred)[None], torch.from_numpy(label.astype(bool))[None]
         fov = None if fovs is None else torch.from_numpy(fovs[i].astype(bool))[None]
         values = {k: float(v[0]) for k, v in scores_from_confusion(confusion(hard, truth, fov)).items()}
         values["cldice"] = float(cldice(hard, truth)[0])
@@ -159,5 +197,14 @@ def retina(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], fovs: Opti
         values["betti0_error"], values["betti1_error"] = float(errors[0]), float(errors[1])
         for name, value in values.items():
             per_image.setdefault(name, []).append(value)
+    total = len(probs)
+    if empty_preds:
+        report(f"{_count(empty_preds, total, 'predictions')} are empty (nothing > {threshold:g}): their recall, "
+               "dice and cldice are 0 against a non-empty label, their precision 1 (no false positive)")
+    undefined = int(np.isnan(per_image.get("hd95", [])).sum())
+    if undefined:
+        report(f"hd95 is undefined (NaN) for {_count(undefined, total, 'images')}, whose prediction or label is "
+               f"empty; its mean is over the other {total - undefined}" if undefined < total else
+               "hd95 is undefined (NaN) for every image: each has an empty prediction or label")
     per_image_t = {name: torch.tensor(values, dtype=torch.float64) for name, values in per_image.items()}
-    return per_image_t, {name: float(np.nanmean(values)) if values else float("nan") for name, values in per_image.items()}
+    return per_image_t, {name: mean_where_defined(values) for name, values in per_image.items()}
