@@ -83,7 +83,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     whole.fit()
     assert run_killed_at(tmp_path / "killed", 10) == -signal.SIGKILL  # killed between checkpoints 8 and 12
     assert read_checkpoint(tmp_path / "killed" / "checkpoint.pt")["step"] == 8
-    resumed = Trainer(tiny_config(), tmp_path / "killed", resume=True)
+    # a change that alters the experiment is refused by name; how the run is saved and timed may change
+    other = tiny_config(steps=20)
+    other.optimizer.lr = 0.01
+    with pytest.raises(ConfigError, match=r"optimizer.lr: 0.005 -> 0.01; training.steps: 14 -> 20\. Resume with"):
+        Trainer(other, tmp_path / "killed", resume=True).fit()
+    resumed = Trainer(tiny_config(checkpoint_every=5, max_minutes=60.0), tmp_path / "killed", resume=True)
     resumed.fit()
     for key, value in whole.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key

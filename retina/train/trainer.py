@@ -147,6 +147,25 @@ def lr_factor(config: TrainConfig, step: int, total: int) -> float:
     return 1.0
 
 
+# What may differ when a run resumes: how it is logged, saved, loaded and timed, none of which changes
+# the weights it reaches (the data order is seeded by sample, not by worker). Anything else would make
+# the resumed run a different experiment under the old run's name.
+RESUMABLE_CHANGES = ("logging.", "training.max_minutes", "training.checkpoint_every", "training.device",
+                     "data.num_workers")
+
+
+def _changed_keys(saved: dict, given: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts, each as "key: saved -> given"."""
+    changed = []
+    for key in list(dict.fromkeys([*saved, *given])):
+        a, b = saved.get(key), given.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changed
+
+
 def _rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -463,8 +482,12 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         state = read_checkpoint(path, map_location=self.device)
-        if state["config"] != self.given.to_dict():
-            raise ConfigError(f"{path} was written with another config; resume with the run's own config.yaml")
+        changed = [key for key in _changed_keys(state["config"], self.given.to_dict())
+                   if not key.startswith(RESUMABLE_CHANGES)]
+        if changed:
+            raise ConfigError(f"{path} was written with another config: {'; '.join(changed[:4])}"
+                              f"{' ...' if len(changed) > 4 else ''}. Resume with the run's own config.yaml "
+                              f"(only {', '.join(RESUMABLE_CHANGES)} may change on resume)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
