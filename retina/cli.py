@@ -160,7 +160,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         measurements = predict_files(model, args.inputs, out, device=device, threshold=args.threshold, forward=forward,
                                      pixel_mm=args.pixel_mm, rank=dist.rank, world=dist.world, progress=progress,
-                                     prob_bits=args.bits)
+                                     prob_bits=args.bits, channel_folders=args.channel_folders)
     finally:
         bar.close()
         dist.close()
@@ -275,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="auto (default): whole images when they fit --max-memory, else tiles the way the model "
                               "was trained; exact: tiles equal to the whole-image result; blend: overlapping tiles "
                               "blended (MONAI / nnU-Net)")
+    predict.add_argument("--channel-folders", action="store_true",
+                         help="the inputs are folders of one channel each, in the model's channel order (OCTA-500: "
+                              "'OCTA(FULL)' 'OCTA(ILM_OPL)' 'OCTA(OPL_BM)'); files are stacked by name")
     predict.add_argument("--bits", type=int, default=8, choices=[8, 16], help="probability PNG depth (default: 8)")
     predict.add_argument("--tile", default="auto", help="tile side in pixels, or auto (the largest that fits)")
     predict.add_argument("--max-memory", default=None,

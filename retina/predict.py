@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -47,9 +47,40 @@ def input_files(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def read_for_model(path: Path, in_channels: int) -> torch.Tensor:
+def channel_files(folders: Iterable[str | os.PathLike], sources: Optional[Sequence[str]] = None) -> list[tuple[Path, ...]]:
+    """The images of folders that hold one channel each (OCTA-500's `OCTA(FULL)/`, `OCTA(ILM_OPL)/`, ...),
+    grouped by file stem in the folders' order: [(first folder's file, second's, ...)] per stem. Every
+    stem must be in every folder. `sources` (the model's channel names) only words the errors."""
+    folders = [Path(f) for f in folders]
+    for folder in folders:
+        if not folder.is_dir():
+            raise ValueError(f"channel folders: {folder} is not a folder (each input is the folder of one channel)")
+    listings = [images_by_stem(folder, "channel folder") for folder in folders]
+    named = (lambda i: f"{folders[i]} ({sources[i]})") if sources else (lambda i: str(folders[i]))
+    stems = sorted(set().union(*listings))
+    for i, listing in enumerate(listings):
+        missing = [stem for stem in stems if stem not in listing]
+        if missing:
+            raise ValueError(f"channel folder {named(i)} has no {missing[0]!r}"
+                             f"{f' (nor {len(missing) - 1} more)' if len(missing) > 1 else ''}: every image "
+                             "needs its file in every channel folder, matched by stem")
+    return [tuple(listing[stem] for listing in listings) for stem in stems]
+
+
+def read_channels(paths: Sequence[Path]) -> torch.Tensor:
+    """float32 [len(paths), H, W] in [0, 1]: one gray channel per file, stacked (all the same size)."""
+    channels = [read_for_model(path, 1) for path in paths]
+    for path, channel in zip(paths[1:], channels[1:]):
+        if channel.shape != channels[0].shape:
+            raise ValueError(f"{path}: {channel.shape[2]}x{channel.shape[1]} (width x height), but {paths[0]} is "
+                             f"{channels[0].shape[2]}x{channels[0].shape[1]}")
+    return torch.cat(channels)
+
+
+def read_for_model(path: Path, in_channels: int, sources: Optional[Sequence[str]] = None) -> torch.Tensor:
     """float32 [in_channels, H, W] in [0, 1]: gray images repeated to RGB, RGB made gray (luminance) for
-    one-channel models; 8-bit / 255, 16-bit / 65535."""
+    one-channel models; 8-bit / 255, 16-bit / 65535. `sources`: the model's channels came from separate
+    images (the checkpoint's `channel_sources`): a gray image is then an error, not repeated."""
     image = read_image(path)
     scale = 65535.0 if image.dtype == np.uint16 else 255.0 if image.dtype == np.uint8 else 1.0
     if image.ndim == 3:
@@ -60,6 +91,11 @@ def read_for_model(path: Path, in_channels: int) -> torch.Tensor:
         image = image[..., None]
     array = image.astype(np.float32) / scale
     if array.shape[2] == 1 and in_channels > 1:
+        if sources and len(sources) > 1:
+            raise ValueError(f"{path}: one channel, but the model takes {len(sources)} images stacked as channels "
+                             f"({', '.join(sources)}): give one folder per channel, in that order, with "
+                             "--channel-folders (predict_files(channel_folders=True)), or images holding "
+                             f"{in_channels} channels")
         array = np.repeat(array, in_channels, 2)
     if array.shape[2] != in_channels:
         raise ValueError(f"{path}: {array.shape[2]} channels, but the model takes {in_channels}")
@@ -137,10 +173,21 @@ def _csv(rows: list[dict]) -> bytes:
     return table.getvalue().encode()
 
 
+def _training_record(model: torch.nn.Module) -> dict:
+    return getattr(model, "checkpoint_info", {}).get("training", {}) or {}
+
+
 def recorded_preprocess(model: torch.nn.Module) -> Optional[Preprocess]:
     """The preprocessing a checkpoint's model was trained with (`retina.load` records it), if any."""
-    recorded = getattr(model, "checkpoint_info", {}).get("training", {}).get("preprocess")
+    recorded = _training_record(model).get("preprocess")
     return Preprocess(**recorded) if recorded else None
+
+
+def recorded_channel_sources(model: torch.nn.Module) -> Optional[tuple[str, ...]]:
+    """The names of the images a checkpoint's model took stacked as channels (OCTA-500's projections),
+    or None when one image held all its channels (or the checkpoint does not say)."""
+    recorded = _training_record(model).get("channel_sources")
+    return tuple(recorded) if recorded else None
 
 
 Forward = Callable[[torch.nn.Module, torch.Tensor], object]
@@ -154,9 +201,14 @@ def whole_image(model: torch.nn.Module, image: torch.Tensor) -> object:
 def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], out: str | os.PathLike, *,
                   device: str | torch.device = "cpu", threshold: float = 0.5, pixel_mm: Optional[float] = None,
                   preprocess: Optional[Preprocess] = None, forward: Forward = whole_image, prob_bits: int = 8,
-                  rank: int = 0, world: int = 1,
+                  rank: int = 0, world: int = 1, channel_folders: bool = False,
                   progress: Optional[Callable[[int, int, str], None]] = None) -> Path:
     """Segments every input with `model` into `out`; returns the measurements file.
+
+    `channel_folders`: the inputs are folders holding one channel each, in the model's channel order
+    (OCTA-500's `OCTA(FULL)/ OCTA(ILM_OPL)/ OCTA(OPL_BM)/`), whose files are stacked by stem; otherwise
+    each input image (or folder of images) holds every channel. A model trained on channels from separate
+    images (`recorded_channel_sources`) refuses a gray image rather than repeating it into each channel.
 
     Each image is read to the model's channel count, prepared with `preprocess` (by default what the
     checkpoint records: `retina.load` models carry it), run through `forward(model, [1, C, H, W])` (the
@@ -172,22 +224,37 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
     if prob_bits not in (8, 16):
         raise ValueError(f"prob_bits must be 8 or 16, got {prob_bits!r}")
     out = Path(out)
-    files = input_files(inputs)
     in_channels = getattr(model, "config", {}).get("in_channels", 1)
     preprocess = preprocess if preprocess is not None else recorded_preprocess(model)
-    read_channels = 3 if preprocess is not None and preprocess.gray is not None else in_channels
+    sources = recorded_channel_sources(model)
+    if channel_folders:
+        inputs = list(inputs)
+        if len(inputs) != in_channels:
+            named = f" ({', '.join(sources)})" if sources else ""
+            raise ValueError(f"channel folders: {len(inputs)} given, but the model takes {in_channels} channels"
+                             f"{named}, one folder each")
+        if preprocess is not None and preprocess.gray is not None:
+            raise ValueError("channel folders: the model's recorded preprocessing makes its input from one colour "
+                             "image; give the colour images themselves")
+        groups = channel_files(inputs, sources)
+    else:
+        groups = [(path,) for path in input_files(inputs)]
+    channels_to_read = 3 if preprocess is not None and preprocess.gray is not None else in_channels
     model = model.to(device).eval()
-    for done, path in enumerate(files):
+    files = [group[0] for group in groups]
+    for done, group in enumerate(groups):
+        path = group[0]
         stem = image_stem(path)
         if progress is not None:
             progress(done, len(files), stem)
         measurements = out / "measurements" / f"{stem}.json"
         if done % world != rank or measurements.is_file():
             continue
-        image = read_for_model(path, read_channels)
+        image = read_channels(group) if channel_folders else read_for_model(path, channels_to_read, sources)
         prepared = preprocess.image(image) if preprocess is not None else image
         gray = np.rint(image[:3].mean(0).numpy() * 255).astype(np.uint8)
-        line: dict = {"id": stem, "file": str(path), "height": int(image.shape[1]), "width": int(image.shape[2])}
+        line: dict = {"id": stem, "file": ";".join(map(str, group)), "height": int(image.shape[1]),
+                      "width": int(image.shape[2])}
         for name, logits in named_outputs(forward(model, prepared[None].to(device))).items():
             logits = logits.float()
             if logits.shape[-2:] != image.shape[-2:]:  # back to the input's size

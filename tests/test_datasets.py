@@ -49,6 +49,8 @@ def test_octa500_3m_splits(octa3m, split, count, first):
     assert len(ds) == count and ds.ids[0] == first
     sample = ds[0]
     assert sample["image"].shape == (3, 12, 12) and sample["image"].dtype == torch.float32
+    assert ds.channel_sources == ("OCTA(FULL)", "OCTA(ILM_OPL)", "OCTA(OPL_BM)")  # checkpoints record them
+    assert OCTA500(root, "3M", split, projections=["OCTA(FULL)"]).channel_sources is None
     assert sample["mask"].shape == (2, 12, 12) and sample["mask"].dtype == torch.float32
     rv, faz = written[first]
     assert np.array_equal(sample["mask"][0].numpy(), rv > 0) and np.array_equal(sample["mask"][1].numpy(), faz > 0)

@@ -137,6 +137,46 @@ def test_load_gives_an_eval_model_with_its_config(tmp_path):
         Trainer(tiny_config(steps=2), tmp_path / "run").fit()
 
 
+def test_predict_stacks_channel_folders_for_a_model_of_separate_images(tmp_path, capsys):
+    """A model trained on OCTA-500's three projections (three images per scan) predicts from one folder per
+    projection, stacked by file name; a gray image is refused (repeating it into three channels would be a
+    silent wrong input); missing files and a wrong folder count are named."""
+    from retina.data.datasets.octa import PROJECTIONS
+    from retina.predict import predict_files
+
+    config = tiny_config(steps=1, val_every=100)
+    config.model.kwargs["in_channels"] = 3
+    config.data.train.kwargs["channels"] = 3
+    config.data.val = None
+    config.save(tmp_path / "octa.yaml")
+    assert cli.main(["train", str(tmp_path / "octa.yaml"), "--out", str(tmp_path / "run")]) == 0
+    model = retina.load(tmp_path / "run" / "checkpoint.pt")
+    assert model.checkpoint_info["training"]["channel_sources"] == list(PROJECTIONS)
+    rng = np.random.default_rng(0)
+    folders = [tmp_path / name for name in PROJECTIONS]
+    planes = {stem: [(rng.random((24, 28)) * 255).astype(np.uint8) for _ in folders] for stem in ("a", "b")}
+    for stem, images in planes.items():
+        for folder, image in zip(folders, images):
+            image_files.write_image(folder / f"{stem}.png", image)
+    capsys.readouterr()
+    assert cli.main(["predict", *map(str, folders), "--channel-folders", "--checkpoint", str(tmp_path / "run" /
+                     "checkpoint.pt"), "--out", str(tmp_path / "pred"), "--device", "cpu", "--mode", "whole"]) == 0
+    for stem, images in planes.items():
+        x = torch.from_numpy(np.stack(images).astype(np.float32) / 255)[None]
+        with torch.no_grad():
+            expected = np.rint(torch.sigmoid(model(x))[0, 0].numpy() * 255)
+        written = image_files.read_image(tmp_path / "pred" / "prob" / f"{stem}.png")
+        assert np.abs(written.astype(int) - expected).max() <= 1, stem  # the three planes, in order
+    with pytest.raises(ValueError, match=r"one channel, but the model takes 3 images stacked as channels "
+                                         r"\(OCTA\(FULL\), OCTA\(ILM_OPL\), OCTA\(OPL_BM\)\)"):
+        predict_files(model, [folders[0]], tmp_path / "gray")
+    with pytest.raises(ValueError, match="2 given, but the model takes 3 channels"):
+        predict_files(model, folders[:2], tmp_path / "two", channel_folders=True)
+    (folders[2] / "b.png").unlink()
+    with pytest.raises(ValueError, match=r"OCTA\(OPL_BM\) \(OCTA\(OPL_BM\)\) has no 'b'"):
+        predict_files(model, folders, tmp_path / "missing", channel_folders=True)
+
+
 def test_train_and_predict_commands(tmp_path, capsys):
     config = tiny_config(steps=4, val_every=2)
     config.save(tmp_path / "tiny.yaml")

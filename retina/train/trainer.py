@@ -309,6 +309,7 @@ class Trainer:
     def _training_data(self) -> Dataset:
         d, seed = self.config.data, self.config.training.seed
         dataset = build_dataset(d.train, "data.train")
+        self.channel_sources = getattr(dataset, "channel_sources", None)
         if self.preprocess is not None:
             dataset = _Transformed(dataset, self.preprocess)
         if d.cache:
@@ -477,7 +478,8 @@ class Trainer:
             "config": self.given.to_dict(), "retina_version": __version__,
             "plan": self.plan.to_dict() if self.plan is not None else None,
             "training": {"patch": self.config.data.patch, "in_channels": self.model.config.get("in_channels"),
-                         "preprocess": self.preprocess.to_dict() if self.preprocess is not None else None},
+                         "preprocess": self.preprocess.to_dict() if self.preprocess is not None else None,
+                         "channel_sources": list(self.channel_sources) if self.channel_sources else None},
         }
 
     def _restore(self, path: Path) -> None:

@@ -79,7 +79,13 @@ class FileDataset(Dataset):
     """Reads `records`. `gray`: images are single-channel (OCTA, OCT) rather than RGB (fundus).
     `class_map`: the one label file holds class indices (returned as int64 [H, W]). `fov_fn`, when
     given, computes a FOV from the image (float32 [C, H, W] -> bool [H, W]) for records without a file.
-    `transform(sample) -> sample` runs last (augmentation, preprocessing)."""
+    `transform(sample) -> sample` runs last (augmentation, preprocessing).
+
+    `channel_sources`: when a sample's channels come from separate images (OCTA-500's projections), their
+    names in channel order; None when one image holds them all. Checkpoints record it, so that
+    `retina predict` asks for one image per source rather than repeating a gray image into each."""
+
+    channel_sources: Optional[tuple[str, ...]] = None
 
     def __init__(self, records: Sequence[Record], *, gray: bool, class_map: bool = False,
                  fov_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None,
@@ -87,6 +93,9 @@ class FileDataset(Dataset):
         if not records:
             raise ValueError(f"{type(self).__name__}: no samples found")
         self.records = list(records)
+        files_per_sample = {len(r.images) for r in self.records}
+        if self.channel_sources is None and files_per_sample != {1}:
+            self.channel_sources = tuple(f"image {i + 1}" for i in range(max(files_per_sample)))
         self.gray = gray
         self.class_map = class_map
         self.fov_fn = fov_fn

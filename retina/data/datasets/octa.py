@@ -107,6 +107,7 @@ class OCTA500(FileDataset):
             raise FileNotFoundError(f"OCTA-500 {subset} {split} (ids {first}-{last}): {len(missing)} file(s) "
                                     f"missing, first {missing[0]}")
         self.label_names = tuple(labels)
+        self.channel_sources = tuple(projections) if len(projections) > 1 else None
         super().__init__(records, gray=True, transform=transform)
 
 

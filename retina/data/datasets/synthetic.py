@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from ..synthetic.fundus import fundus_image
 from ..synthetic.octa import octa_image
 from .base import Transform
+from .octa import PROJECTIONS
 
 
 def _check_labels(labels: Sequence[str], known: tuple[str, ...]) -> tuple[str, ...]:
@@ -54,6 +55,8 @@ class SyntheticOCTA(_Synthetic):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         self.size, self.channels, self.field_mm = size, channels, field_mm
         self.label_names = _check_labels(labels, self.LABELS)
+        # three projections are three images of a real scan (OCTA-500's layout)
+        self.channel_sources = PROJECTIONS if channels == 3 else None
 
     def __getitem__(self, index: int) -> dict:
         index = self._index(index)
