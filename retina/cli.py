@@ -197,10 +197,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if folder is not None and not Path(folder).is_dir():
             raise UsageError(f"{name} {folder}: not a folder")
     out = _output_folder(args.out, "--out")
-    summary = evaluate(args.pred, args.label, fov=args.fov, protocol=args.protocol, threshold=args.threshold,
-                       min_area=args.min_area, min_percent=args.min_percent, field=args.field,
-                       allow_missing=args.allow_missing, out_dir=out, report=lambda line: print(f"note: {line}"),
-                       biomarkers=args.biomarkers, pixel_mm=args.pixel_mm)
+    from tqdm.auto import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            for earlier in bars.values():
+                earlier.close()
+            bar = bars[stage] = tqdm(total=total, unit="image", desc=stage, leave=False)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        summary = evaluate(args.pred, args.label, fov=args.fov, protocol=args.protocol, threshold=args.threshold,
+                           min_area=args.min_area, min_percent=args.min_percent, field=args.field,
+                           allow_missing=args.allow_missing, out_dir=out, report=lambda line: print(f"note: {line}"),
+                           biomarkers=args.biomarkers, pixel_mm=args.pixel_mm, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
     for key, value in summary.items():
         print(f"{key}: {value:.4f}")
     print(f"wrote {out / 'per_image.csv'} and {out / 'summary.json'}")

@@ -153,6 +153,23 @@ def test_evaluate_folders_and_tensors(tmp_path):
         metrics.evaluate(perfect, perfect, protocol="drive")
 
 
+def test_evaluate_reports_progress_per_stage(tmp_path):
+    from retina import io
+
+    for i in range(3):
+        m = vessel_mask(32, 32, seed=i)
+        io.write_image(tmp_path / "label" / f"{i}.png", (m * 255).astype(np.uint8))
+        io.write_image(tmp_path / "pred" / f"{i}.png", (m * 200).astype(np.uint8))
+    for protocol in ("s3octa", "iternet", "retina"):
+        seen = []
+        metrics.evaluate(tmp_path / "pred", tmp_path / "label", protocol=protocol, biomarkers=True,
+                         progress=lambda stage, done, total: seen.append((stage, done, total)))
+        stages = list(dict.fromkeys(stage for stage, _, _ in seen))
+        assert stages == ["read", "score", "biomarkers (pred)", "biomarkers (label)"], protocol
+        for stage in stages:
+            assert [d for s, d, t in seen if s == stage][-1] == 3 and {t for s, _, t in seen if s == stage} == {3}
+
+
 def test_evaluate_command(tmp_path, capsys):
     from retina import io
     from retina.cli import main

@@ -37,7 +37,33 @@ def _probability(path: Path) -> np.ndarray:
     return image.astype(np.float64) / scale
 
 
-def _load(pred: Path, label: Path, fov: Optional[Path], allow_missing: bool, report: Callable[[str], None]):
+Progress = Callable[[str, int, int], None]  # (stage, images done, images in all)
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+class _Reported:
+    """A sequence whose iteration reports each item done to `progress` (the protocols loop over images)."""
+
+    def __init__(self, items: list, stage: str, progress: Progress):
+        self.items, self.stage, self.progress = items, stage, progress
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+    def __iter__(self):
+        for done, item in enumerate(self.items):
+            yield item
+            self.progress(self.stage, done + 1, len(self.items))
+
+
+def _load(pred: Path, label: Path, fov: Optional[Path], allow_missing: bool, report: Callable[[str], None],
+          progress: Progress = _no_progress):
     preds = images_by_stem(pred, "prediction folder")
     labels = images_by_stem(label, "label folder")
     if not preds:
@@ -60,7 +86,7 @@ def _load(pred: Path, label: Path, fov: Optional[Path], allow_missing: bool, rep
         if missing:
             raise ValueError(f"no FOV mask in {fov} for {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     ids, probs, truths, masks, encodings = sorted(preds), [], [], [], Counter()
-    for stem in ids:
+    for stem in _Reported(ids, "read", progress):
         prob = _probability(preds[stem])
         truth, encoding = read_mask(labels[stem])
         encodings[encoding] += 1
@@ -103,7 +129,8 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
              min_area: int = 50, min_percent: Optional[float] = 10, field: Optional[str] = None,
              ids: Optional[list[str]] = None, allow_missing: bool = False,
              out_dir: str | os.PathLike | None = None, report: Callable[[str], None] = lambda line: None,
-             biomarkers: bool = False, pixel_mm: Optional[float] = None) -> dict[str, float]:
+             biomarkers: bool = False, pixel_mm: Optional[float] = None,
+             progress: Progress = _no_progress) -> dict[str, float]:
     """Scores predictions against labels.
 
     Args:
@@ -125,6 +152,8 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
             small-component removal: the mask `retina predict` measures) and of the label to
             `per_image.csv`, as `pred_<name>` and `label_<name>` columns, and their means (over the images
             where defined) to the summary.
+        progress: called as (stage, images done, images in all) while files are read ("read"), scored
+            ("score") and measured ("biomarkers"), for a progress bar.
 
     Returns:
         The summary: {metric: value} (per-image means for "s3octa" / "retina", pooled for "iternet").
@@ -139,26 +168,27 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
         raise ValueError(f"field applies to the s3octa protocol only, not {protocol!r}")
     if isinstance(pred, (str, os.PathLike)):
         ids, probs, truths, masks = _load(Path(pred), Path(label), Path(fov) if fov is not None else None,
-                                          allow_missing, report)
+                                          allow_missing, report, progress)
     else:
         probs, truths, masks = _from_tensors(pred, label, fov)
         ids = ids or [str(i) for i in range(len(probs))]
+    scored = _Reported(probs, "score", progress)
     if protocol == "s3octa":
         if masks is not None:
             raise ValueError("the s3octa protocol has no field-of-view mask (S3-OCTA's code scores every pixel)")
-        per_image, summary = protocols.s3octa(probs, truths, threshold=threshold, min_area=min_area,
+        per_image, summary = protocols.s3octa(scored, truths, threshold=threshold, min_area=min_area,
                                               min_percent=min_percent, field=field, report=report)
     elif protocol == "retina":
-        per_image, summary = protocols.retina(probs, truths, masks, threshold=threshold, report=report)
+        per_image, summary = protocols.retina(scored, truths, masks, threshold=threshold, report=report)
     else:
-        per_image, summary = protocols.iternet(probs, truths, masks, threshold=threshold)
+        per_image, summary = protocols.iternet(scored, truths, masks, threshold=threshold)
     if biomarkers:
         from ..biomarkers import vessel_measurements
 
         # The mask `retina predict` measures at this threshold, compared as the protocol compares.
         preds = [protocols.binarize(protocol, p, threshold) for p in probs]
         for side, maps in (("pred", preds), ("label", truths)):
-            rows = [vessel_measurements(m, pixel_mm) for m in maps]
+            rows = [vessel_measurements(m, pixel_mm) for m in _Reported(maps, f"biomarkers ({side})", progress)]
             for key in rows[0] if rows else ():
                 values = [float(r[key]) for r in rows]
                 per_image[f"{side}_{key}"] = values
