@@ -142,12 +142,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
     model = load(args.checkpoint, device=device)
-    bar = tqdm(unit="image", disable=not dist.is_main, desc="predict")
+    bars: list[tqdm] = []  # made at the first image, so that an input error is not preceded by an empty bar
 
     def progress(done: int, total: int, stem: str) -> None:
-        bar.total = total
-        bar.update(done + 1 - bar.n)
-        bar.set_postfix_str(stem)
+        if not bars:
+            bars.append(tqdm(total=total, unit="image", disable=not dist.is_main, desc="predict"))
+        bars[0].update(done + 1 - bars[0].n)
+        bars[0].set_postfix_str(stem)
 
     multiple = getattr(model, "size_multiple", 1)
     if tile != "auto" and tile % multiple:
@@ -162,7 +163,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                      pixel_mm=args.pixel_mm, rank=dist.rank, world=dist.world, progress=progress,
                                      prob_bits=args.bits, channel_folders=args.channel_folders)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
         dist.close()
     if dist.is_main:
         print(f"wrote prob/, mask/, overlay/, skeleton/ and {measurements} in {out}")
