@@ -18,6 +18,7 @@ import retina_kernels
 
 from .data.sample_preprocess import Preprocess
 from .image_files import IMAGE_SUFFIXES, image_stem, images_by_stem, read_image, write_bytes_atomic, write_image
+from .inference.tiled import check_input_range
 from .metrics import betti_numbers
 from .models import named_outputs
 
@@ -252,6 +253,7 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
             continue
         image = read_channels(group) if channel_folders else read_for_model(path, channels_to_read, sources)
         prepared = preprocess.image(image) if preprocess is not None else image
+        check_input_range(model, prepared)
         gray = np.rint(image[:3].mean(0).numpy() * 255).astype(np.uint8)
         line: dict = {"id": stem, "file": ";".join(map(str, group)), "height": int(image.shape[1]),
                       "width": int(image.shape[2])}

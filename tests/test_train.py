@@ -94,6 +94,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     for key, value in whole.ema.items():
         assert torch.equal(value, resumed.ema[key]), key
+    assert resumed.input_range == whole.input_range  # restored, then widened by the same batches
     losses = [(r["step"], r["loss"]) for r in whole.rows if "loss" in r]
     assert losses == [(r["step"], r["loss"]) for r in resumed.rows if "loss" in r]  # the log too (CSV)
     logged = (tmp_path / "killed" / "log.csv").read_text().splitlines()
@@ -127,6 +128,13 @@ def test_load_gives_an_eval_model_with_its_config(tmp_path):
     model = retina.load(tmp_path / "run" / "checkpoint.pt")
     assert not model.training and model.config == trainer.model.config
     assert model.checkpoint_info["step"] == 2 and model.checkpoint_info["training"]["patch"] == 32
+    low, high = model.checkpoint_info["training"]["input_range"]  # synthetic scans in [0, 1], noise 0.01 added
+    assert -0.1 < low < 0.2 and 0.5 < high < 1.1
+    image = torch.rand(1, 1, 32, 32)
+    retina.inference.predict(model, image * 1.5)  # brighter than any training scan: still the model's input
+    for wrong, shown in ((image * 255, r"\[0\.\d+, 25\d\.\d+\]"), (image - 2, r"\[-1\.9\d+, -1\.0\d+\]")):
+        with pytest.raises(ValueError, match=rf"image values span {shown}, but the model was trained on inputs in"):
+            retina.inference.predict(model, wrong)
     x = torch.rand(1, 1, 40, 36)
     ema_model = retina.models.create(**model.config)
     ema_model.load_state_dict(trainer.ema)

@@ -31,6 +31,22 @@ def _as_batch(image) -> torch.Tensor:
     return image
 
 
+def check_input_range(model: torch.nn.Module, image: torch.Tensor) -> None:
+    """A checkpoint records the range of the inputs its model trained on; an image that reaches more than
+    that range's width beyond it (0-255 floats for a model of [0, 1] images) would give a confident
+    wrong answer, so it is refused."""
+    recorded = (getattr(model, "checkpoint_info", {}).get("training") or {}).get("input_range")
+    if not recorded or not image.numel():
+        return
+    low, high = recorded
+    width = max(high - low, 1e-6)
+    least, most = (float(v) for v in torch.aminmax(image))
+    if most > high + width or least < low - width:
+        raise ValueError(f"image values span [{least:g}, {most:g}], but the model was trained on inputs in "
+                         f"[{low:g}, {high:g}] (its checkpoint's input_range): scale the image as its training "
+                         "data was (retina's datasets give 8-bit images / 255, 16-bit / 65535)")
+
+
 def _model_dtype(model: torch.nn.Module) -> torch.dtype:
     parameter = next(model.parameters(), None)
     return parameter.dtype if parameter is not None else torch.float32
@@ -104,6 +120,7 @@ def predict(model: torch.nn.Module, image: Union[torch.Tensor, np.ndarray], *, m
         raise ValueError(f"image has {image.shape[1]} channels, the model takes {channels}")
     if not bool(torch.isfinite(image).all()):
         raise ValueError("image has NaN or infinite values")
+    check_input_range(model, image)
     multiple = int(getattr(model, "size_multiple", 1))
     sides = _tile_size(tile, multiple)
     parameter = next(model.parameters(), None)

@@ -276,6 +276,9 @@ class Trainer:
         self.step, self.epoch, self.position = 0, 0, 0
         self.best: Optional[float] = None
         self.stale = 0
+        # the least and greatest input value the model has trained on: predict refuses images far outside
+        # (0-255 floats given to a model trained on retina's [0, 1] images)
+        self.input_range: Optional[list[float]] = None
         self.rows: list[dict] = []
         self.task_losses: dict[str, list[float]] = {}
         self.writer = None
@@ -390,6 +393,12 @@ class Trainer:
             raise ValueError("training samples need a 'mask' (the dataset gave none: set its labels)")
         return batch["mask"].to(self.device, non_blocking=True)
 
+    def _note_input_range(self, image: torch.Tensor) -> None:
+        if image.numel():
+            low, high = (float(v) for v in torch.aminmax(image.detach()))
+            seen = self.input_range or [low, high]
+            self.input_range = [min(seen[0], low), max(seen[1], high)]
+
     def _train_step(self, batches) -> float:
         t = self.config.training
         self.model.train()
@@ -397,6 +406,7 @@ class Trainer:
         for micro in range(t.accumulate):
             batch = next(batches)
             image, target = batch["image"].to(self.device, non_blocking=True), self._target(batch)
+            self._note_input_range(batch["image"])
             # DDP: gradients are averaged over processes once per optimizer step, not per micro-batch
             sync = micro == t.accumulate - 1 or not self.dist.enabled
             with (contextlib.nullcontext() if sync else self.net.no_sync()), \
@@ -479,7 +489,8 @@ class Trainer:
             "plan": self.plan.to_dict() if self.plan is not None else None,
             "training": {"patch": self.config.data.patch, "in_channels": self.model.config.get("in_channels"),
                          "preprocess": self.preprocess.to_dict() if self.preprocess is not None else None,
-                         "channel_sources": list(self.channel_sources) if self.channel_sources else None},
+                         "channel_sources": list(self.channel_sources) if self.channel_sources else None,
+                         "input_range": self.input_range},
         }
 
     def _restore(self, path: Path) -> None:
@@ -497,6 +508,7 @@ class Trainer:
         self.ema = state["ema"]
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.best, self.stale = state["best"], state["stale"]
+        self.input_range = (state.get("training") or {}).get("input_range")
         _set_rng_state(state["rng"])
 
     def _log(self, row: dict) -> None:
