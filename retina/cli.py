@@ -181,7 +181,7 @@ def cmd_skeletonize(args: argparse.Namespace) -> int:
         mask, encoding = image_files.read_mask(args.mask)
         print(f"{args.mask}: read as a binary mask ({encoding})")
     else:
-        mask = image_files.read_image(args.mask, grayscale=True) > args.threshold
+        mask = image_files.read_gray(args.mask, "a mask binarised by --threshold") > args.threshold
     skeleton = _skeleton_2d(mask, args.max_iter, device)
     image_files.write_image(out, (skeleton * 255).astype(np.uint8))
     print(f"{args.mask}: {int(mask.sum())} px -> {int(skeleton.sum())} px skeleton, written to {out}")
@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     skel.add_argument("mask", help="binary mask image (0/1, 0/255, any two values, or black and one colour)")
     skel.add_argument("out", help="output image path (PNG recommended)")
     skel.add_argument("--threshold", type=float, default=None,
-                      help="binarise a non-binary gray image: foreground = values above this")
+                      help="binarise a non-binary gray image: foreground = values above this (in the file's "
+                           "own units: 0-255 for 8-bit, 0-65535 for 16-bit)")
     skel.add_argument("--max-iter", type=int, default=None, help="stop after this many outer iterations")
     skel.add_argument("--device", default=default_device)
     skel.set_defaults(func=cmd_skeletonize)

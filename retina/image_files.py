@@ -109,6 +109,19 @@ def _verify_with_pillow(path: Path) -> None:
         raise ValueError(f"cannot read {path}: corrupt or truncated file ({exc})") from None
 
 
+def read_gray(path: str | os.PathLike, what: str = "image") -> np.ndarray:
+    """A one-channel image [H, W] in the file's own depth (8-bit, 16-bit or float: OpenCV's grayscale
+    flag would cut 16 bits to 8). Colour files whose channels are equal count as gray (an alpha channel
+    is ignored); other colour files are refused, naming `what` (an overlay is not a probability map)."""
+    image = read_image(path)
+    if image.ndim == 3:
+        colour = image[..., :3]
+        if not (colour == colour[..., :1]).all():
+            raise ValueError(f"{path}: a colour image, but {what} must be one channel (gray)")
+        image = colour[..., 0]
+    return image
+
+
 def read_mask(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     """Reads a binary mask whatever its encoding, and says which it was.
 

@@ -88,6 +88,20 @@ def test_skeletonize_reads_every_binary_encoding(tmp_path, mask, encoding):
     assert np.array_equal(written, expected_skeleton(mask))
 
 
+def test_skeletonize_threshold_is_in_the_files_own_units(tmp_path, mask):
+    """--threshold on a 16-bit image compares 16-bit values (OpenCV's grayscale read made them 8-bit, so
+    any threshold above 255 gave an empty skeleton); a colour image is refused, not made luminance."""
+    rng = np.random.default_rng(1)
+    image = np.where(mask, rng.integers(40000, 65536, mask.shape), rng.integers(0, 30000, mask.shape)).astype(np.uint16)
+    image_files.write_image(tmp_path / "deep.png", image)
+    assert cli.main(["skeletonize", str(tmp_path / "deep.png"), str(tmp_path / "s.png"), "--threshold", "35000",
+                     "--device", "cpu"]) == 0
+    assert np.array_equal(image_files.read_image(tmp_path / "s.png") > 0, expected_skeleton(mask))
+    image_files.write_image(tmp_path / "rgb.png", rng.integers(0, 256, (*mask.shape, 3)).astype(np.uint8))
+    fails(retina("skeletonize", "rgb.png", "s.png", "--threshold", "100", cwd=tmp_path), 1, "rgb.png",
+          "a colour image, but a mask binarised by --threshold must be one channel")
+
+
 def truncated(path: Path) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 200])

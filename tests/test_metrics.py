@@ -153,6 +153,24 @@ def test_evaluate_folders_and_tensors(tmp_path):
         metrics.evaluate(perfect, perfect, protocol="drive")
 
 
+def test_evaluate_reads_16_bit_predictions_at_their_depth_and_refuses_overlays(tmp_path):
+    """52429 / 65535 is just above S3-OCTA's 0.8; cut to 8 bits (OpenCV's grayscale read) it was 204 / 255,
+    exactly 0.8, and the prediction scored as empty. A colour overlay is not a probability map."""
+    from retina import io
+
+    m = vessel_mask(40, 40, seed=5)
+    io.write_image(tmp_path / "label" / "a.png", (m * 255).astype(np.uint8))
+    io.write_image(tmp_path / "pred" / "a.png", (m * 52429).astype(np.uint16))
+    summary = metrics.evaluate(tmp_path / "pred", tmp_path / "label", protocol="retina", threshold=0.8)
+    assert summary["dice"] == 1.0
+    io.write_image(tmp_path / "overlay" / "a.png", np.stack([m * 255, m * 100, m * 0], 2).astype(np.uint8))
+    with pytest.raises(ValueError, match="a colour image, but a prediction .* must be one channel"):
+        metrics.evaluate(tmp_path / "overlay", tmp_path / "label")
+    grey_rgb = np.repeat((m * 230).astype(np.uint8)[..., None], 3, 2)  # equal channels: gray stored as colour
+    io.write_image(tmp_path / "rgb" / "a.png", grey_rgb)
+    assert metrics.evaluate(tmp_path / "rgb", tmp_path / "label", protocol="retina")["dice"] == 1.0
+
+
 def test_evaluate_reports_progress_per_stage(tmp_path):
     from retina import io
 

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..image_files import images_by_stem, read_image, read_mask, write_bytes_atomic
+from ..image_files import images_by_stem, read_gray, read_mask, write_bytes_atomic
 from . import protocols
 from .pixel import _as_images
 
@@ -28,7 +28,7 @@ remove_small_components = protocols.remove_small_components
 
 
 def _probability(path: Path) -> np.ndarray:
-    image = read_image(path, grayscale=True)
+    image = read_gray(path, "a prediction (a probability image such as retina predict's prob/)")
     scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype)
     if scale is None:
         if image.dtype.kind != "f" or np.isnan(image).any() or image.min() < 0 or image.max() > 1:
