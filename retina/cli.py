@@ -109,8 +109,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--resume: no checkpoint.pt in {out} to resume")
     summary = Trainer(config, out, resume=args.resume).fit()
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one report
-        print(f"trained {summary['steps']} steps (stopped by {summary['stopped_by']}); best validation "
-              f"{config.training.best_metric}: {summary['best']}; run in {out}")
+        best = (f"best validation {config.training.best_metric}: {summary['best']} (best.pt)" if summary["best"] is not None
+                else "not validated (no data.val): the final weights are checkpoint.pt")
+        print(f"trained {summary['steps']} steps (stopped by {summary['stopped_by']}); {best}; run in {out}")
     return 0
 
 
