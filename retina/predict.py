@@ -120,13 +120,21 @@ def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Pat
         mask = prob > threshold
         skeleton = retina_kernels.skeletonize(mask[None, None].to(torch.uint8))[0, 0].bool()
         components, holes = betti_numbers(mask).tolist()
-        line.update(components=components, holes=holes, vessel_density=float(mask.float().mean()),
-                    skeleton_pixels=int(skeleton.sum()), skeleton_density=float(skeleton.float().mean()))
-        if pixel_mm is not None:
-            line.update(pixel_mm=pixel_mm, area_mm2=float(mask.sum()) * pixel_mm**2)
-        measured = biomarkers.faz_measurements(mask, pixel_mm) if name == "faz" else \
-            biomarkers.vessel_measurements(mask, pixel_mm)
-        line.update({key: value for key, value in measured.items() if key not in line})
+        line.update(components=components, holes=holes)
+        if name == "faz":
+            # the FAZ is one zone: its area and shape are the largest component's (faz_measurements); the
+            # fraction of the image predicted as FAZ, spurious specks included, is reported beside them
+            line.update(area_fraction=float(mask.float().mean()))
+            if pixel_mm is not None:
+                line.update(pixel_mm=pixel_mm)
+            line.update(biomarkers.faz_measurements(mask, pixel_mm))
+        else:
+            line.update(vessel_density=float(mask.float().mean()), skeleton_pixels=int(skeleton.sum()),
+                        skeleton_density=float(skeleton.float().mean()))
+            if pixel_mm is not None:
+                line.update(pixel_mm=pixel_mm, area_mm2=float(mask.sum()) * pixel_mm**2)
+            measured = biomarkers.vessel_measurements(mask, pixel_mm)
+            line.update({key: value for key, value in measured.items() if key not in line})
         picture = np.repeat(gray[..., None], 3, 2)
         picture[mask.numpy()] = (0.5 * picture[mask.numpy()] + (120, 100, 0)).astype(np.uint8)
         picture[skeleton.numpy()] = (255, 30, 30)

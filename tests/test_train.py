@@ -334,5 +334,19 @@ def test_predict_writes_each_named_output_with_its_measurements(tmp_path):
         assert (tmp_path / "pred" / name / "mask" / "scan.png").is_file()
     line = json.loads((tmp_path / "pred" / "measurements.jsonl").read_text())
     assert "fractal_dimension" in line["vessel"] and "acircularity_index" in line["faz"]
+    # the FAZ's area is its largest component's, the one its shape measures describe, not the whole mask's
+    faz = image_files.read_image(tmp_path / "pred" / "faz" / "mask" / "scan.png") > 0
+    from retina.biomarkers import faz_measurements
+    assert line["faz"]["area_mm2"] == pytest.approx(faz_measurements(faz, 0.01)["area_mm2"])
+    assert line["faz"]["area_fraction"] == pytest.approx(faz.mean())
+    assert "vessel_density" not in line["faz"] and "skeleton_pixels" not in line["faz"]
+    # a FAZ of 21x21 = 441 px and a 3x3 speck: the area is the zone's, the fraction counts both
+    from retina.predict import _outputs, _write_output
+    logits = torch.full((1, 40, 40), -5.0)
+    logits[0, 5:26, 5:26] = 5.0
+    logits[0, 33:36, 33:36] = 5.0
+    measured = _write_output(logits, np.zeros((40, 40), np.uint8), _outputs(tmp_path / "unit", "x"), 0.5, 0.01, 8, "faz")
+    assert measured["area_mm2"] == pytest.approx(441 * 1e-4) and measured["components"] == 2
+    assert measured["area_fraction"] == pytest.approx(450 / 1600)
     header = (tmp_path / "pred" / "measurements.csv").read_text().splitlines()[0]
     assert "vessel.vessel_area_density" in header and "faz.area_mm2" in header
