@@ -332,8 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--allow-missing", action="store_true",
                           help="score only the labels that have a prediction (otherwise a missing one is an error)")
     evaluate.add_argument("--out", default="evaluation", help="output folder (default: evaluation)")
-    evaluate.add_argument("--biomarkers", action="store_true",
-                          help="add vessel measurements of prediction and label per image (retina.biomarkers)")
+    evaluate.add_argument("--biomarkers", nargs="?", const="vessels", default=None, choices=["vessels", "faz"],
+                          help="add measurements of prediction and label per image (retina.biomarkers): vessels "
+                               "(the default) or faz (the zone's area and shape)")
     evaluate.add_argument("--pixel-mm", type=float, default=None, help="pixel size in mm for --biomarkers")
     evaluate.set_defaults(func=cmd_evaluate)
 

@@ -171,6 +171,26 @@ def test_evaluate_reads_16_bit_predictions_at_their_depth_and_refuses_overlays(t
     assert metrics.evaluate(tmp_path / "rgb", tmp_path / "label", protocol="retina")["dice"] == 1.0
 
 
+def test_evaluate_measures_the_faz_as_one_zone(tmp_path, capsys):
+    from retina import io
+    from retina.cli import main
+
+    label = np.zeros((40, 40), np.uint8)
+    label[5:26, 5:26] = 255  # 441 px
+    pred = label.copy()
+    pred[33:36, 33:36] = 255  # a speck the zone's measurements leave out
+    io.write_image(tmp_path / "label" / "a.png", label)
+    io.write_image(tmp_path / "pred" / "a.png", pred)
+    summary = metrics.evaluate(tmp_path / "pred", tmp_path / "label", protocol="retina", biomarkers="faz", pixel_mm=0.01)
+    assert summary["pred_area_mm2"] == pytest.approx(441e-4) == summary["label_area_mm2"]
+    assert summary["pred_circularity"] == pytest.approx(summary["label_circularity"])
+    with pytest.raises(ValueError, match="biomarkers must be one of"):
+        metrics.evaluate(tmp_path / "pred", tmp_path / "label", biomarkers="veins")
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "label"), "--out", str(tmp_path / "ev"),
+                 "--protocol", "retina", "--biomarkers", "faz"]) == 0
+    assert "pred_area_px2: 441.0000" in capsys.readouterr().out
+
+
 def test_evaluate_reports_progress_per_stage(tmp_path):
     from retina import io
 

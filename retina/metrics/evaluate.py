@@ -14,7 +14,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -60,6 +60,18 @@ class _Reported:
         for done, item in enumerate(self.items):
             yield item
             self.progress(self.stage, done + 1, len(self.items))
+
+
+BIOMARKERS = ("vessels", "faz")
+
+
+def _biomarkers(kind: Union[bool, str]) -> Callable:
+    from .. import biomarkers
+
+    kind = "vessels" if kind is True else kind
+    if kind not in BIOMARKERS:
+        raise ValueError(f"biomarkers must be one of {list(BIOMARKERS)} (or True for vessels), got {kind!r}")
+    return biomarkers.faz_measurements if kind == "faz" else biomarkers.vessel_measurements
 
 
 def _load(pred: Path, label: Path, fov: Optional[Path], allow_missing: bool, report: Callable[[str], None],
@@ -129,7 +141,7 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
              min_area: int = 50, min_percent: Optional[float] = 10, field: Optional[str] = None,
              ids: Optional[list[str]] = None, allow_missing: bool = False,
              out_dir: str | os.PathLike | None = None, report: Callable[[str], None] = lambda line: None,
-             biomarkers: bool = False, pixel_mm: Optional[float] = None,
+             biomarkers: Union[bool, str] = False, pixel_mm: Optional[float] = None,
              progress: Progress = _no_progress) -> dict[str, float]:
     """Scores predictions against labels.
 
@@ -147,11 +159,12 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
         out_dir: when given, writes `per_image.csv` and `summary.json` there (atomically).
         report: called with one line for each thing worth saying (labels' encodings, skipped labels, empty
             predictions and how the protocol scored them, images an undefined distance leaves out of a mean).
-        biomarkers: add each image's vessel measurements (`retina.biomarkers.vessel_measurements`, with
-            `pixel_mm`) of the thresholded prediction (compared as the protocol compares, before "s3octa"'s
-            small-component removal: the mask `retina predict` measures) and of the label to
-            `per_image.csv`, as `pred_<name>` and `label_<name>` columns, and their means (over the images
-            where defined) to the summary.
+        biomarkers: "vessels" (or True): add each image's vessel measurements
+            (`retina.biomarkers.vessel_measurements`, with `pixel_mm`); "faz": its FAZ's area and shape
+            (`faz_measurements`, the largest component). Both of the thresholded prediction (compared as
+            the protocol compares, before "s3octa"'s small-component removal: the mask `retina predict`
+            measures) and of the label, to `per_image.csv` as `pred_<name>` and `label_<name>` columns,
+            and their means (over the images where defined) to the summary.
         progress: called as (stage, images done, images in all) while files are read ("read"), scored
             ("score") and measured ("biomarkers"), for a progress bar.
 
@@ -183,12 +196,11 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
     else:
         per_image, summary = protocols.iternet(scored, truths, masks, threshold=threshold)
     if biomarkers:
-        from ..biomarkers import vessel_measurements
-
+        measure = _biomarkers(biomarkers)
         # The mask `retina predict` measures at this threshold, compared as the protocol compares.
         preds = [protocols.binarize(protocol, p, threshold) for p in probs]
         for side, maps in (("pred", preds), ("label", truths)):
-            rows = [vessel_measurements(m, pixel_mm) for m in _Reported(maps, f"biomarkers ({side})", progress)]
+            rows = [measure(m, pixel_mm) for m in _Reported(maps, f"biomarkers ({side})", progress)]
             for key in rows[0] if rows else ():
                 values = [float(r[key]) for r in rows]
                 per_image[f"{side}_{key}"] = values
