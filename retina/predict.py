@@ -17,7 +17,7 @@ import torch
 import retina_kernels
 
 from .data.sample_preprocess import Preprocess
-from .image_files import IMAGE_SUFFIXES, image_stem, images_by_stem, read_image, write_bytes_atomic, write_image
+from .image_files import IMAGE_SUFFIXES, image_stem, images_by_stem, read_gray, read_image, write_bytes_atomic, write_image
 from .inference.tiled import check_input_range
 from .metrics import betti_numbers
 from .models import named_outputs
@@ -68,14 +68,21 @@ def channel_files(folders: Iterable[str | os.PathLike], sources: Optional[Sequen
     return [tuple(listing[stem] for listing in listings) for stem in stems]
 
 
+def _unit_float(image: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1] for 8-bit (/ 255) and 16-bit (/ 65535) images; float images as they are."""
+    scale = 65535.0 if image.dtype == np.uint16 else 255.0 if image.dtype == np.uint8 else 1.0
+    return image.astype(np.float32) / scale
+
+
 def read_channels(paths: Sequence[Path]) -> torch.Tensor:
-    """float32 [len(paths), H, W] in [0, 1]: one gray channel per file, stacked (all the same size)."""
-    channels = [read_for_model(path, 1) for path in paths]
+    """float32 [len(paths), H, W] in [0, 1]: one gray image per channel, stacked (all the same size; a
+    colour image is refused, not made gray: a channel folder holds one channel)."""
+    channels = [_unit_float(read_gray(path, "an image of a channel folder")) for path in paths]
     for path, channel in zip(paths[1:], channels[1:]):
         if channel.shape != channels[0].shape:
-            raise ValueError(f"{path}: {channel.shape[2]}x{channel.shape[1]} (width x height), but {paths[0]} is "
-                             f"{channels[0].shape[2]}x{channels[0].shape[1]}")
-    return torch.cat(channels)
+            raise ValueError(f"{path}: {channel.shape[1]}x{channel.shape[0]} (width x height), but {paths[0]} is "
+                             f"{channels[0].shape[1]}x{channels[0].shape[0]}")
+    return torch.from_numpy(np.stack(channels))
 
 
 def read_for_model(path: Path, in_channels: int, sources: Optional[Sequence[str]] = None) -> torch.Tensor:
@@ -83,14 +90,13 @@ def read_for_model(path: Path, in_channels: int, sources: Optional[Sequence[str]
     one-channel models; 8-bit / 255, 16-bit / 65535. `sources`: the model's channels came from separate
     images (the checkpoint's `channel_sources`): a gray image is then an error, not repeated."""
     image = read_image(path)
-    scale = 65535.0 if image.dtype == np.uint16 else 255.0 if image.dtype == np.uint8 else 1.0
     if image.ndim == 3:
         image = image[..., :3]
         if in_channels == 1:
             image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
     else:
         image = image[..., None]
-    array = image.astype(np.float32) / scale
+    array = _unit_float(image)
     if array.shape[2] == 1 and in_channels > 1:
         if sources and len(sources) > 1:
             raise ValueError(f"{path}: one channel, but the model takes {len(sources)} images stacked as channels "

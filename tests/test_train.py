@@ -180,6 +180,9 @@ def test_predict_stacks_channel_folders_for_a_model_of_separate_images(tmp_path,
         predict_files(model, [folders[0]], tmp_path / "gray")
     with pytest.raises(ValueError, match="2 given, but the model takes 3 channels"):
         predict_files(model, folders[:2], tmp_path / "two", channel_folders=True)
+    image_files.write_image(folders[1] / "b.png", (rng.random((24, 28, 3)) * 255).astype(np.uint8))
+    with pytest.raises(ValueError, match="b.png: a colour image, but an image of a channel folder must be one channel"):
+        predict_files(model, folders, tmp_path / "colour", channel_folders=True)
     (folders[2] / "b.png").unlink()
     with pytest.raises(ValueError, match=r"OCTA\(OPL_BM\) \(OCTA\(OPL_BM\)\) has no 'b'"):
         predict_files(model, folders, tmp_path / "missing", channel_folders=True)
