@@ -217,7 +217,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         summary = evaluate(args.pred, args.label, fov=args.fov, protocol=args.protocol, threshold=args.threshold,
                            min_area=args.min_area, min_percent=args.min_percent, field=args.field,
                            allow_missing=args.allow_missing, out_dir=out, report=lambda line: print(f"note: {line}"),
-                           biomarkers=args.biomarkers, pixel_mm=args.pixel_mm, progress=progress)
+                           biomarkers=args.biomarkers, pixel_mm=args.pixel_mm, progress=progress,
+                           num_classes=args.classes)
     finally:
         for bar in bars.values():
             bar.close()
@@ -321,8 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("pred", help="folder of prediction images (8/16-bit probabilities), matched by file stem")
     evaluate.add_argument("label", help="folder of binary label masks (any binary encoding)")
     evaluate.add_argument("--fov", default=None, help="folder of field-of-view masks (iternet, retina)")
-    evaluate.add_argument("--protocol", default="s3octa", choices=["s3octa", "iternet", "retina"],
-                          help="s3octa / iternet: as those papers' code computes them; retina: ours (docs/metrics.md)")
+    evaluate.add_argument("--protocol", default="s3octa", choices=["s3octa", "iternet", "retina", "classes"],
+                          help="s3octa / iternet: as those papers' code computes them; retina: ours; classes: class "
+                               "maps, e.g. OCT layers (per-class IoU and Dice) (docs/metrics.md)")
+    evaluate.add_argument("--classes", type=int, default=None,
+                          help="classes protocol: the number of classes (default: the largest index found + 1)")
     evaluate.add_argument("--threshold", type=float, default=None, help="override the protocol's threshold (in [0, 1])")
     evaluate.add_argument("--min-area", type=int, default=50, help="s3octa: small-component area (S3-OCTA's 50)")
     evaluate.add_argument("--min-percent", type=float, default=10,

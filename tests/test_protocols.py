@@ -211,6 +211,54 @@ def test_biomarkers_measure_the_mask_the_protocol_scores():
     assert areas == {"retina": pytest.approx(48), "iternet": pytest.approx(49)}
 
 
+def test_classes_protocol_pools_like_iou_per_class_and_scores_each_image(tmp_path, capsys):
+    """Class maps (OCT layers): pooled IoU per class is `iou_per_class`'s; per image, hand-counted Dice and
+    IoU; folders of 8-bit index maps (a multi-class model's prob/) through `retina evaluate`."""
+    rng = np.random.default_rng(3)
+    preds = torch.from_numpy(rng.integers(0, 4, (3, 9, 11)))
+    labels = torch.from_numpy(rng.integers(0, 3, (3, 9, 11)))  # class 3 only predicted
+    said = []
+    per_image, summary = protocols.classes(list(preds.numpy()), list(labels.numpy()), report=said.append)
+    assert said == ["4 classes (the largest index found + 1; set num_classes / --classes to fix it)"]
+    pooled = metrics.iou_per_class(preds, labels, 4)
+    for c in range(4):
+        assert summary[f"iou_{c}"] == pytest.approx(float(pooled[c]), abs=1e-12)
+    assert summary["iou_3"] == 0.0 and summary["miou"] == pytest.approx(float(metrics.mean_iou(preds, labels, 4)))
+    assert summary["miou_foreground"] == pytest.approx(float(pooled[1:].mean()))
+    assert summary["pixel_accuracy"] == pytest.approx(float((preds == labels).double().mean()))
+    p, t = preds[1].numpy(), labels[1].numpy()
+    for c in range(4):
+        both, sizes = np.sum((p == c) & (t == c)), np.sum(p == c) + np.sum(t == c)
+        assert float(per_image[f"dice_{c}"][1]) == pytest.approx(2 * both / sizes)
+        assert float(per_image[f"iou_{c}"][1]) == pytest.approx(both / (sizes - both))
+    absent = protocols.classes([np.zeros((4, 4), np.int64)], [np.zeros((4, 4), np.int64)], 3)[0]
+    assert np.isnan(float(absent["iou_2"][0])) and float(absent["miou"][0]) == 1.0  # a class in neither map: NaN
+    with pytest.raises(ValueError, match=r"class indices outside \[0, 3\)"):
+        protocols.classes(list(preds.numpy()), list(labels.numpy()), 3)
+
+    from retina import io
+    from retina.cli import main
+
+    for i in range(3):
+        io.write_image(tmp_path / "pred" / f"{i}.png", preds[i].numpy().astype(np.uint8))
+        io.write_image(tmp_path / "label" / f"{i}.png", labels[i].numpy().astype(np.uint8))
+    from_files = metrics.evaluate(tmp_path / "pred", tmp_path / "label", protocol="classes", num_classes=4)
+    assert from_files == pytest.approx(summary, nan_ok=True)
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "label"), "--protocol", "classes", "--classes", "4",
+                 "--out", str(tmp_path / "ev")]) == 0
+    assert f"miou: {summary['miou']:.4f}" in capsys.readouterr().out
+    header = (tmp_path / "ev" / "per_image.csv").read_text().splitlines()[0]
+    assert header.startswith("id,pixel_accuracy,miou,mdice,iou_0")
+    for bad, message in (({"threshold": 0.5}, "threshold does not apply"), ({"biomarkers": True}, "biomarkers do not"),
+                         ({"num_classes": 0}, "num_classes must be an integer >= 1")):
+        with pytest.raises(ValueError, match=message):
+            metrics.evaluate(preds, labels, protocol="classes", **bad)
+    with pytest.raises(TypeError, match="pred must be integer class indices"):
+        metrics.evaluate(preds.float(), labels, protocol="classes")
+    with pytest.raises(ValueError, match="num_classes applies to the classes protocol only"):
+        metrics.evaluate(preds.float() / 4, labels.bool(), num_classes=3)
+
+
 def test_overlap_scores_equal_monai_with_ignore_empty_false():
     """scores_from_confusion names MONAI's convention for empty masks (ignore_empty=False): check it."""
     monai = pytest.importorskip("monai.metrics")

@@ -23,7 +23,7 @@ from ..image_files import images_by_stem, read_gray, read_mask, write_bytes_atom
 from . import protocols
 from .pixel import _as_images
 
-PROTOCOLS = tuple(protocols.THRESHOLDS)
+PROTOCOLS = (*protocols.THRESHOLDS, "classes")
 remove_small_components = protocols.remove_small_components
 
 
@@ -74,8 +74,19 @@ def _biomarkers(kind: Union[bool, str]) -> Callable:
     return biomarkers.faz_measurements if kind == "faz" else biomarkers.vessel_measurements
 
 
+def _class_map(path: Path, what: str) -> np.ndarray:
+    image = read_gray(path, f"a class map ({what})")
+    if image.dtype.kind not in "ui":
+        raise ValueError(f"{path}: a class map ({what}) must hold integer class indices, got {image.dtype} values")
+    return image.astype(np.int64)
+
+
 def _load(pred: Path, label: Path, fov: Optional[Path], allow_missing: bool, report: Callable[[str], None],
-          progress: Progress = _no_progress):
+          progress: Progress = _no_progress, *, class_maps: bool = False):
+    """Reads matched files: predictions as probabilities and labels as binary masks, or (`class_maps`)
+    both as class-index maps."""
+    read_pred = (lambda path: _class_map(path, "prediction")) if class_maps else _probability
+    read_truth = (lambda path: (_class_map(path, "label"), "class indices")) if class_maps else read_mask
     preds = images_by_stem(pred, "prediction folder")
     labels = images_by_stem(label, "label folder")
     if not preds:
@@ -99,8 +110,8 @@ def _load(pred: Path, label: Path, fov: Optional[Path], allow_missing: bool, rep
             raise ValueError(f"no FOV mask in {fov} for {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     ids, probs, truths, masks, encodings = sorted(preds), [], [], [], Counter()
     for stem in _Reported(ids, "read", progress):
-        prob = _probability(preds[stem])
-        truth, encoding = read_mask(labels[stem])
+        prob = read_pred(preds[stem])
+        truth, encoding = read_truth(labels[stem])
         encodings[encoding] += 1
         if truth.shape != prob.shape:
             raise ValueError(f"{preds[stem]}: prediction is {prob.shape[1]}x{prob.shape[0]} (width x height) but its "
@@ -113,9 +124,19 @@ def _load(pred: Path, label: Path, fov: Optional[Path], allow_missing: bool, rep
                 raise ValueError(f"{fovs[stem]}: FOV mask is {mask.shape[1]}x{mask.shape[0]} but the prediction "
                                  f"{preds[stem]} is {prob.shape[1]}x{prob.shape[0]}")
             masks.append(mask)
-    if set(encodings) != {"values {0, 255}"}:
+    if set(encodings) - {"values {0, 255}", "class indices"}:
         report("labels read as: " + "; ".join(f"{encoding} in {n} file(s)" for encoding, n in encodings.items()))
     return ids, probs, truths, (masks if fovs is not None else None)
+
+
+def _from_class_tensors(pred: torch.Tensor, label: torch.Tensor):
+    p, t = _as_images("pred", pred), _as_images("label", label)
+    for name, m in (("pred", p), ("label", t)):
+        if m.is_floating_point() or m.dtype == torch.bool:
+            raise TypeError(f"{name} must be integer class indices for the classes protocol, got {m.dtype}")
+    if p.shape != t.shape:
+        raise ValueError(f"pred {tuple(p.shape)} and label {tuple(t.shape)} must have the same shape")
+    return list(p.long().cpu().numpy()), list(t.long().cpu().numpy())
 
 
 def _from_tensors(pred: torch.Tensor, label: torch.Tensor, fov: Optional[torch.Tensor]):
@@ -142,14 +163,18 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
              ids: Optional[list[str]] = None, allow_missing: bool = False,
              out_dir: str | os.PathLike | None = None, report: Callable[[str], None] = lambda line: None,
              biomarkers: Union[bool, str] = False, pixel_mm: Optional[float] = None,
-             progress: Progress = _no_progress) -> dict[str, float]:
+             progress: Progress = _no_progress, num_classes: Optional[int] = None) -> dict[str, float]:
     """Scores predictions against labels.
 
     Args:
-        pred: probabilities [N, H, W] (or [N, 1, H, W]) in [0, 1], or a folder of probability images.
-        label: binary labels of the same shape, or a folder of masks (any binary encoding).
+        pred: probabilities [N, H, W] (or [N, 1, H, W]) in [0, 1], or a folder of probability images;
+            "classes": integer class maps, or a folder of them (a multi-class model's `prob/`).
+        label: binary labels of the same shape, or a folder of masks (any binary encoding); "classes":
+            integer class maps.
         fov: field-of-view masks (tensor or folder); "iternet" and "retina" count only pixels inside.
-        protocol: "s3octa" (default), "iternet" or "retina" (docs/metrics.md, `retina.metrics.protocols`).
+        protocol: "s3octa" (default), "iternet" or "retina" (docs/metrics.md, `retina.metrics.protocols`);
+            "classes" for class-index maps (per-class IoU and Dice; no threshold, FOV or biomarkers).
+        num_classes: "classes" only: the number of classes (None: the largest index found + 1).
         threshold: overrides the protocol's (0.8, 0.5, 0.5); in [0, 1].
         min_area, min_percent: "s3octa"'s small-component removal (S3-OCTA's 50 and 10).
         field: "s3octa" only: "3M" or "6M" resizes label and prediction to 304² / 400² (S3-OCTA's option).
@@ -173,6 +198,12 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+    if protocol == "classes":
+        return _evaluate_class_maps(pred, label, fov=fov, threshold=threshold, field=field, ids=ids,
+                                    allow_missing=allow_missing, out_dir=out_dir, report=report,
+                                    biomarkers=biomarkers, progress=progress, num_classes=num_classes)
+    if num_classes is not None:
+        raise ValueError(f"num_classes applies to the classes protocol only, not {protocol!r}")
     if threshold is None:
         threshold = protocols.THRESHOLDS[protocol]
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
@@ -205,13 +236,39 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
                 values = [float(r[key]) for r in rows]
                 per_image[f"{side}_{key}"] = values
                 summary[f"{side}_{key}"] = protocols.mean_where_defined(values)
-    if out_dir is not None:
-        out = Path(out_dir)
-        table = io.StringIO()
-        writer = csv.writer(table)
-        writer.writerow(["id", *per_image])
-        for row, name in enumerate(ids):
-            writer.writerow([name, *(f"{float(v[row]):.6g}" for v in per_image.values())])
-        write_bytes_atomic(out / "per_image.csv", table.getvalue().encode())
-        write_bytes_atomic(out / "summary.json", json.dumps({"protocol": protocol, **summary}, indent=2).encode())
+    _write_tables(out_dir, protocol, ids, per_image, summary)
     return summary
+
+
+def _evaluate_class_maps(pred, label, *, fov, threshold, field, ids, allow_missing, out_dir, report, biomarkers,
+                         progress, num_classes) -> dict[str, float]:
+    for name, value in (("threshold", threshold), ("fov", fov), ("field", field)):
+        if value is not None:
+            raise ValueError(f"{name} does not apply to the classes protocol (class maps are compared as they are)")
+    if biomarkers:
+        raise ValueError("biomarkers do not apply to the classes protocol (retina predict measures layer thickness)")
+    if isinstance(pred, (str, os.PathLike)):
+        ids, preds, truths, _ = _load(Path(pred), Path(label), None, allow_missing, report, progress, class_maps=True)
+    else:
+        preds, truths = _from_class_tensors(pred, label)
+        ids = ids or [str(i) for i in range(len(preds))]
+    if num_classes is None:  # found before the scoring pass, whose progress it would otherwise run through
+        num_classes = 1 + max((int(max(p.max(), t.max())) for p, t in zip(preds, truths) if p.size), default=0)
+        report(f"{num_classes} classes (the largest index found + 1; set num_classes / --classes to fix it)")
+    per_image, summary = protocols.classes(_Reported(preds, "score", progress), truths, num_classes, report=report)
+    _write_tables(out_dir, "classes", ids, per_image, summary)
+    return summary
+
+
+def _write_tables(out_dir, protocol: str, ids: list[str], per_image: dict, summary: dict) -> None:
+    """`per_image.csv` (one row per image) and `summary.json` in `out_dir`, atomically; nothing for None."""
+    if out_dir is None:
+        return
+    out = Path(out_dir)
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["id", *per_image])
+    for row, name in enumerate(ids):
+        writer.writerow([name, *(f"{float(v[row]):.6g}" for v in per_image.values())])
+    write_bytes_atomic(out / "per_image.csv", table.getvalue().encode())
+    write_bytes_atomic(out / "summary.json", json.dumps({"protocol": protocol, **summary}, indent=2).encode())

@@ -10,6 +10,8 @@
   sensitivity, precision and F1.
 - "retina": ours: > 0.5; per image the overlap scores, clDice on retina's skeleton, MONAI's HD95 and
   the Betti-0 / Betti-1 errors.
+- "classes": class-index maps (OCT layers): IoU and Dice of every class, per image and pooled over all
+  pixels, their means, and pixel accuracy.
 
 Each protocol takes lists of per-image arrays (images may differ in size) and returns per-image values
 ({name: float64 [N]}) and a summary ({name: float}).
@@ -208,3 +210,56 @@ def retina(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], fovs: Opti
                "hd95 is undefined (NaN) for every image: each has an empty prediction or label")
     per_image_t = {name: torch.tensor(values, dtype=torch.float64) for name, values in per_image.items()}
     return per_image_t, {name: mean_where_defined(values) for name, values in per_image.items()}
+
+
+def classes(preds: Sequence[np.ndarray], labels: Sequence[np.ndarray], num_classes: Optional[int] = None, *,
+            report: Callable[[str], None] = _no_report):
+    """Class-index maps (OCT layers; `retina predict` writes a multi-class model's as `prob/`). preds and
+    labels: integer [H, W] per image. Per image: pixel accuracy, the IoU and Dice of each class (NaN for a
+    class in neither map) and their means over the classes present (miou, mdice). Summary: every pixel of
+    every image pooled per class (IoU_c = sum |P_c ∩ T_c| / sum |P_c ∪ T_c|, as `iou_per_class`), their
+    mean with and without class 0 (miou, miou_foreground), the pooled Dice, and the pooled pixel accuracy.
+    `num_classes`: None takes the largest index found + 1 (and reports it)."""
+    if num_classes is None:
+        num_classes = 1 + max((int(max(p.max(), t.max())) for p, t in zip(preds, labels) if p.size), default=0)
+        report(f"{num_classes} classes (the largest index found + 1; set num_classes / --classes to fix it)")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    k = num_classes
+    per_image: dict[str, list[float]] = {name: [] for name in
+                                         ("pixel_accuracy", "miou", "mdice", *(f"iou_{c}" for c in range(k)),
+                                          *(f"dice_{c}" for c in range(k)))}
+    pooled = np.zeros((k, k), np.int64)
+    for pred, label in zip(preds, labels):
+        for name, m in (("prediction", pred), ("label", label)):
+            if m.size and (m.min() < 0 or m.max() >= k):
+                raise ValueError(f"a {name} has class indices outside [0, {k}) (found {int(m.min())}..{int(m.max())})")
+        joint = np.bincount((label.astype(np.int64) * k + pred).ravel(), minlength=k * k).reshape(k, k)
+        pooled += joint
+        scores = _class_scores(joint)
+        per_image["pixel_accuracy"].append(scores["pixel_accuracy"])
+        per_image["miou"].append(mean_where_defined(list(scores["iou"])))
+        per_image["mdice"].append(mean_where_defined(list(scores["dice"])))
+        for c in range(k):
+            per_image[f"iou_{c}"].append(float(scores["iou"][c]))
+            per_image[f"dice_{c}"].append(float(scores["dice"][c]))
+    scores = _class_scores(pooled)
+    summary = {"pixel_accuracy": scores["pixel_accuracy"], "miou": mean_where_defined(list(scores["iou"])),
+               "miou_foreground": mean_where_defined(list(scores["iou"][1:])),
+               "mdice": mean_where_defined(list(scores["dice"])),
+               **{f"iou_{c}": float(scores["iou"][c]) for c in range(k)},
+               **{f"dice_{c}": float(scores["dice"][c]) for c in range(k)}}
+    return {n: torch.tensor(v, dtype=torch.float64) for n, v in per_image.items()}, summary
+
+
+def _class_scores(joint: np.ndarray) -> dict:
+    """IoU and Dice per class (NaN where the class is in neither map) and pixel accuracy, from the
+    confusion matrix joint[label, pred]."""
+    inter = np.diag(joint).astype(np.float64)
+    pred_count, label_count = joint.sum(0).astype(np.float64), joint.sum(1).astype(np.float64)
+    union = pred_count + label_count - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / union, np.nan)
+        dice = np.where(union > 0, 2 * inter / (pred_count + label_count), np.nan)
+    total = joint.sum()
+    return {"iou": iou, "dice": dice, "pixel_accuracy": float(inter.sum() / total) if total else float("nan")}
