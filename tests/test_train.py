@@ -104,6 +104,42 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert list((tmp_path / "killed" / "overlays").glob("*.png"))
 
 
+class _RunsCode:
+    """A pickle that runs code when loaded: what torch.load(weights_only=False) would execute."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_checkpoints_load_without_running_code(tmp_path):
+    """A checkpoint is data: a trained run's file loads with torch's weights-only unpickler as is; a file
+    carrying code is refused before the code runs; the NumPy random state (now a tensor; older files an
+    array) is restored exactly either way."""
+    from retina.train.checkpoint import FORMAT
+    from retina.train.trainer import _rng_state, _set_rng_state
+
+    trainer = Trainer(tiny_config(steps=1, val_every=100), tmp_path / "run")
+    trainer.fit()
+    torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)  # no allow-list needed
+    marker = tmp_path / "ran"
+    torch.save({"format": FORMAT, "payload": _RunsCode(str(marker))}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="cannot read checkpoint .*evil.pt"):
+        read_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+    state = _rng_state()
+    expected = np.random.random(3)
+    _set_rng_state(state)
+    assert np.array_equal(np.random.random(3), expected)
+    legacy = {**state, "numpy": np.random.get_state()}  # before: NumPy's own tuple, array inside
+    save_checkpoint(tmp_path / "legacy.pt", {"rng": legacy})
+    expected = np.random.random(3)
+    _set_rng_state(read_checkpoint(tmp_path / "legacy.pt")["rng"])
+    assert np.array_equal(np.random.random(3), expected)
+
+
 def test_a_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"step": 1})

@@ -1,5 +1,10 @@
 """Checkpoints: written atomically (temporary file, fsync, rename), read back with a clear error, and
-`load(path)`: a ready model for inference in any codebase."""
+`load(path)`: a ready model for inference in any codebase.
+
+Checkpoints are shared (a model zoo, a colleague's run), so they are read with `torch.load(weights_only=
+True)`: tensors, numbers, strings and containers only, never code. Files written before retina stored the
+NumPy random state as a tensor also hold a NumPy array, whose four reconstruction globals alone are
+allowed for them."""
 
 from __future__ import annotations
 
@@ -23,12 +28,23 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return write_bytes_atomic(path, buffer.getvalue())
 
 
+def _numpy_array_globals() -> list:
+    """What unpickling a plain NumPy array needs (the random state of older retina checkpoints)."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 / numpy 1
+    found = [core.multiarray._reconstruct, np.ndarray, np.dtype]
+    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25 pickles the dtype's class
+    return found + ([dtypes.UInt32DType] if dtypes is not None else [])
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated, not a torch file, ...
         raise ValueError(f"cannot read checkpoint {path}: {exc}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
