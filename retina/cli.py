@@ -222,6 +222,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         for bar in bars.values():
             bar.close()
+    from .metrics.protocols import THRESHOLDS
+
+    if args.protocol in THRESHOLDS:  # the protocol decides the threshold: say which, since predict's masks use 0.5
+        threshold = args.threshold if args.threshold is not None else THRESHOLDS[args.protocol]
+        compared = ">=" if args.protocol == "iternet" else ">"
+        print(f"protocol {args.protocol}: prediction {compared} {threshold:g}")
     for key, value in summary.items():
         print(f"{key}: {value:.4f}")
     print(f"wrote {out / 'per_image.csv'} and {out / 'summary.json'}")
