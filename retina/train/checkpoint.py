@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,17 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         with torch.serialization.safe_globals(_numpy_array_globals()):
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated, not a torch file, ...
-        raise ValueError(f"cannot read checkpoint {path}: {exc}") from None
+    except Exception as exc:  # truncated, not a torch file, carrying code, ...
+        message = str(exc)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+        if found:
+            reason = (f"it holds {found.group(1)}, not only tensors and plain data; retina does not unpickle "
+                      "that, since it could run code")
+        elif "Weights only load failed" in message:
+            reason = "not a torch checkpoint file (or a damaged one)"
+        else:
+            reason = next((line.strip() for line in message.splitlines() if line.strip()), type(exc).__name__)
+        raise ValueError(f"cannot read checkpoint {path}: {reason}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a retina checkpoint (written by retina.train)")
     return state
