@@ -48,21 +48,26 @@ class Distributed:
         """Rank 0: the only process that writes files and shows progress."""
         return self.rank == 0
 
+    def _all_reduce(self, values: list[float], op) -> list[float]:
+        tensor = torch.tensor(values, dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            tensor = tensor.cuda()
+        dist.all_reduce(tensor, op=op)
+        return tensor.tolist()
+
     def mean(self, value: float) -> float:
         """The mean of `value` over the processes."""
         if not self.enabled:
             return value
-        tensor = torch.tensor([value], dtype=torch.float64)
-        if dist.get_backend() == "nccl":
-            tensor = tensor.cuda()
-        dist.all_reduce(tensor)
-        return float(tensor.item()) / self.world
+        return self._all_reduce([value], dist.ReduceOp.SUM)[0] / self.world
 
-    def any(self, flag: bool) -> bool:
-        """True on every process when it is true on one (a time budget read off different clocks)."""
-        if not self.enabled:
-            return flag
-        return any(self.gather(bool(flag)))
+    def any(self, *flags: bool) -> Any:
+        """Each flag true on every process when it is true on one (a time budget read off different clocks,
+        a stop signal that reached one process first): a bool for one flag, a list for several; one
+        collective for all of them."""
+        if self.enabled:
+            flags = tuple(v > 0 for v in self._all_reduce([float(bool(f)) for f in flags], dist.ReduceOp.MAX))
+        return bool(flags[0]) if len(flags) == 1 else [bool(f) for f in flags]
 
     def gather(self, obj: Any) -> list[Any]:
         """Every process's `obj`, in rank order, on every process."""

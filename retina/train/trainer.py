@@ -32,6 +32,7 @@ from ..models import create, named_outputs
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .distributed import Distributed
+from .signals import StopRequest, ignore_stop_signals, stop_on_signals
 
 LOWER_IS_BETTER = ("_error", "hd95", "loss")
 
@@ -352,8 +353,9 @@ class Trainer:
             if hasattr(self.train_set, "set_epoch"):
                 self.train_set.set_epoch(self.epoch)
             batches = self._epoch_batches(self.epoch)[self.position :]
-            loader = DataLoader(self.train_set, batch_sampler=batches, num_workers=self.config.data.num_workers,
-                                collate_fn=_collate)
+            workers = self.config.data.num_workers
+            loader = DataLoader(self.train_set, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
+                                worker_init_fn=ignore_stop_signals if workers > 0 else None)
             for batch in loader:
                 yield batch
             self.epoch, self.position = self.epoch + 1, 0
@@ -578,6 +580,23 @@ class Trainer:
         budgeted = t.max_minutes is not None  # the time budget, not the step count, ends such a run
         bar = tqdm(total=None if budgeted else self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (log.progress and self.dist.is_main), desc="train")
+        with stop_on_signals(announce=self.dist.is_main) as request:
+            reason = self._run(bar, request)
+        bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        self._save()
+        self._write_logs()
+        self.dist.barrier()  # no process leaves before rank 0 has written the run
+        self.dist.close()
+        summary = {"steps": self.step, "stopped_by": reason, "best": self.best, "out": str(self.out)}
+        if request.signal is not None:
+            summary["signal"] = request.signal
+        return summary
+
+    def _run(self, bar, request: StopRequest) -> str:
+        """The step loop of `fit`; returns why it stopped."""
+        t, log = self.config.training, self.config.logging
         batches = self._batches()
         started, reason, running = time.monotonic(), "steps", []
         while self.step < self.total_steps:
@@ -591,7 +610,11 @@ class Trainer:
                 running, self.task_losses = [], {}
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 self._log(row)
-            stop = t.max_minutes is not None and self.dist.any(time.monotonic() - started > 60 * t.max_minutes)
+            over_budget = t.max_minutes is not None and time.monotonic() - started > 60 * t.max_minutes
+            over_budget, signalled = self.dist.any(over_budget, request.signal is not None)
+            if signalled:  # stop at once, without validating (a scheduler's grace period is short); fit saves
+                return f"signal {request.name or 'on another process'}"
+            stop = over_budget
             if self.val_set is not None and (self.step % t.val_every == 0 or self.step == self.total_steps or stop):
                 scores = self.validate()
                 self._log({"step": self.step, **scores})
@@ -612,16 +635,8 @@ class Trainer:
                 self._save()
                 self._write_logs()
             if stop:
-                reason = reason if reason != "steps" else "time budget"
-                break
-        bar.close()
-        if self.writer is not None:
-            self.writer.close()
-        self._save()
-        self._write_logs()
-        self.dist.barrier()  # no process leaves before rank 0 has written the run
-        self.dist.close()
-        return {"steps": self.step, "stopped_by": reason, "best": self.best, "out": str(self.out)}
+                return reason if reason != "steps" else "time budget"
+        return reason
 
 
 def overlay(image: torch.Tensor, label: torch.Tensor, prediction: torch.Tensor) -> np.ndarray:
