@@ -108,6 +108,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not (out / "checkpoint.pt").is_file():
         raise UsageError(f"--resume: no checkpoint.pt in {out} to resume")
     summary = Trainer(config, out, resume=args.resume).fit()
+    if "signal" in summary:  # Ctrl-C or a scheduler's SIGTERM: the run saved its step; say how to go on
+        if os.environ.get("RANK", "0") == "0":
+            print(f"stopped by {summary['stopped_by'][len('signal '):]} after step {summary['steps']}: saved in "
+                  f"{out / 'checkpoint.pt'}; continue with: retina train {out / 'config.yaml'} --out {out} --resume")
+        return 128 + summary["signal"]
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one report
         best = (f"best validation {config.training.best_metric}: {summary['best']} (best.pt)" if summary["best"] is not None
                 else "not validated (no data.val): the final weights are checkpoint.pt")
@@ -162,7 +167,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         measurements = predict_files(model, args.inputs, out, device=device, threshold=args.threshold, forward=forward,
                                      pixel_mm=args.pixel_mm, rank=dist.rank, world=dist.world, progress=progress,
-                                     prob_bits=args.bits, channel_folders=args.channel_folders)
+                                     prob_bits=args.bits, channel_folders=args.channel_folders,
+                                     overwrite=args.overwrite, settings={"mode": args.mode, "tile": tile})
     finally:
         for bar in bars:
             bar.close()
@@ -305,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--channel-folders", action="store_true",
                          help="the inputs are folders of one channel each, in the model's channel order (OCTA-500: "
                               "'OCTA(FULL)' 'OCTA(ILM_OPL)' 'OCTA(OPL_BM)'); files are stacked by name")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="redo every image when --out holds predictions of other weights or settings (a rerun "
+                              "with the same ones skips the images already written)")
     predict.add_argument("--bits", type=int, default=8, choices=[8, 16], help="probability PNG depth (default: 8)")
     predict.add_argument("--tile", default="auto", help="tile side in pixels, or auto (the largest that fits)")
     predict.add_argument("--max-memory", default=None,

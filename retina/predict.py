@@ -208,6 +208,45 @@ def recorded_channel_sources(model: torch.nn.Module) -> Optional[tuple[str, ...]
 Forward = Callable[[torch.nn.Module, torch.Tensor], object]
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of the model's state dict (names, dtypes, shapes, values): which weights made an output."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+MANIFEST = "predict.json"
+
+
+def _reuse_outputs(out: Path, manifest: dict, overwrite: bool, rank: int) -> None:
+    """A rerun skips images already written (a killed run goes on), which is only right when they were
+    written by the same weights and settings: `out/predict.json` records those. Different ones are an
+    error naming them, unless `overwrite`, which drops the earlier per-image records first (rank 0; the
+    others wait) so that a killed overwrite cannot leave a mix behind."""
+    manifest = json.loads(json.dumps(manifest))  # as it reads back from the file
+    path, records = out / MANIFEST, out / "measurements"
+    earlier = json.loads(path.read_text()) if path.is_file() else None
+    written = records.is_dir() and any(records.glob("*.json"))
+    if earlier != manifest and written and not overwrite:
+        changed = [key for key in dict.fromkeys([*(earlier or {}), *manifest])
+                   if (earlier or {}).get(key) != manifest.get(key)]
+        what = f"other {', '.join(changed)}" if earlier is not None else "unrecorded settings (an older retina)"
+        raise ValueError(f"{out} holds predictions made with {what}: choose another output folder, or overwrite "
+                         "them (--overwrite / overwrite=True)")
+    if rank == 0 and (earlier != manifest or overwrite):
+        if written:
+            for record in records.glob("*.json"):
+                record.unlink()
+        write_bytes_atomic(path, json.dumps(manifest, indent=2).encode())
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
 def whole_image(model: torch.nn.Module, image: torch.Tensor) -> object:
     return model(image)
 
@@ -216,7 +255,8 @@ def whole_image(model: torch.nn.Module, image: torch.Tensor) -> object:
 def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], out: str | os.PathLike, *,
                   device: str | torch.device = "cpu", threshold: float = 0.5, pixel_mm: Optional[float] = None,
                   preprocess: Optional[Preprocess] = None, forward: Forward = whole_image, prob_bits: int = 8,
-                  rank: int = 0, world: int = 1, channel_folders: bool = False,
+                  rank: int = 0, world: int = 1, channel_folders: bool = False, overwrite: bool = False,
+                  settings: Optional[dict] = None,
                   progress: Optional[Callable[[int, int, str], None]] = None) -> Path:
     """Segments every input with `model` into `out`; returns the measurements file.
 
@@ -224,6 +264,11 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
     (OCTA-500's `OCTA(FULL)/ OCTA(ILM_OPL)/ OCTA(OPL_BM)/`), whose files are stacked by stem; otherwise
     each input image (or folder of images) holds every channel. A model trained on channels from separate
     images (`recorded_channel_sources`) refuses a gray image rather than repeating it into each channel.
+
+    A rerun into the same `out` skips the images already written when the weights and settings are the
+    same (`out/predict.json` records them: the weights' digest, threshold, depth, pixel size,
+    preprocessing, and the caller's `settings`, e.g. the tiling mode); different ones are an error unless
+    `overwrite`.
 
     Each image is read to the model's channel count, prepared with `preprocess` (by default what the
     checkpoint records: `retina.load` models carry it), run through `forward(model, [1, C, H, W])` (the
@@ -255,6 +300,10 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
     else:
         groups = [(path,) for path in input_files(inputs)]
     channels_to_read = 3 if preprocess is not None and preprocess.gray is not None else in_channels
+    manifest = {"weights_sha256": weights_digest(model), "threshold": threshold, "prob_bits": prob_bits,
+                "pixel_mm": pixel_mm, "preprocess": preprocess.to_dict() if preprocess is not None else None,
+                "channel_folders": channel_folders, **(settings or {})}
+    _reuse_outputs(out, manifest, overwrite, rank)
     model = model.to(device).eval()
     files = [group[0] for group in groups]
     for done, group in enumerate(groups):

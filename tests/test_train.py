@@ -104,6 +104,47 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert list((tmp_path / "killed" / "overlays").glob("*.png"))
 
 
+def test_ctrl_c_or_sigterm_stops_after_the_step_and_resumes_to_the_same_run(tmp_path, monkeypatch, capsys):
+    """The first SIGINT / SIGTERM stops the run after the step in progress with that step saved (no
+    validation, no lost steps); resuming gives the uninterrupted run's weights bit for bit. A second signal
+    acts at once (KeyboardInterrupt), and the handlers are the previous ones afterwards."""
+    import signal as signals
+
+    whole = Trainer(tiny_config(), tmp_path / "whole")
+    whole.fit()
+    previous = signals.getsignal(signals.SIGINT)
+    for number, at in ((signals.SIGINT, 5), (signals.SIGTERM, 9)):
+        def send(row, number=number, at=at):
+            if row.get("step") == at and "loss" in row:
+                os.kill(os.getpid(), number)
+
+        out = tmp_path / signals.Signals(number).name
+        summary = Trainer(tiny_config(), out, callback=send).fit()
+        assert summary["stopped_by"] == f"signal {signals.Signals(number).name}" and summary["signal"] == number
+        assert summary["steps"] == at and read_checkpoint(out / "checkpoint.pt")["step"] == at
+        assert f"{signals.Signals(number).name}: stopping after this step" in capsys.readouterr().err
+        assert signals.getsignal(signals.SIGINT) is previous
+        resumed = Trainer(tiny_config(), out, resume=True)
+        assert resumed.fit()["stopped_by"] == "steps"
+        for key, value in whole.model.state_dict().items():
+            assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+    def twice(row):
+        if row.get("step") == 3 and "loss" in row:
+            os.kill(os.getpid(), signals.SIGINT)
+            os.kill(os.getpid(), signals.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(), tmp_path / "twice", callback=twice).fit()
+    assert signals.getsignal(signals.SIGINT) is previous
+    # the command: exit status 128 + the signal, and how to go on
+    monkeypatch.setattr(Trainer, "fit", lambda self: {"steps": 4, "stopped_by": "signal SIGTERM", "best": None,
+                                                      "out": str(self.out), "signal": 15})
+    tiny_config().save(tmp_path / "tiny.yaml")
+    assert cli.main(["train", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "cli")]) == 143
+    assert f"continue with: retina train {tmp_path / 'cli' / 'config.yaml'} --out" in capsys.readouterr().out
+
+
 class _RunsCode:
     """A pickle that runs code when loaded: what torch.load(weights_only=False) would execute."""
 
@@ -222,6 +263,42 @@ def test_predict_stacks_channel_folders_for_a_model_of_separate_images(tmp_path,
     (folders[2] / "b.png").unlink()
     with pytest.raises(ValueError, match=r"OCTA\(OPL_BM\) \(OCTA\(OPL_BM\)\) has no 'b'"):
         predict_files(model, folders, tmp_path / "missing", channel_folders=True)
+
+
+def test_predict_reruns_skip_only_what_the_same_weights_and_settings_wrote(tmp_path):
+    """A rerun into the same folder goes on where a killed one stopped, but never keeps images that other
+    weights or another threshold wrote: that is an error naming what changed, or with overwrite a redo."""
+    from retina.predict import MANIFEST, predict_files
+
+    model = retina.models.create("unet", in_channels=1, num_classes=1, width=4, depth=2)
+    for i in range(3):
+        scan = (np.random.default_rng(i).random((16, 20)) * 255).astype(np.uint8)
+        image_files.write_image(tmp_path / "in" / f"s{i}.png", scan)
+    calls = []
+
+    def counting(model, image):
+        calls.append(1)
+        return model(image)
+
+    out = tmp_path / "out"
+    predict_files(model, [tmp_path / "in"], out, forward=counting)
+    assert len(calls) == 3 and json.loads((out / MANIFEST).read_text())["threshold"] == 0.5
+    (out / "measurements" / "s1.json").unlink()  # as if killed before s1's record was written
+    predict_files(model, [tmp_path / "in"], out, forward=counting)
+    assert len(calls) == 4  # only s1 again
+    with pytest.raises(ValueError, match="holds predictions made with other threshold: choose another"):
+        predict_files(model, [tmp_path / "in"], out, threshold=0.7, forward=counting)
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    with pytest.raises(ValueError, match="other weights_sha256"):
+        predict_files(model, [tmp_path / "in"], out, forward=counting)
+    predict_files(model, [tmp_path / "in"], out, forward=counting, overwrite=True)
+    assert len(calls) == 7  # every image again, with the new weights recorded
+    predict_files(model, [tmp_path / "in"], out, forward=counting)
+    assert len(calls) == 7
+    (out / MANIFEST).unlink()  # a folder written before the manifest existed
+    with pytest.raises(ValueError, match="unrecorded settings"):
+        predict_files(model, [tmp_path / "in"], out, forward=counting)
 
 
 def test_train_and_predict_commands(tmp_path, capsys):
