@@ -84,7 +84,7 @@ def run_demo(out: str | Path = "demo_output", *, minutes: float = 5.0, kind: str
         model = trainer.model.eval()
         if trainer.ema is not None:
             model.load_state_dict(trainer.inference_weights())
-        predict_files(model, paths, run / "test", device=trainer.device)
+        predict_files(model, paths, run / "test", device=trainer.device, overwrite=True)  # of this run's final weights
         with torch.no_grad():
             probs = [torch.sigmoid(main_output(model(_image(p, kind).to(trainer.device)))).cpu()[0, 0].double()
                      for p in paths]
@@ -120,5 +120,5 @@ def _real_fundus(out: Path, model: torch.nn.Module, device: torch.device, say: C
 
     photo = cv2.resize(data.retina(), (512, 512), interpolation=cv2.INTER_AREA)
     path = write_image(out / "real_fundus" / "retina.png", photo)
-    predict_files(model, [path], out / "real_fundus", device=device)
+    predict_files(model, [path], out / "real_fundus", device=device, overwrite=True)
     say(f"segmented scikit-image's real fundus photograph: {out / 'real_fundus' / 'overlay' / 'retina.png'}")

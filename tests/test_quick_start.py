@@ -72,6 +72,11 @@ def test_demo_fundus_segments_the_real_photograph(tmp_path):
     assert set(results) == {"clDice", "Dice"}
     overlay = io.read_image(tmp_path / "demo" / "real_fundus" / "overlay" / "retina.png")
     assert overlay.shape == (512, 512, 3)
+    # a second demo into the same folder trains on from the first and predicts with the new weights
+    manifest = tmp_path / "demo" / "dscnet_dice" / "test" / "predict.json"
+    first = manifest.read_text()
+    run_demo(tmp_path / "demo", minutes=0.05, kind="fundus", device="cpu", say=lambda line: None)
+    assert manifest.read_text() != first
 
 
 def test_skeletonize_command_writes_the_op_skeleton(tmp_path):
