@@ -16,6 +16,7 @@ import torch
 
 import retina_kernels
 
+from .data.preprocess import estimate_fov
 from .data.sample_preprocess import Preprocess
 from .image_files import IMAGE_SUFFIXES, image_stem, images_by_stem, read_gray, read_image, write_bytes_atomic, write_image
 from .inference.tiled import check_input_range
@@ -114,10 +115,12 @@ def _outputs(out: Path, stem: str) -> dict[str, Path]:
 
 
 def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Path], threshold: float,
-                  pixel_mm: Optional[float], prob_bits: int = 8, name: str = "") -> dict:
+                  pixel_mm: Optional[float], prob_bits: int = 8, name: str = "",
+                  fov: Optional[np.ndarray] = None) -> dict:
     """Writes one output's files from its logits [K, H, W]; returns its measurements (retina.biomarkers:
     FAZ shape for an output named "faz", vessel measurements for other binary outputs, layer thickness
-    for class maps)."""
+    for class maps). `fov` (bool [H, W]): vessel densities are taken inside it (a fundus photograph's
+    field of view), not over the whole rectangle."""
     from . import biomarkers
 
     line: dict = {}
@@ -135,11 +138,15 @@ def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Pat
                 line.update(pixel_mm=pixel_mm)
             line.update(biomarkers.faz_measurements(mask, pixel_mm))
         else:
-            line.update(vessel_density=float(mask.float().mean()), skeleton_pixels=int(skeleton.sum()),
-                        skeleton_density=float(skeleton.float().mean()))
+            inside = torch.ones_like(mask) if fov is None else torch.from_numpy(fov)
+            area = max(int(inside.sum()), 1)
+            line.update(vessel_density=int((mask & inside).sum()) / area, skeleton_pixels=int(skeleton.sum()),
+                        skeleton_density=int((skeleton & inside).sum()) / area)
+            if fov is not None:
+                line.update(fov_fraction=float(inside.float().mean()))
             if pixel_mm is not None:
                 line.update(pixel_mm=pixel_mm, area_mm2=float(mask.sum()) * pixel_mm**2)
-            measured = biomarkers.vessel_measurements(mask, pixel_mm)
+            measured = biomarkers.vessel_measurements(mask, pixel_mm, fov)
             line.update({key: value for key, value in measured.items() if key not in line})
         picture = np.repeat(gray[..., None], 3, 2)
         picture[mask.numpy()] = (0.5 * picture[mask.numpy()] + (120, 100, 0)).astype(np.uint8)
@@ -196,6 +203,12 @@ def recorded_preprocess(model: torch.nn.Module) -> Optional[Preprocess]:
     """The preprocessing a checkpoint's model was trained with (`retina.load` records it), if any."""
     recorded = _training_record(model).get("preprocess")
     return Preprocess(**recorded) if recorded else None
+
+
+def recorded_field_of_view(model: torch.nn.Module) -> bool:
+    """Whether a checkpoint's model trained on images with a field of view (fundus photographs), so that
+    its predictions are measured inside the one estimated from each image."""
+    return bool(_training_record(model).get("field_of_view"))
 
 
 def recorded_channel_sources(model: torch.nn.Module) -> Optional[tuple[str, ...]]:
@@ -265,6 +278,10 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
     each input image (or folder of images) holds every channel. A model trained on channels from separate
     images (`recorded_channel_sources`) refuses a gray image rather than repeating it into each channel.
 
+    A model trained on photographs with a field of view (fundus; `recorded_field_of_view`) has its
+    vessel densities measured inside the FOV estimated from each colour image (`estimate_fov`; the line's
+    `fov_fraction` says how much of the image that is), not over the dark surround too.
+
     A rerun into the same `out` skips the images already written when the weights and settings are the
     same (`out/predict.json` records them: the weights' digest, threshold, depth, pixel size,
     preprocessing, and the caller's `settings`, e.g. the tiling mode); different ones are an error unless
@@ -287,6 +304,7 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
     in_channels = getattr(model, "config", {}).get("in_channels", 1)
     preprocess = preprocess if preprocess is not None else recorded_preprocess(model)
     sources = recorded_channel_sources(model)
+    field_of_view = recorded_field_of_view(model)
     if channel_folders:
         inputs = list(inputs)
         if len(inputs) != in_channels:
@@ -318,6 +336,7 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
         prepared = preprocess.image(image) if preprocess is not None else image
         check_input_range(model, prepared)
         gray = np.rint(image[:3].mean(0).numpy() * 255).astype(np.uint8)
+        fov = estimate_fov(image.numpy()) if field_of_view and image.shape[0] == 3 else None
         line: dict = {"id": stem, "file": ";".join(map(str, group)), "height": int(image.shape[1]),
                       "width": int(image.shape[2])}
         for name, logits in named_outputs(forward(model, prepared[None].to(device))).items():
@@ -325,7 +344,7 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
             if logits.shape[-2:] != image.shape[-2:]:  # back to the input's size
                 logits = torch.nn.functional.interpolate(logits, size=image.shape[-2:], mode="bilinear")
             targets = _outputs(out / name if name else out, stem)
-            written = _write_output(logits.cpu()[0], gray, targets, threshold, pixel_mm, prob_bits, name)
+            written = _write_output(logits.cpu()[0], gray, targets, threshold, pixel_mm, prob_bits, name, fov)
             line.update({name: written} if name else written)
         write_bytes_atomic(measurements, json.dumps(line).encode())
     if world > 1 and torch.distributed.is_initialized():  # every rank's JSON is written before rank 0 reads them

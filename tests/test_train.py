@@ -265,6 +265,34 @@ def test_predict_stacks_channel_folders_for_a_model_of_separate_images(tmp_path,
         predict_files(model, folders, tmp_path / "missing", channel_folders=True)
 
 
+def test_a_fundus_model_measures_vessels_inside_the_field_of_view(tmp_path):
+    """A model trained on photographs with a field of view records it; its predictions' densities are then
+    taken inside the FOV estimated from each photograph (the dark surround, a third of the rectangle, is no
+    place for vessels), and the line says how much of the image that is."""
+    from retina.data import fundus_image
+    from retina.data.preprocess import estimate_fov
+    from retina.predict import predict_files
+
+    config = TrainConfig.from_dict({
+        "model": {"name": "unet", "kwargs": {"in_channels": 3, "width": 4, "depth": 2}},
+        "data": {"train": {"name": "SyntheticFundus", "kwargs": {"length": 2, "height": 48, "width": 48}},
+                 "batch_size": 2},
+        "training": {"steps": 1}, "logging": {"tensorboard": False, "progress": False}})
+    Trainer(config, tmp_path / "run").fit()
+    model = retina.load(tmp_path / "run" / "checkpoint.pt")
+    assert model.checkpoint_info["training"]["field_of_view"] is True
+    photo = fundus_image(256, 256, seed=7)
+    image_files.write_image(tmp_path / "in" / "eye.png", np.rint(photo.image.transpose(1, 2, 0) * 255).astype(np.uint8))
+    predict_files(model, [tmp_path / "in"], tmp_path / "pred", threshold=0.45)
+    line = json.loads((tmp_path / "pred" / "measurements.jsonl").read_text())
+    mask = image_files.read_image(tmp_path / "pred" / "mask" / "eye.png") > 0
+    fov = estimate_fov(image_files.read_image(tmp_path / "in" / "eye.png"))
+    assert line["fov_fraction"] == pytest.approx(fov.mean()) and 0.5 < fov.mean() < 0.95
+    assert abs(fov.mean() - photo.fov.mean()) < 0.05  # the estimate is the drawn field
+    assert line["vessel_area_density"] == pytest.approx(mask[fov].mean())
+    assert line["vessel_density"] == pytest.approx(mask[fov].mean())
+
+
 def test_predict_reruns_skip_only_what_the_same_weights_and_settings_wrote(tmp_path):
     """A rerun into the same folder goes on where a killed one stopped, but never keeps images that other
     weights or another threshold wrote: that is an error naming what changed, or with overwrite a redo."""

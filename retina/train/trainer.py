@@ -322,6 +322,8 @@ class Trainer:
         d, seed = self.config.data, self.config.training.seed
         dataset = build_dataset(d.train, "data.train")
         self.channel_sources = getattr(dataset, "channel_sources", None)
+        # fundus data comes with a field of view: prediction then measures inside the estimated one
+        self.field_of_view = len(dataset) > 0 and "fov" in dataset[0]
         if self.preprocess is not None:
             dataset = _Transformed(dataset, self.preprocess)
         if d.cache:
@@ -500,7 +502,7 @@ class Trainer:
             "training": {"patch": self.config.data.patch, "in_channels": self.model.config.get("in_channels"),
                          "preprocess": self.preprocess.to_dict() if self.preprocess is not None else None,
                          "channel_sources": list(self.channel_sources) if self.channel_sources else None,
-                         "input_range": self.input_range},
+                         "input_range": self.input_range, "field_of_view": self.field_of_view},
         }
 
     def _restore(self, path: Path) -> None:
