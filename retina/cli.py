@@ -162,7 +162,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     def forward(model, image):
         return predict(model, image, mode=args.mode, tile=tile, max_memory=args.max_memory, device=device,
-                       output_device="cpu")
+                       output_device="cpu", progress=dist.is_main)  # tiles of a large image: minutes
 
     try:
         measurements = predict_files(model, args.inputs, out, device=device, threshold=args.threshold, forward=forward,

@@ -151,7 +151,7 @@ def predict(model: torch.nn.Module, image: Union[torch.Tensor, np.ndarray], *, m
     if progress and mode != "whole":
         from tqdm.auto import tqdm
 
-        bar = tqdm(unit="tile", desc=f"predict ({mode})")
+        bar = tqdm(unit="tile", desc=f"predict ({mode})", leave=False)  # transient: one per image
 
     def before_tile(*shape):
         if _before_tile is not None:
