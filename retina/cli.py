@@ -168,7 +168,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         measurements = predict_files(model, args.inputs, out, device=device, threshold=args.threshold, forward=forward,
                                      pixel_mm=args.pixel_mm, rank=dist.rank, world=dist.world, progress=progress,
                                      prob_bits=args.bits, channel_folders=args.channel_folders,
-                                     overwrite=args.overwrite, settings={"mode": args.mode, "tile": tile})
+                                     overwrite=args.overwrite,
+                                     settings={"mode": args.mode, "tile": tile, "max_memory": args.max_memory})
     finally:
         for bar in bars:
             bar.close()
