@@ -191,6 +191,16 @@ def test_evaluate_measures_the_faz_as_one_zone(tmp_path, capsys):
     assert "pred_area_px2: 441.0000" in capsys.readouterr().out
 
 
+def test_evaluate_biomarkers_are_taken_inside_the_fov():
+    mask = torch.from_numpy(vessel_mask(40, 40, seed=2)).bool()[None]
+    fov = torch.zeros(1, 40, 40, dtype=torch.bool)
+    fov[:, 5:35, 5:35] = True
+    summary = metrics.evaluate(mask.double() * 0.9, mask, fov=fov, protocol="retina", biomarkers=True)
+    inside = mask[0][fov[0]].double().mean().item()
+    assert summary["pred_vessel_area_density"] == pytest.approx(inside) == summary["label_vessel_area_density"]
+    assert inside != pytest.approx(mask.double().mean().item())
+
+
 def test_evaluate_reports_progress_per_stage(tmp_path):
     from retina import io
 

@@ -71,7 +71,9 @@ def _biomarkers(kind: Union[bool, str]) -> Callable:
     kind = "vessels" if kind is True else kind
     if kind not in BIOMARKERS:
         raise ValueError(f"biomarkers must be one of {list(BIOMARKERS)} (or True for vessels), got {kind!r}")
-    return biomarkers.faz_measurements if kind == "faz" else biomarkers.vessel_measurements
+    if kind == "faz":
+        return lambda mask, pixel_mm, fov: biomarkers.faz_measurements(mask, pixel_mm)  # the zone, FOV or not
+    return biomarkers.vessel_measurements
 
 
 def _class_map(path: Path, what: str) -> np.ndarray:
@@ -186,7 +188,8 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
             predictions and how the protocol scored them, images an undefined distance leaves out of a mean).
         biomarkers: "vessels" (or True): add each image's vessel measurements
             (`retina.biomarkers.vessel_measurements`, with `pixel_mm`); "faz": its FAZ's area and shape
-            (`faz_measurements`, the largest component). Both of the thresholded prediction (compared as
+            (`faz_measurements`, the largest component). Vessel densities are taken inside the FOV masks
+            when given. Both of the thresholded prediction (compared as
             the protocol compares, before "s3octa"'s small-component removal: the mask `retina predict`
             measures) and of the label, to `per_image.csv` as `pred_<name>` and `label_<name>` columns,
             and their means (over the images where defined) to the summary.
@@ -231,7 +234,8 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
         # The mask `retina predict` measures at this threshold, compared as the protocol compares.
         preds = [protocols.binarize(protocol, p, threshold) for p in probs]
         for side, maps in (("pred", preds), ("label", truths)):
-            rows = [measure(m, pixel_mm) for m in _Reported(maps, f"biomarkers ({side})", progress)]
+            rows = [measure(m, pixel_mm, None if masks is None else masks[i])
+                    for i, m in enumerate(_Reported(maps, f"biomarkers ({side})", progress))]
             for key in rows[0] if rows else ():
                 values = [float(r[key]) for r in rows]
                 per_image[f"{side}_{key}"] = values
