@@ -116,11 +116,13 @@ def _outputs(out: Path, stem: str) -> dict[str, Path]:
 
 def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Path], threshold: float,
                   pixel_mm: Optional[float], prob_bits: int = 8, name: str = "",
-                  fov: Optional[np.ndarray] = None) -> dict:
+                  fov: Optional[np.ndarray] = None, measure_as: Optional[str] = None) -> dict:
     """Writes one output's files from its logits [K, H, W]; returns its measurements (retina.biomarkers:
     FAZ shape for an output named "faz", vessel measurements for other binary outputs, layer thickness
     for class maps). `fov` (bool [H, W]): vessel densities are taken inside it (a fundus photograph's
-    field of view), not over the whole rectangle."""
+    field of view), not over the whole rectangle. `measure_as`: "faz" measures the mask as a FAZ
+    (default: when the output is named "faz")."""
+    measure_as = measure_as or ("faz" if name == "faz" else None)
     from . import biomarkers
 
     line: dict = {}
@@ -130,7 +132,7 @@ def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Pat
         skeleton = retina_kernels.skeletonize(mask[None, None].to(torch.uint8))[0, 0].bool()
         components, holes = betti_numbers(mask).tolist()
         line.update(components=components, holes=holes)
-        if name == "faz":
+        if measure_as == "faz":
             # the FAZ is one zone: its area and shape are the largest component's (faz_measurements); the
             # fraction of the image predicted as FAZ, spurious specks included, is reported beside them
             line.update(area_fraction=float(mask.float().mean()))
@@ -203,6 +205,13 @@ def recorded_preprocess(model: torch.nn.Module) -> Optional[Preprocess]:
     """The preprocessing a checkpoint's model was trained with (`retina.load` records it), if any."""
     recorded = _training_record(model).get("preprocess")
     return Preprocess(**recorded) if recorded else None
+
+
+def faz_model(model: torch.nn.Module) -> bool:
+    """Whether a checkpoint's single output was trained on FAZ labels alone (OCTA-500's "FAZ", the
+    synthetic "faz"): its mask is then measured as a zone, like a named "faz" output."""
+    names = _training_record(model).get("label_names") or []
+    return len(names) == 1 and names[0].lower() == "faz"
 
 
 def recorded_field_of_view(model: torch.nn.Module) -> bool:
@@ -305,6 +314,7 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
     preprocess = preprocess if preprocess is not None else recorded_preprocess(model)
     sources = recorded_channel_sources(model)
     field_of_view = recorded_field_of_view(model)
+    faz_labels = faz_model(model)
     if channel_folders:
         inputs = list(inputs)
         if len(inputs) != in_channels:
@@ -344,7 +354,8 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
             if logits.shape[-2:] != image.shape[-2:]:  # back to the input's size
                 logits = torch.nn.functional.interpolate(logits, size=image.shape[-2:], mode="bilinear")
             targets = _outputs(out / name if name else out, stem)
-            written = _write_output(logits.cpu()[0], gray, targets, threshold, pixel_mm, prob_bits, name, fov)
+            written = _write_output(logits.cpu()[0], gray, targets, threshold, pixel_mm, prob_bits, name, fov,
+                                    "faz" if not name and faz_labels else None)
             line.update({name: written} if name else written)
         write_bytes_atomic(measurements, json.dumps(line).encode())
     if world > 1 and torch.distributed.is_initialized():  # every rank's JSON is written before rank 0 reads them

@@ -265,6 +265,21 @@ def test_predict_stacks_channel_folders_for_a_model_of_separate_images(tmp_path,
         predict_files(model, folders, tmp_path / "missing", channel_folders=True)
 
 
+def test_a_model_of_faz_labels_is_measured_as_a_zone(tmp_path):
+    from retina.predict import predict_files
+
+    config = tiny_config(steps=1, val_every=100)
+    config.data.train.kwargs["labels"] = ["faz"]
+    config.data.val = None
+    Trainer(config, tmp_path / "run").fit()
+    model = retina.load(tmp_path / "run" / "checkpoint.pt")
+    assert model.checkpoint_info["training"]["label_names"] == ["faz"]
+    image_files.write_image(tmp_path / "in" / "scan.png", (np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8))
+    predict_files(model, [tmp_path / "in"], tmp_path / "pred", pixel_mm=0.01)
+    line = json.loads((tmp_path / "pred" / "measurements.jsonl").read_text())
+    assert {"area_mm2", "circularity", "area_fraction"} <= set(line) and "vessel_density" not in line
+
+
 def test_a_fundus_model_measures_vessels_inside_the_field_of_view(tmp_path):
     """A model trained on photographs with a field of view records it; its predictions' densities are then
     taken inside the FOV estimated from each photograph (the dark surround, a third of the rectangle, is no

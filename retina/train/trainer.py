@@ -324,6 +324,8 @@ class Trainer:
         self.channel_sources = getattr(dataset, "channel_sources", None)
         # fundus data comes with a field of view: prediction then measures inside the estimated one
         self.field_of_view = len(dataset) > 0 and "fov" in dataset[0]
+        # what the mask channels are ("FAZ", "vessel", ...): predict measures a FAZ as a zone
+        self.label_names = list(getattr(dataset, "label_names", ()) or ()) or None
         if self.preprocess is not None:
             dataset = _Transformed(dataset, self.preprocess)
         if d.cache:
@@ -502,7 +504,8 @@ class Trainer:
             "training": {"patch": self.config.data.patch, "in_channels": self.model.config.get("in_channels"),
                          "preprocess": self.preprocess.to_dict() if self.preprocess is not None else None,
                          "channel_sources": list(self.channel_sources) if self.channel_sources else None,
-                         "input_range": self.input_range, "field_of_view": self.field_of_view},
+                         "input_range": self.input_range, "field_of_view": self.field_of_view,
+                         "label_names": self.label_names},
         }
 
     def _restore(self, path: Path) -> None:
