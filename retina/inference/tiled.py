@@ -33,13 +33,13 @@ def _as_batch(image) -> torch.Tensor:
 
 def check_input_range(model: torch.nn.Module, image: torch.Tensor) -> None:
     """A checkpoint records the range of the inputs its model trained on; an image that reaches more than
-    that range's width beyond it (0-255 floats for a model of [0, 1] images) would give a confident
-    wrong answer, so it is refused."""
+    that range's width (at least 1) beyond it (0-255 floats for a model of [0, 1] images) would give a
+    confident wrong answer, so it is refused."""
     recorded = (getattr(model, "checkpoint_info", {}).get("training") or {}).get("input_range")
     if not recorded or not image.numel():
         return
     low, high = recorded
-    width = max(high - low, 1e-6)
+    width = max(high - low, 1.0)  # at least a unit: training data of one grey level must not refuse all else
     least, most = (float(v) for v in torch.aminmax(image))
     if most > high + width or least < low - width:
         raise ValueError(f"image values span [{least:g}, {most:g}], but the model was trained on inputs in "
