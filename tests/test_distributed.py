@@ -46,10 +46,11 @@ def retina_train(config_path: Path, out: Path, processes: int, *extra: str) -> N
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
 
 
-def torch_teardown_abort(result: subprocess.CompletedProcess) -> bool:
-    """Whether the run finished (rank 0 reported it, after every rank's final barrier) and a rank then
-    aborted with C++'s terminate outside any exception, i.e. while the process was being torn down."""
-    finished = "\ntrained " in "\n" + result.stdout
+def torch_teardown_abort(result: subprocess.CompletedProcess, finished_line: str = "trained ") -> bool:
+    """Whether the run finished (rank 0 reported it, after every rank's final barrier: a stdout line
+    starting `finished_line`) and a rank then aborted with C++'s terminate outside any exception, i.e.
+    while the process was being torn down."""
+    finished = f"\n{finished_line}" in "\n" + result.stdout
     before, _, after = result.stderr.partition("terminate called without an active exception")
     return finished and bool(after) and "Traceback" not in before
 
@@ -86,3 +87,41 @@ def test_two_gloo_processes_equal_one_process_with_the_global_batch(tmp_path):
     torch.save(state, tmp_path / "ddp2" / "checkpoint.pt")
     retina_train(tmp_path / "ddp2" / "config.yaml", tmp_path / "ddp2", 2, "--resume")
     np.testing.assert_allclose(logged(tmp_path / "ddp2", "loss"), logged(tmp_path / "ddp", "loss"), rtol=1e-6)
+
+
+def test_predict_under_torchrun_shares_out_the_files_and_agrees_with_one_process(tmp_path):
+    """Each rank segments every second file; rank 0 writes the jsonl of all; the images equal a single
+    process's; a rerun with another threshold is refused on every rank (the manifest), --overwrite redoes."""
+    from retina import image_files
+
+    one_step = config(2)
+    one_step.training.steps, one_step.data.val = 1, None
+    one_step.save(tmp_path / "c.yaml")
+    retina_train(tmp_path / "c.yaml", tmp_path / "run", 1)
+    for i in range(5):
+        image_files.write_image(tmp_path / "in" / f"scan{i}.png",
+                                (np.random.default_rng(i).random((24, 28)) * 255).astype(np.uint8))
+
+    def retina_predict(out: Path, processes: int, *extra: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "retina", "predict", str(tmp_path / "in"), "--checkpoint",
+                   str(tmp_path / "run" / "checkpoint.pt"), "--out", str(out), "--device", "cpu", *extra]
+        if processes > 1:
+            command[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m",
+                            "retina"]
+        return subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                              text=True, timeout=300)
+
+    for out, processes in ((tmp_path / "one", 1), (tmp_path / "two", 2)):
+        done = retina_predict(out, processes)
+        assert done.returncode == 0 or torch_teardown_abort(done, "wrote prob/"), done.stderr[-3000:]
+    lines = (tmp_path / "two" / "measurements.jsonl").read_text().splitlines()
+    assert [line.split('"id": "')[1].split('"')[0] for line in lines] == [f"scan{i}" for i in range(5)]
+    for i in range(5):
+        for kind in ("prob", "mask"):
+            assert np.array_equal(image_files.read_image(tmp_path / "two" / kind / f"scan{i}.png"),
+                                  image_files.read_image(tmp_path / "one" / kind / f"scan{i}.png")), (kind, i)
+    refused = retina_predict(tmp_path / "two", 2, "--threshold", "0.3")
+    assert refused.returncode != 0 and "holds predictions made with other threshold" in refused.stderr
+    redone = retina_predict(tmp_path / "two", 2, "--threshold", "0.3", "--overwrite")
+    assert redone.returncode == 0 or torch_teardown_abort(redone, "wrote prob/"), redone.stderr[-3000:]
+    assert '"threshold": 0.3' in (tmp_path / "two" / "predict.json").read_text()
