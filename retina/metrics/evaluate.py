@@ -186,13 +186,12 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
         out_dir: when given, writes `per_image.csv` and `summary.json` there (atomically).
         report: called with one line for each thing worth saying (labels' encodings, skipped labels, empty
             predictions and how the protocol scored them, images an undefined distance leaves out of a mean).
-        biomarkers: "vessels" (or True): add each image's vessel measurements
-            (`retina.biomarkers.vessel_measurements`, with `pixel_mm`); "faz": its FAZ's area and shape
-            (`faz_measurements`, the largest component). Vessel densities are taken inside the FOV masks
-            when given. Both of the thresholded prediction (compared as
-            the protocol compares, before "s3octa"'s small-component removal: the mask `retina predict`
-            measures) and of the label, to `per_image.csv` as `pred_<name>` and `label_<name>` columns,
-            and their means (over the images where defined) to the summary.
+        biomarkers: measurements of each image's thresholded prediction (compared as the protocol
+            compares, before "s3octa"'s small-component removal: the mask `retina predict` measures) and
+            of its label, as `pred_<name>` and `label_<name>` columns of `per_image.csv` and their means
+            (over the images where defined) in the summary. "vessels" (or True):
+            `retina.biomarkers.vessel_measurements` with `pixel_mm`, densities inside the FOV masks when
+            given; "faz": the FAZ's area and shape (`faz_measurements`, the largest component).
         progress: called as (stage, images done, images in all) while files are read ("read"), scored
             ("score") and measured ("biomarkers"), for a progress bar.
 
