@@ -176,6 +176,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         dist.close()
     if dist.is_main:
         print(f"wrote prob/, mask/, overlay/, skeleton/ and {measurements} in {out}")
+        if args.pixel_mm is None:
+            print("measurements are in pixels: --pixel-mm gives mm (e.g. OCTA-500 / AngioVue 3x3 mm at 304 px: "
+                  "0.00987; 6x6 mm at 400 px: 0.015)")
     return 0
 
 
