@@ -169,7 +169,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                      pixel_mm=args.pixel_mm, rank=dist.rank, world=dist.world, progress=progress,
                                      prob_bits=args.bits, channel_folders=args.channel_folders,
                                      overwrite=args.overwrite,
-                                     settings={"mode": args.mode, "tile": tile, "max_memory": args.max_memory})
+                                     settings={"mode": args.mode, "tile": tile, "max_memory": args.max_memory},
+                                     axial_mm=args.axial_mm)
     finally:
         for bar in bars:
             bar.close()
@@ -324,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="device memory to stay within, e.g. 2GiB (default: the device's free memory)")
     predict.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the mask")
     predict.add_argument("--pixel-mm", type=float, default=None, help="pixel size in mm (adds areas in mm²)")
+    predict.add_argument("--axial-mm", type=float, default=None,
+                         help="layer models (OCT B-scans): pixel height in mm, for layer thickness in mm")
     predict.add_argument("--device", default=default_device)
     predict.set_defaults(func=cmd_predict)
 

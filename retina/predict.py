@@ -116,12 +116,14 @@ def _outputs(out: Path, stem: str) -> dict[str, Path]:
 
 def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Path], threshold: float,
                   pixel_mm: Optional[float], prob_bits: int = 8, name: str = "",
-                  fov: Optional[np.ndarray] = None, measure_as: Optional[str] = None) -> dict:
+                  fov: Optional[np.ndarray] = None, measure_as: Optional[str] = None,
+                  axial_mm: Optional[float] = None) -> dict:
     """Writes one output's files from its logits [K, H, W]; returns its measurements (retina.biomarkers:
     FAZ shape for an output named "faz", vessel measurements for other binary outputs, layer thickness
     for class maps). `fov` (bool [H, W]): vessel densities are taken inside it (a fundus photograph's
     field of view), not over the whole rectangle. `measure_as`: "faz" measures the mask as a FAZ
-    (default: when the output is named "faz")."""
+    (default: when the output is named "faz"). `axial_mm`: a class map's (OCT B-scan's) pixel height in
+    mm, for layer thickness in mm (the lateral `pixel_mm` is not it: OCT pixels are far from square)."""
     measure_as = measure_as or ("faz" if name == "faz" else None)
     from . import biomarkers
 
@@ -161,9 +163,9 @@ def _write_output(logits: torch.Tensor, gray: np.ndarray, targets: dict[str, Pat
         classes = logits.argmax(0).numpy()
         colours = _PALETTE[classes % len(_PALETTE)]
         line.update(class_fractions=[float((classes == c).mean()) for c in range(logits.shape[0])])
-        thickness = biomarkers.layer_thickness(classes, logits.shape[0], axial_mm=pixel_mm)
-        line.update(layer_thickness_mean=dict(thickness["mean"]),
-                    layers_out_of_order_columns=len(thickness["out_of_order"]))
+        thickness = biomarkers.layer_thickness(classes, logits.shape[0], axial_mm=axial_mm)
+        line.update({f"layer_thickness_mean_{'mm' if axial_mm else 'px'}": dict(thickness["mean"]),
+                     "layers_out_of_order_columns": len(thickness["out_of_order"])})
         picture = (0.5 * np.repeat(gray[..., None], 3, 2) + 0.5 * colours).astype(np.uint8)
         write_image(targets["prob"], classes.astype(np.uint8))
         write_image(targets["mask"], colours)
@@ -278,7 +280,7 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
                   device: str | torch.device = "cpu", threshold: float = 0.5, pixel_mm: Optional[float] = None,
                   preprocess: Optional[Preprocess] = None, forward: Forward = whole_image, prob_bits: int = 8,
                   rank: int = 0, world: int = 1, channel_folders: bool = False, overwrite: bool = False,
-                  settings: Optional[dict] = None,
+                  settings: Optional[dict] = None, axial_mm: Optional[float] = None,
                   progress: Optional[Callable[[int, int, str], None]] = None) -> Path:
     """Segments every input with `model` into `out`; returns the measurements file.
 
@@ -296,6 +298,9 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
     preprocessing, and the caller's `settings`, e.g. the tiling mode); different ones are an error unless
     `overwrite`.
 
+    `pixel_mm`: the pixel size for vessel and FAZ measurements in mm; `axial_mm`: a class map's (OCT
+    B-scan's) pixel height in mm, for layer thickness in mm (pixels without it).
+
     Each image is read to the model's channel count, prepared with `preprocess` (by default what the
     checkpoint records: `retina.load` models carry it), run through `forward(model, [1, C, H, W])` (the
     whole image by default; `retina.inference.predict` for tiles), and its logits are resized back to
@@ -309,6 +314,9 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if prob_bits not in (8, 16):
         raise ValueError(f"prob_bits must be 8 or 16, got {prob_bits!r}")
+    for name, size in (("pixel_mm", pixel_mm), ("axial_mm", axial_mm)):
+        if size is not None and not (isinstance(size, (int, float)) and 0 < size < float("inf")):
+            raise ValueError(f"{name} must be a pixel size in mm > 0, got {size!r}")
     out = Path(out)
     in_channels = getattr(model, "config", {}).get("in_channels", 1)
     preprocess = preprocess if preprocess is not None else recorded_preprocess(model)
@@ -329,7 +337,8 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
         groups = [(path,) for path in input_files(inputs)]
     channels_to_read = 3 if preprocess is not None and preprocess.gray is not None else in_channels
     manifest = {"weights_sha256": weights_digest(model), "threshold": threshold, "prob_bits": prob_bits,
-                "pixel_mm": pixel_mm, "preprocess": preprocess.to_dict() if preprocess is not None else None,
+                "pixel_mm": pixel_mm, "axial_mm": axial_mm,
+                "preprocess": preprocess.to_dict() if preprocess is not None else None,
                 "channel_folders": channel_folders, **(settings or {})}
     _reuse_outputs(out, manifest, overwrite, rank)
     model = model.to(device).eval()
@@ -355,7 +364,7 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
                 logits = torch.nn.functional.interpolate(logits, size=image.shape[-2:], mode="bilinear")
             targets = _outputs(out / name if name else out, stem)
             written = _write_output(logits.cpu()[0], gray, targets, threshold, pixel_mm, prob_bits, name, fov,
-                                    "faz" if not name and faz_labels else None)
+                                    "faz" if not name and faz_labels else None, axial_mm)
             line.update({name: written} if name else written)
         write_bytes_atomic(measurements, json.dumps(line).encode())
     if world > 1 and torch.distributed.is_initialized():  # every rank's JSON is written before rank 0 reads them

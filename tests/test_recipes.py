@@ -2,6 +2,7 @@
 released layout, small images), with the recipe's model, loss and preprocessing as written; only image
 sizes and the step count are overridden. The trained checkpoint then segments a new image."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,17 @@ def test_unet_oct_layers_recipe(tmp_path):
     trained(config, tmp_path / "run")
     rows = (tmp_path / "run" / "log.csv").read_text()
     assert "val_miou" in rows
+    # the layer model's path to its numbers: class maps and thickness in mm, then scored against the labels
+    model = retina.load(tmp_path / "run" / "checkpoint.pt")
+    scans = tmp_path / "oct" / "val" / "images"
+    predict_files(model, [scans], tmp_path / "pred", axial_mm=0.0039)
+    line = json.loads((tmp_path / "pred" / "measurements.jsonl").read_text().splitlines()[0])
+    assert len(line["class_fractions"]) == 9 and len(line["layer_thickness_mean_mm"]) == 8
+    with pytest.raises(ValueError, match="axial_mm must be a pixel size in mm > 0"):
+        predict_files(model, [scans], tmp_path / "bad", axial_mm=0)
+    labels = tmp_path / "oct" / "val" / "masks"
+    summary = retina.metrics.evaluate(tmp_path / "pred" / "prob", labels, protocol="classes", num_classes=9)
+    assert 0 <= summary["miou"] <= 1 and "iou_8" in summary
 
 
 def test_iternet_drive_recipe_trains_every_iteration(tmp_path):
