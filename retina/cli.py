@@ -177,7 +177,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         dist.close()
     if dist.is_main:
         print(f"wrote prob/, mask/, overlay/, skeleton/ and {measurements} in {out}")
-        if args.pixel_mm is None:
+        layers = (getattr(model, "config", {}) or {}).get("num_classes", 1) > 1
+        if layers and args.axial_mm is None:
+            print("layer thickness is in pixels: --axial-mm (the B-scan's pixel height in mm) gives mm")
+        elif not layers and args.pixel_mm is None:
             print("measurements are in pixels: --pixel-mm gives mm (e.g. OCTA-500 / AngioVue 3x3 mm at 304 px: "
                   "0.00987; 6x6 mm at 400 px: 0.015)")
     return 0
