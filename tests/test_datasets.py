@@ -325,6 +325,9 @@ def test_synthesize_command_writes_a_loadable_dataset(tmp_path, capsys):
     assert cli.main(["synthesize", str(out), "--count", "3", "--size", "64", "--seed", "5"]) == 0
     assert (out / "images" / "octa-00006.png").is_file()
     assert (out / "images" / "octa-00005.png").stat().st_mtime_ns == before
+    # another size into the same folder would mix two datasets: refused, naming the sizes
+    assert cli.main(["synthesize", str(out), "--count", "4", "--size", "96", "--seed", "5"]) == 1
+    assert "octa-00005.png is 64x64, not 96x96" in capsys.readouterr().err
     assert cli.main(["synthesize", str(tmp_path / "f"), "--kind", "fundus", "--count", "1", "--size", "64"]) == 0
     assert len(ImageFolderDataset(tmp_path / "f", masks="vessel", fov="fov")) == 1
     assert cli.main(["synthesize", str(out), "--count", "0"]) == 2

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..image_files import write_image
+from ..image_files import read_image, write_image
 from .datasets.synthetic import SyntheticFundus, SyntheticOCTA
 from .synthetic import fundus_image, octa_image
 
@@ -41,7 +41,13 @@ def write_synthetic_dataset(out: str | os.PathLike, *, kind: str = "octa", count
     start = time.perf_counter()
     for i in range(count):
         name = f"{kind}-{seed + i:05d}.png"
-        if not ((out / "images" / name).is_file() and all((out / label / name).is_file() for label in labels)):
+        complete = (out / "images" / name).is_file() and all((out / label / name).is_file() for label in labels)
+        if complete:  # skipped only if it is what this call would write: a rerun with another size must not mix
+            shape = read_image(out / "images" / name).shape[:2]
+            if shape != (size, size):
+                raise ValueError(f"{out / 'images' / name} is {shape[1]}x{shape[0]}, not {size}x{size}: {out} holds "
+                                 "another size's dataset; write this one to another folder")
+        else:
             if kind == "octa":
                 sample = octa_image(size, seed + i)
                 image = np.rint(sample.image[0] * 255).astype(np.uint8)  # the FULL projection
