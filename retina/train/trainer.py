@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import io
 import math
 import random
@@ -593,6 +594,13 @@ class Trainer:
         self._save()
         self._write_logs()
         self.dist.barrier()  # no process leaves before rank 0 has written the run
+        if self.net is not self.model:
+            # Release DDP (its reducer holds the process group) before the group is destroyed: the trainer
+            # sits in a reference cycle (the scheduler's lambda), so otherwise DDP and gloo's threads would
+            # live until the interpreter's teardown, the suspected source of a rare "terminate called
+            # without an active exception" abort after a finished torchrun (tests/test_distributed.py).
+            self.net = self.model
+            gc.collect()
         self.dist.close()
         summary = {"steps": self.step, "stopped_by": reason, "best": self.best, "out": str(self.out)}
         if request.signal is not None:
