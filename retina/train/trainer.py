@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import gc
 import io
 import math
@@ -168,6 +169,12 @@ def _changed_keys(saved: dict, given: dict, prefix: str = "") -> list[str]:
     return changed
 
 
+def _scheduled_factor(config, total_steps: int, step: int) -> float:
+    # a function of the config, not a lambda over the trainer: no reference cycle through the scheduler
+    # keeps the trainer's model, optimizer state, cached data and DDP alive until a GC pass
+    return lr_factor(config, step, total_steps)
+
+
 def _rng_state() -> dict:
     # NumPy's state as a tensor and numbers, so that checkpoints load with torch.load(weights_only=True)
     kind, keys, position, has_gauss, cached = np.random.get_state()
@@ -279,7 +286,7 @@ class Trainer:
             cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
             self.optimizer = cls(params, lr=o.lr, weight_decay=o.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(self.config, step, self.total_steps))
+            self.optimizer, functools.partial(_scheduled_factor, self.config, self.total_steps))
         self.amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(t.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.ema = ({k: v.detach().clone() for k, v in self.model.state_dict().items()} if t.ema is not None else None)
@@ -586,8 +593,12 @@ class Trainer:
         budgeted = t.max_minutes is not None  # the time budget, not the step count, ends such a run
         bar = tqdm(total=None if budgeted else self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (log.progress and self.dist.is_main), desc="train")
-        with stop_on_signals(announce=self.dist.is_main) as request:
-            reason = self._run(bar, request)
+        batches = self._batches()
+        try:
+            with stop_on_signals(announce=self.dist.is_main) as request:
+                reason = self._run(bar, request, batches)
+        finally:
+            batches.close()  # ends the data loader (and its workers) now, not whenever the generator is collected
         bar.close()
         if self.writer is not None:
             self.writer.close()
@@ -595,10 +606,10 @@ class Trainer:
         self._write_logs()
         self.dist.barrier()  # no process leaves before rank 0 has written the run
         if self.net is not self.model:
-            # Release DDP (its reducer holds the process group) before the group is destroyed: the trainer
-            # sits in a reference cycle (the scheduler's lambda), so otherwise DDP and gloo's threads would
-            # live until the interpreter's teardown, the suspected source of a rare "terminate called
-            # without an active exception" abort after a finished torchrun (tests/test_distributed.py).
+            # Release DDP (its reducer holds the process group) before the group is destroyed: when the
+            # trainer lived on (a reference cycle through the scheduler's lambda, before), DDP and gloo's
+            # threads were freed only at the interpreter's teardown, the suspected source of a rare
+            # "terminate called without an active exception" abort after a finished torchrun.
             self.net = self.model
             gc.collect()
         self.dist.close()
@@ -607,10 +618,9 @@ class Trainer:
             summary["signal"] = request.signal
         return summary
 
-    def _run(self, bar, request: StopRequest) -> str:
-        """The step loop of `fit`; returns why it stopped."""
+    def _run(self, bar, request: StopRequest, batches) -> str:
+        """The step loop of `fit` over the `_batches()` generator; returns why it stopped."""
         t, log = self.config.training, self.config.logging
-        batches = self._batches()
         started, reason, running = time.monotonic(), "steps", []
         while self.step < self.total_steps:
             running.append(self._train_step(batches))
