@@ -22,8 +22,11 @@ from retina.data import (
     ImageFolderDataset,
     OCTLayers,
     PairedAugment,
+    SyntheticFundus,
     SyntheticOCTA,
     polygons_to_masks,
+    shared_samples,
+    split_stems,
 )
 from retina.data.vgg import mask_from_regions
 
@@ -231,6 +234,57 @@ def test_image_folder_dataset_16bit_and_fov(tmp_path):
         ImageFolderDataset(tmp_path, masks="labels")
     with pytest.raises(ValueError, match="no samples"):
         ImageFolderDataset(tmp_path, ids=[])
+
+
+def test_split_stems_divides_stably():
+    stems = [f"scan{i:03d}" for i in range(50)]
+    train, val = split_stems(stems, "train", 0.2), split_stems(stems, "val", 0.2)
+    assert len(val) == 10 and sorted(train + val) == stems and not set(train) & set(val)
+    assert train == sorted(train)  # in the given order
+    # the file order and the machine do not matter; the seed does
+    assert set(split_stems(stems[::-1], "val", 0.2)) == set(val)
+    assert set(split_stems(stems, "val", 0.2, seed=1)) != set(val)
+    # an image added later moves at most one earlier image between the shares
+    for added in ("scan050", "new", "a"):
+        later = set(split_stems([*stems, added], "val", 0.2)) - {added}
+        assert len(later ^ set(val)) <= 1
+    assert split_stems(["a", "b"], "val", 0.01) and split_stems(["a", "b"], "train", 0.99)  # one each at least
+    for args, message in ((("test", 0.2), "split must be"), (("val", 1.0), "val_fraction"),
+                          (("val", 0.0), "val_fraction")):
+        with pytest.raises(ValueError, match=message):
+            split_stems(stems, *args)
+    with pytest.raises(ValueError, match="1 sample"):
+        split_stems(["a"], "train", 0.2)
+
+
+def test_one_folder_divided_and_samples_found_in_two_datasets(tmp_path):
+    assert cli.main(["synthesize", str(tmp_path / "a"), "--count", "10", "--size", "48"]) == 0
+    folder = {"masks": "vessel", "gray": True}
+    train = ImageFolderDataset(tmp_path / "a", split="train", val_fraction=0.3, **folder)
+    val = ImageFolderDataset(tmp_path / "a", split="val", val_fraction=0.3, **folder)
+    assert len(train) == 7 and len(val) == 3 and sorted(train.ids + val.ids) == ImageFolderDataset(
+        tmp_path / "a", **folder).ids
+    assert shared_samples(train, val) == []
+    everything = ImageFolderDataset(tmp_path / "a", **folder)
+    assert shared_samples(everything, val) == [(i, i) for i in val.ids]
+    assert OCTLayers.__init__.__kwdefaults__["split"] == "all"
+    # a copy under another name in another folder is the same sample (compared by content)
+    copy = tmp_path / "b"
+    for sub in ("images", "vessel"):
+        (copy / sub).mkdir(parents=True)
+        source = tmp_path / "a" / sub / f"{val.ids[0]}.png"
+        (copy / sub / "renamed.png").write_bytes(source.read_bytes())
+    other = train.ids[0]
+    (copy / "images" / "other.png").write_bytes(cv2.imencode(".png", np.zeros((48, 48), np.uint8))[1].tobytes())
+    (copy / "vessel" / "other.png").write_bytes((tmp_path / "a" / "vessel" / f"{other}.png").read_bytes())
+    assert shared_samples(everything, ImageFolderDataset(copy, **folder)) == [("renamed", val.ids[0])]
+    # synthetic data: the same draw (generator, size, seed) is the same sample, whatever the channels
+    octa = SyntheticOCTA(4, 48, seed=0)
+    assert shared_samples(octa, SyntheticOCTA(4, 48, channels=1, seed=2)) == [("octa-2", "octa-2"), ("octa-3", "octa-3")]
+    assert shared_samples(octa, SyntheticOCTA(4, 48, seed=4)) == []
+    assert shared_samples(octa, SyntheticOCTA(4, 64, seed=0)) == []
+    assert shared_samples(SyntheticFundus(2, 40, 40), SyntheticFundus(2, 40, 40, seed=1)) == [("fundus-1", "fundus-1")]
+    assert shared_samples(octa, val) == [] and shared_samples([1, 2], octa) == []  # no sources: nothing to say
 
 
 def _via_export(names, regions):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import retina
+from retina import cli
 from retina.image_files import read_image
 from retina.predict import predict_files
 from retina.train import TrainConfig, Trainer, read_checkpoint
@@ -71,24 +72,32 @@ def test_unet_drive_recipe_and_its_preprocessing_at_prediction(tmp_path):
     assert np.abs(read_image(tmp_path / "pred" / "prob" / "01_test.png") - prob).max() <= 1
 
 
+def test_dscnet_folder_recipe_on_a_synthesized_folder(tmp_path):
+    # `retina synthesize` writes images/ and one folder per label; a user's folder has masks/
+    assert cli.main(["synthesize", str(tmp_path / "scans"), "--count", "10", "--size", "32"]) == 0
+    (tmp_path / "scans" / "vessel").rename(tmp_path / "scans" / "masks")
+    config = recipe("dscnet_folder", tmp_path / "scans")
+    trainer = Trainer(config, tmp_path / "run")
+    assert (len(trainer.train_source), len(trainer.val_set)) == (8, 2)
+    assert trainer.train_source[0]["image"].shape == (1, 32, 32)
+    assert trainer.fit()["steps"] == 2 and (tmp_path / "run" / "best.pt").is_file()
+
+
 def test_unet_oct_layers_recipe(tmp_path):
-    for split, count in (("train", 4), ("val", 2)):
-        dataset_trees.oct_layers(tmp_path / "oct" / split, count=count)
+    dataset_trees.oct_layers(tmp_path / "oct", count=6)
     config = recipe("unet_oct_layers", tmp_path / "oct", "data.preprocess.resize=64")
-    config.data.train.kwargs["root"] = str(tmp_path / "oct" / "train")
-    config.data.val.kwargs["root"] = str(tmp_path / "oct" / "val")
-    trained(config, tmp_path / "run")
+    trained(config, tmp_path / "run")  # on the folder's training share, validated on the rest
     rows = (tmp_path / "run" / "log.csv").read_text()
     assert "val_miou" in rows
     # the layer model's path to its numbers: class maps and thickness in mm, then scored against the labels
     model = retina.load(tmp_path / "run" / "checkpoint.pt")
-    scans = tmp_path / "oct" / "val" / "images"
+    scans = tmp_path / "oct" / "images"
     predict_files(model, [scans], tmp_path / "pred", axial_mm=0.0039)
     line = json.loads((tmp_path / "pred" / "measurements.jsonl").read_text().splitlines()[0])
     assert len(line["class_fractions"]) == 9 and len(line["layer_thickness_mean_mm"]) == 8
     with pytest.raises(ValueError, match="axial_mm must be a pixel size in mm > 0"):
         predict_files(model, [scans], tmp_path / "bad", axial_mm=0)
-    labels = tmp_path / "oct" / "val" / "masks"
+    labels = tmp_path / "oct" / "masks"
     summary = retina.metrics.evaluate(tmp_path / "pred" / "prob", labels, protocol="classes", num_classes=9)
     assert 0 <= summary["miou"] <= 1 and "iou_8" in summary
 
@@ -114,4 +123,4 @@ def test_joint_vessel_faz_recipe(tmp_path):
 
 
 RECIPES = ["s3octa_octa500", "dscnet_octa500", "unet_drive", "unet_oct_layers", "iternet_drive",
-           "joint_vessel_faz_octa500"]
+           "joint_vessel_faz_octa500", "dscnet_folder"]

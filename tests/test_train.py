@@ -55,6 +55,24 @@ def test_config_round_trip_overrides_and_errors(tmp_path):
         TrainConfig.load(path, ["training.steps"])
 
 
+def test_validation_on_training_samples_is_refused(tmp_path):
+    config = tiny_config()
+    config.data.val.kwargs["seed"] = 4  # draws 4 and 5: training's last two
+    with pytest.raises(ConfigError, match=r"data.val: 2 of 2 validation samples are also training samples "
+                                          r"\('octa-4' is training's 'octa-4'"):
+        Trainer(config, tmp_path / "run")
+    assert cli.main(["synthesize", str(tmp_path / "scans"), "--count", "8", "--size", "48"]) == 0
+    folder = {"root": str(tmp_path / "scans"), "masks": "vessel", "gray": True}
+    config.data.train = retina.train.config.DatasetConfig("folder", folder)
+    config.data.val = retina.train.config.DatasetConfig("folder", folder)
+    with pytest.raises(ConfigError, match="8 of 8 validation samples .* split: train / split: val"):
+        Trainer(config, tmp_path / "run")
+    config.data.train.kwargs = {**folder, "split": "train"}
+    config.data.val.kwargs = {**folder, "split": "val"}
+    trainer = Trainer(config, tmp_path / "run")
+    assert (len(trainer.train_source), len(trainer.val_set)) == (6, 2)
+
+
 def test_schedulers_warm_up_and_decay():
     from retina.train.trainer import lr_factor
 

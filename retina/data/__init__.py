@@ -16,6 +16,8 @@ from .datasets import (
                        OCTLayers,
                        SyntheticFundus,
                        SyntheticOCTA,
+                       shared_samples,
+                       split_stems,
 )
 from .patches import PatchDataset
 from .preprocess import clahe, equalize_histogram, estimate_fov, green_channel, normalize
@@ -28,5 +30,6 @@ __all__ = ["CAVRIC", "CHASEDB1", "DRIVE", "FileDataset", "ImageFolderDataset", "
            "PairedAugment", "PatchDataset", "Preprocess", "ROSE1", "ROSE2", "STARE", "SyntheticFundus", "SyntheticOCTA",
            "TreeStyle", "clahe",
            "equalize_histogram", "estimate_fov", "fundus_image", "green_channel", "mask_from_regions", "normalize",
+           "shared_samples", "split_stems",
            "octa_image", "polygons_to_masks", "synthetic_label_folders", "vessel_mask", "vessel_volume",
            "write_synthetic_dataset"]

@@ -63,6 +63,19 @@ def build_dataset(config, key: str) -> Dataset:
         raise ConfigError(f"{key}.kwargs: {exc}") from None
 
 
+def refuse_shared_samples(train: Dataset, val: Dataset) -> None:
+    """A ConfigError when validation samples are training samples too (the same image files, copies of
+    them, or the same synthetic draws): their scores would be optimistic and pick best.pt on images the
+    model has learned."""
+    shared = retina_data.shared_samples(train, val)
+    if shared:
+        examples = ", ".join(f"{v!r} is training's {t!r}" for v, t in shared[:3])
+        raise ConfigError(f"data.val: {len(shared)} of {len(val)} validation samples are also training samples "
+                          f"({examples}{', ...' if len(shared) > 3 else ''}): validation must score images the "
+                          "model does not train on. Give it other images, or divide one folder with "
+                          "kwargs split: train / split: val (ImageFolderDataset)")
+
+
 def _named_loss(name: str, kwargs: dict, key: str) -> torch.nn.Module:
     cls = getattr(retina_losses, name, None)
     if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module) or cls is retina_losses.MultiTaskLoss:
@@ -261,6 +274,7 @@ class Trainer:
         self.val_set = None
         if self.config.data.val is not None:
             self.val_set = build_dataset(self.config.data.val, "data.val")
+            refuse_shared_samples(self.train_source, self.val_set)
             if self.preprocess is not None:
                 self.val_set = _Transformed(self.val_set, self.preprocess)
         # data.batch_size is per process: under torchrun the global batch is batch_size x processes
@@ -328,7 +342,7 @@ class Trainer:
     # -- data ----------------------------------------------------------------------------------------
     def _training_data(self) -> Dataset:
         d, seed = self.config.data, self.config.training.seed
-        dataset = build_dataset(d.train, "data.train")
+        dataset = self.train_source = build_dataset(d.train, "data.train")
         self.channel_sources = getattr(dataset, "channel_sources", None)
         # fundus data comes with a field of view: prediction then measures inside the estimated one
         self.field_of_view = len(dataset) > 0 and "fov" in dataset[0]

@@ -108,6 +108,11 @@ class FileDataset(Dataset):
     def ids(self) -> list[str]:
         return [r.id for r in self.records]
 
+    def sample_sources(self) -> list[tuple[str, tuple]]:
+        """(id, image files) per sample: what `retina.data.shared_samples` compares, by content, to find
+        one sample in two datasets."""
+        return [(r.id, r.images) for r in self.records]
+
     def _read_image(self, record: Record) -> np.ndarray:
         channels, size = [], None
         for path in record.images:

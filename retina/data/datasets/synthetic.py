@@ -40,6 +40,16 @@ class _Synthetic(Dataset):
     def _finish(self, sample: dict) -> dict:
         return self.transform(sample) if self.transform is not None else sample
 
+    def _drawing(self) -> tuple:
+        """The generator and the arguments besides the seed that fix what index i draws."""
+        raise NotImplementedError
+
+    def sample_sources(self) -> list[tuple[str, tuple]]:
+        """(id, drawing) per sample: two datasets hold the same sample when the generator draws it with
+        the same arguments and seed (`retina.data.shared_samples`)."""
+        kind, *arguments = self._drawing()
+        return [(f"{kind}-{self.seed + i}", (kind, *arguments, self.seed + i)) for i in range(self.length)]
+
 
 class SyntheticOCTA(_Synthetic):
     """`length` OCTA-like scans (`retina.data.synthetic.octa_image(size, seed + index)`).
@@ -57,6 +67,9 @@ class SyntheticOCTA(_Synthetic):
         self.label_names = _check_labels(labels, self.LABELS)
         # three projections are three images of a real scan (OCTA-500's layout)
         self.channel_sources = PROJECTIONS if channels == 3 else None
+
+    def _drawing(self) -> tuple:
+        return ("octa", self.size, self.field_mm)
 
     def __getitem__(self, index: int) -> dict:
         index = self._index(index)
@@ -79,6 +92,9 @@ class SyntheticFundus(_Synthetic):
         super().__init__(length, seed, transform)
         self.height, self.width = height, width
         self.label_names = _check_labels(labels, self.LABELS)
+
+    def _drawing(self) -> tuple:
+        return ("fundus", self.height, self.width)
 
     def __getitem__(self, index: int) -> dict:
         index = self._index(index)

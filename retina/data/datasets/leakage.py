@@ -1,0 +1,67 @@
+"""Finding one sample in two datasets: validation (or test) images that are also training images make
+every score on them optimistic, and pick the checkpoint on images the model has learned. Datasets that
+can say what their samples are made of define `sample_sources() -> [(id, parts)]`: image files (compared
+by content, so a copy in another folder is found too) or a generator's arguments."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+from torch.utils.data import Dataset
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Contents:
+    """A file's identity by content: its size, and its digest only where a file of that size is on
+    both sides (an image of a size that only one dataset has cannot be in the other; most files are
+    never read)."""
+
+    def __init__(self, first: list[tuple], second: list[tuple]):
+        sizes = [{p.stat().st_size for _, parts in side for p in parts if isinstance(p, Path)}
+                 for side in (first, second)]
+        self.common_sizes = sizes[0] & sizes[1]
+        self.digests: dict[Path, str] = {}
+
+    def __call__(self, part):
+        if not isinstance(part, Path):
+            return part
+        size = part.stat().st_size
+        if size not in self.common_sizes:
+            return ("only one side has files of", size, str(part))
+        if part not in self.digests:
+            self.digests[part] = _digest(part)
+        return ("file", size, self.digests[part])
+
+
+def _sources(dataset: Dataset) -> Optional[list[tuple]]:
+    method = getattr(dataset, "sample_sources", None)
+    return None if method is None else method()
+
+
+def shared_samples(train: Dataset, other: Dataset) -> list[tuple[str, str]]:
+    """(id in `other`, id in `train`) for every sample of `other` made of the same images as a sample of
+    `train` (the same files or copies of them, or the same synthetic draw); empty when none is, or when
+    either dataset cannot say what its samples are (no `sample_sources`)."""
+    train_sources, other_sources = _sources(train), _sources(other)
+    if not train_sources or not other_sources:
+        return []
+    identity = _Contents(train_sources, other_sources)
+    by_key: dict[tuple, list[str]] = defaultdict(list)
+    for sample_id, parts in train_sources:
+        by_key[tuple(identity(p) for p in parts)].append(sample_id)
+    shared = []
+    for sample_id, parts in other_sources:
+        found = by_key.get(tuple(identity(p) for p in parts))
+        if found:
+            shared.append((sample_id, found[0]))
+    return shared
