@@ -366,8 +366,11 @@ def test_train_and_predict_commands(tmp_path, capsys):
     config = tiny_config(steps=4, val_every=2)
     config.save(tmp_path / "tiny.yaml")
     assert cli.main(["train", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "run"),
-                     "training.checkpoint_every=2"]) == 0
-    assert "trained 4 steps" in capsys.readouterr().out
+                     "training.checkpoint_every=2", "logging.progress=true"]) == 0
+    out = capsys.readouterr().out
+    assert "trained 4 steps" in out
+    # each validation is a line above the progress bar, saying whether it made best.pt
+    assert "step 2 validation: dice " in out and "cldice " in out and "(best dice so far: best.pt)" in out
     images = tmp_path / "images"
     for i in range(2):
         image_files.write_image(images / f"scan{i}.png", (np.random.default_rng(i).random((40, 52)) * 255).astype(np.uint8))

@@ -606,7 +606,8 @@ class Trainer:
 
         budgeted = t.max_minutes is not None  # the time budget, not the step count, ends such a run
         bar = tqdm(total=None if budgeted else self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
-                   disable=not (log.progress and self.dist.is_main), desc="train")
+                   disable=not (log.progress and self.dist.is_main),
+                   desc=f"train ({t.max_minutes:g} min)" if budgeted else "train")
         batches = self._batches()
         try:
             with stop_on_signals(announce=self.dist.is_main) as request:
@@ -666,6 +667,8 @@ class Trainer:
                     self._save("best.pt")
                 else:
                     self.stale += 1
+                if not bar.disable:
+                    bar.write(validation_line(self.step, scores, t.best_metric, better))
                 if t.patience is not None and self.stale >= t.patience:
                     reason, stop = "early stopping", True
             if self.step % t.checkpoint_every == 0 or self.step == self.total_steps or stop:
@@ -674,6 +677,13 @@ class Trainer:
             if stop:
                 return reason if reason != "steps" else "time budget"
         return reason
+
+
+def validation_line(step: int, scores: dict[str, float], best_metric: str, best: bool) -> str:
+    """What a validation found, as one terminal line: 'step 200 validation: dice 0.812, cldice 0.790, ...
+    (best cldice so far: best.pt)'."""
+    values = ", ".join(f"{name[4:]} {value:.4g}" for name, value in scores.items())
+    return f"step {step} validation: {values}" + (f" (best {best_metric} so far: best.pt)" if best else "")
 
 
 def overlay(image: torch.Tensor, label: torch.Tensor, prediction: torch.Tensor) -> np.ndarray:
