@@ -23,9 +23,11 @@ file or data with 1, each with one line naming the argument or file and what is 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -114,8 +116,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"{out / 'checkpoint.pt'}; continue with: retina train {out / 'config.yaml'} --out {out} --resume")
         return 128 + summary["signal"]
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one report
-        best = (f"best validation {config.training.best_metric}: {summary['best']} (best.pt)" if summary["best"] is not None
-                else "not validated (no data.val): the final weights are checkpoint.pt")
+        best = (f"best validation {config.training.best_metric}: {summary['best']:.4g} (best.pt)"
+                if summary["best"] is not None else "not validated (no data.val): the final weights are checkpoint.pt")
         print(f"trained {summary['steps']} steps (stopped by {summary['stopped_by']}); {best}; run in {out}")
     return 0
 
@@ -176,7 +178,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             bar.close()
         dist.close()
     if dist.is_main:
-        print(f"wrote prob/, mask/, overlay/, skeleton/ and {measurements} in {out}")
+        print(f"wrote prob/, mask/, overlay/, skeleton/ and the measurements ({measurements.name}; "
+              f"measurements.csv: one row per image) in {out}")
         layers = (getattr(model, "config", {}) or {}).get("num_classes", 1) > 1
         if layers and args.axial_mm is None:
             print("layer thickness is in pixels: --axial-mm (the B-scan's pixel height in mm) gives mm")
@@ -242,10 +245,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         threshold = args.threshold if args.threshold is not None else THRESHOLDS[args.protocol]
         compared = ">=" if args.protocol == "iternet" else ">"
         print(f"protocol {args.protocol}: prediction {compared} {threshold:g}")
+        masks_threshold = _predict_threshold(Path(args.pred))
+        if args.threshold is None and masks_threshold is not None and masks_threshold != threshold:
+            print(f"note: retina predict drew the masks beside these probabilities at > {masks_threshold:g}; the "
+                  f"{args.protocol} protocol thresholds at {threshold:g}, so its scores are not those masks' "
+                  f"(--threshold {masks_threshold:g} scores them)")
     for key, value in summary.items():
         print(f"{key}: {value:.4f}")
     print(f"wrote {out / 'per_image.csv'} and {out / 'summary.json'}")
     return 0
+
+
+def _predict_threshold(pred: Path) -> Optional[float]:
+    """The threshold of the masks `retina predict` wrote beside a prob/ folder (its predict.json), if any."""
+    manifest = pred.parent / "predict.json"
+    if pred.name != "prob" or not manifest.is_file():
+        return None
+    try:
+        value = json.loads(manifest.read_text()).get("threshold")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:

@@ -237,6 +237,20 @@ def test_evaluate_command(tmp_path, capsys):
     # the prediction is the label here: the same measurements on both sides
     assert columns["pred_vessel_diameter_index_mm"] == columns["label_vessel_diameter_index_mm"]
     assert main(["evaluate", str(tmp_path / "nowhere"), str(tmp_path / "label")]) == 2
+    # probabilities that retina predict wrote: the protocol's threshold is not its masks' (0.5), and the
+    # command says so (a model at 0.6 scores 1 by its masks and 0 by S3-OCTA's 0.8)
+    for i in range(2):
+        m = vessel_mask(96, 96, seed=i)
+        io.write_image(tmp_path / "predicted" / "prob" / f"{i}.png", (m * 153).astype(np.uint8))
+    (tmp_path / "predicted" / "predict.json").write_text('{"threshold": 0.5}')
+    args = ["evaluate", str(tmp_path / "predicted" / "prob"), str(tmp_path / "label")]
+    assert main([*args, "--out", str(tmp_path / "p1")]) == 0
+    out = capsys.readouterr().out
+    assert "note: retina predict drew the masks beside these probabilities at > 0.5; the s3octa protocol " \
+           "thresholds at 0.8" in out and "--threshold 0.5 scores them" in out and "dice: 0.0000" in out
+    assert main([*args, "--out", str(tmp_path / "p2"), "--threshold", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "note: retina predict" not in out and "dice: 1.0000" in out
 
 
 def test_propagated_labelling_matches_opencv_in_2d():
