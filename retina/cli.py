@@ -13,6 +13,8 @@
                                          write a synthetic dataset (images/ + masks/, ImageFolderDataset layout)
     retina convert-vgg JSON IMAGES OUT --classes A,B,...
                                          VGG Image Annotator polygons -> class-map PNG masks
+    retina import-weights NAME WEIGHTS OUT.pt
+                                         published weights (S3-OCTA m.pth, IterNet .hdf5) as a retina checkpoint
     retina info                          which kernels serve each device
 
 Every subcommand checks its arguments and paths before it works. A bad argument exits with 2, a bad
@@ -295,6 +297,31 @@ def cmd_convert_vgg(args: argparse.Namespace) -> int:
     return 0
 
 
+# how to predict with each imported model: the images it wants, in the order its channels take them
+_PREDICT_HINTS = {
+    "s3octa": "retina predict 'OCTA(FULL)' 'OCTA(ILM_OPL)' 'OCTA(OPL_BM)' --channel-folders --checkpoint {out} "
+              "--out DIR (OCTA-500's projection folders, or yours named alike)",
+    "iternet": "retina predict PHOTOS --checkpoint {out} --out DIR (RGB fundus photographs)",
+}
+
+
+def cmd_import_weights(args: argparse.Namespace) -> int:
+    from .models import PUBLISHED, import_published
+
+    if args.name not in PUBLISHED:
+        raise UsageError(f"NAME must be one of {', '.join(PUBLISHED)}, got {args.name!r}")
+    try:
+        image_files.writable_target(args.out)
+    except ValueError as exc:
+        raise UsageError(f"OUT: {exc}") from None
+    if not Path(args.weights).is_file():
+        raise FileNotFoundError(f"weights file not found: {args.weights}")
+    out = import_published(args.name, args.weights, args.out)
+    print(f"wrote {out}: {args.name} with the weights of {Path(args.weights).name} ({PUBLISHED[args.name].source})")
+    print("segment with: " + _PREDICT_HINTS[args.name.split("-")[0]].format(out=out))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     for key, value in retina_kernels.backends().items():
         print(f"{key}: {value}")
@@ -404,6 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--attribute", default=None,
                          help="region attribute holding the class name (default: the only one)")
     convert.set_defaults(func=cmd_convert_vgg)
+
+    imported = sub.add_parser("import-weights", help="a retina checkpoint of published weights (S3-OCTA, IterNet)")
+    imported.add_argument("name", help="which published model: s3octa (m.pth), iternet-drive, iternet-chasedb1 or "
+                                       "iternet-stare (the released Keras .hdf5 of that dataset)")
+    imported.add_argument("weights", help="the released weights file")
+    imported.add_argument("out", help="the retina checkpoint to write (.pt), for retina predict --checkpoint")
+    imported.set_defaults(func=cmd_import_weights)
 
     info = sub.add_parser("info", help="which kernels serve each device")
     info.set_defaults(func=cmd_info)

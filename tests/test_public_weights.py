@@ -113,3 +113,75 @@ def test_s3octa_from_public_refuses_other_state_dicts():
         S3OCTA.from_public(state)
     with pytest.raises(ValueError, match="not a public S3-OCTA state dict"):
         S3OCTA.from_public({"weight": torch.zeros(1)})
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_published_s3octa_becomes_a_checkpoint_that_predicts_from_projection_folders(tmp_path, capsys):
+    import retina
+    from retina import cli
+    from retina.image_files import read_image, write_image
+
+    state = public_s3octa_state(dtype=torch.float32)
+    torch.save(state, tmp_path / "m.pth")
+    assert cli.main(["import-weights", "s3octa", str(tmp_path / "m.pth"), str(tmp_path / "s3octa.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "--channel-folders" in out and "'OCTA(FULL)' 'OCTA(ILM_OPL)' 'OCTA(OPL_BM)'" in out
+    model = retina.load(tmp_path / "s3octa.pt")
+    info = model.checkpoint_info
+    assert info["published"] == {"name": "s3octa", "source": "ShellRedia/S3-OCTA", "file": "m.pth",
+                                 "sha256": _sha256(tmp_path / "m.pth")}
+    assert info["training"]["channel_sources"] == ["OCTA(FULL)", "OCTA(ILM_OPL)", "OCTA(OPL_BM)"]
+    assert info["training"]["label_names"] == ["RV"]
+    # the projections as the public code reads them: three 8-bit maps stacked, / 255, the whole scan
+    rng = np.random.default_rng(0)
+    maps = {name: rng.integers(0, 256, (2, 36, 40), dtype=np.uint8) for name in ("FULL", "ILM_OPL", "OPL_BM")}
+    for name, images in maps.items():
+        for i, image in enumerate(images):
+            write_image(tmp_path / f"OCTA({name})" / f"1030{i}.bmp", image)
+    folders = [str(tmp_path / f"OCTA({name})") for name in maps]
+    args = ["predict", *folders, "--channel-folders", "--checkpoint", str(tmp_path / "s3octa.pt"), "--out",
+            str(tmp_path / "pred"), "--device", "cpu"]
+    assert cli.main(args) == 0
+    stacked = torch.from_numpy(np.stack([maps[n][1] for n in maps]).astype(np.float32) / 255)[None]
+    with torch.no_grad():
+        public = torch.sigmoid(S3OCTA.from_public(state)(stacked))[0, 0].numpy()
+    prob = read_image(tmp_path / "pred" / "prob" / "10301.png").astype(np.float64)
+    assert np.abs(prob - np.rint(public * 255)).max() <= 1
+    # one gray image would be repeated into all three channels: refused
+    assert cli.main(["predict", folders[0], "--checkpoint", str(tmp_path / "s3octa.pt"), "--out",
+                     str(tmp_path / "gray")]) == 1
+    assert "the model takes 3 images stacked as channels (OCTA(FULL), OCTA(ILM_OPL), OCTA(OPL_BM))" in \
+        capsys.readouterr().err
+
+
+def test_published_iternet_keeps_its_resize_patch_and_field_of_view(tmp_path, capsys):
+    import retina
+    from retina import cli
+    from retina.predict import recorded_field_of_view, recorded_preprocess
+
+    write_released_iternet(tmp_path / "DRIVE.hdf5")
+    assert cli.main(["import-weights", "iternet-drive", str(tmp_path / "DRIVE.hdf5"), str(tmp_path / "i.pt")]) == 0
+    model = retina.load(tmp_path / "i.pt")
+    reference = IterNet.from_keras(tmp_path / "DRIVE.hdf5").eval()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    prepare = recorded_preprocess(model)  # RGB kept, no equalization: resized to DRIVE's 576² only
+    assert prepare.size == (576, 576) and prepare.gray is None and not prepare.equalize and prepare.clahe is None
+    assert recorded_field_of_view(model)
+    assert model.checkpoint_info["training"]["patch"] == 128  # auto mode blends 128² tiles, as it trained
+    # the wrong file for the name, a missing file, an unknown name: one line each
+    assert cli.main(["import-weights", "s3octa", str(tmp_path / "DRIVE.hdf5"), str(tmp_path / "x.pt")]) == 1
+    assert "cannot read" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+    torch.save(public_s3octa_state(), tmp_path / "m.pth")
+    assert cli.main(["import-weights", "iternet-stare", str(tmp_path / "m.pth"), str(tmp_path / "x.pt")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+    assert cli.main(["import-weights", "iternet-drive", str(tmp_path / "none.h5"), str(tmp_path / "x.pt")]) == 1
+    assert "weights file not found" in capsys.readouterr().err
+    assert cli.main(["import-weights", "unet", str(tmp_path / "DRIVE.hdf5"), str(tmp_path / "x.pt")]) == 2
+    assert "NAME must be one of s3octa, iternet-drive" in capsys.readouterr().err

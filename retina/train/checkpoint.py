@@ -66,11 +66,13 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.n
     """The model of a retina checkpoint, ready for inference: built from its recorded config
     (`retina.models.create(**config)`), with its inference weights (the EMA of the weights when the run
     kept one), on `device`, in eval mode. `model.config` is its config; `model.checkpoint_info` says
-    what it was trained on (input channels, patch size, step, retina version)."""
+    what it was trained on (input channels, patch size, step, retina version), and for published weights
+    imported by `retina.models.import_published`, which file they came from."""
     from ..models import create
 
     state = read_checkpoint(path, map_location=device)
     model = create(**state["model_config"])
     model.load_state_dict(state["inference_weights"])
-    model.checkpoint_info = {key: state[key] for key in ("step", "epoch", "retina_version", "training") if key in state}
+    model.checkpoint_info = {key: state[key] for key in ("step", "epoch", "retina_version", "training", "published")
+                             if key in state}
     return model.to(device).eval()
