@@ -185,3 +185,18 @@ def test_published_iternet_keeps_its_resize_patch_and_field_of_view(tmp_path, ca
     assert "weights file not found" in capsys.readouterr().err
     assert cli.main(["import-weights", "unet", str(tmp_path / "DRIVE.hdf5"), str(tmp_path / "x.pt")]) == 2
     assert "NAME must be one of s3octa, iternet-drive" in capsys.readouterr().err
+
+
+def test_fine_tuning_the_published_s3octa_starts_from_its_weights(tmp_path):
+    from retina.models import import_published
+    from retina.train import TrainConfig, Trainer
+
+    state = public_s3octa_state(dtype=torch.float32)
+    torch.save(state, tmp_path / "m.pth")
+    import_published("s3octa", tmp_path / "m.pth", tmp_path / "s3octa.pt")
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "s3octa_octa500.yaml"
+    config = TrainConfig.load(recipe, [f"model.init={tmp_path / 's3octa.pt'}", "data.val=null",
+                                       "data.train.name=SyntheticOCTA", "data.train.kwargs={length: 2, size: 32}"])
+    trainer = Trainer(config.validate(), tmp_path / "run")
+    expected = S3OCTA.from_public(state).state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in trainer.model.state_dict().items())

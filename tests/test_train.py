@@ -73,6 +73,25 @@ def test_validation_on_training_samples_is_refused(tmp_path):
     assert (len(trainer.train_source), len(trainer.val_set)) == (6, 2)
 
 
+def test_model_init_fine_tunes_from_a_checkpoint(tmp_path):
+    Trainer(tiny_config(steps=2, val_every=2, ema=None), tmp_path / "first").fit()
+    first = read_checkpoint(tmp_path / "first" / "best.pt")["inference_weights"]
+    config = tiny_config(steps=2, ema=None)
+    config.model.init = str(tmp_path / "first" / "best.pt")
+    trainer = Trainer(config, tmp_path / "tuned")
+    assert all(torch.equal(v, first[k]) for k, v in trainer.model.state_dict().items())
+    trainer.fit()
+    # a resumed run restores its own weights: the init file is not read again
+    (tmp_path / "first" / "best.pt").rename(tmp_path / "moved.pt")
+    assert Trainer(config, tmp_path / "tuned", resume=True).fit()["steps"] == 2
+    with pytest.raises(ConfigError, match="model.init: checkpoint not found"):
+        Trainer(config, tmp_path / "again")
+    config.model.init = str(tmp_path / "moved.pt")
+    config.model.kwargs["width"] = 8
+    with pytest.raises(ConfigError, match="model.init: .* holds another model \\(width: 4 there, 8 here\\)"):
+        Trainer(config, tmp_path / "other")
+
+
 def test_schedulers_warm_up_and_decay():
     from retina.train.trainer import lr_factor
 

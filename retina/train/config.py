@@ -29,6 +29,9 @@ class ConfigError(ValueError):
 class ModelConfig:
     name: str = "dscnet"
     kwargs: dict = field(default_factory=dict)
+    # fine-tuning: a retina checkpoint (a run's best.pt, or `retina import-weights`'s) whose inference
+    # weights start the run; its model must be this one (name and arguments)
+    init: Optional[str] = None
 
 
 @dataclass

@@ -63,6 +63,24 @@ def build_dataset(config, key: str) -> Dataset:
         raise ConfigError(f"{key}.kwargs: {exc}") from None
 
 
+def initialize(model: torch.nn.Module, path: str) -> None:
+    """Loads the inference weights of the retina checkpoint `path` into `model` (model.init: fine-tuning),
+    after checking that the checkpoint's model is this one; errors name model.init."""
+    try:
+        state = read_checkpoint(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"model.init: {exc}") from None
+    ignored = ("checkpointing",)  # how a model runs, not what it is
+    saved = {k: v for k, v in state["model_config"].items() if k not in ignored}
+    ours = {k: v for k, v in model.config.items() if k not in ignored}
+    if saved != ours:
+        differing = [f"{k}: {saved.get(k)!r} there, {ours.get(k)!r} here" for k in dict.fromkeys([*saved, *ours])
+                     if saved.get(k) != ours.get(k)]
+        raise ConfigError(f"model.init: {path} holds another model ({'; '.join(differing[:4])}): set model.name and "
+                          "model.kwargs to the checkpoint's model")
+    model.load_state_dict(state["inference_weights"])
+
+
 def refuse_shared_samples(train: Dataset, val: Dataset) -> None:
     """A ConfigError when validation samples are training samples too (the same image files, copies of
     them, or the same synthetic draws): their scores would be optimistic and pick best.pt on images the
@@ -265,6 +283,8 @@ class Trainer:
             self.model = create(config.model.name, **model_kwargs).to(self.device)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model: {exc}") from None
+        if config.model.init is not None and not (self.resume and (self.out / "checkpoint.pt").is_file()):
+            initialize(self.model, config.model.init)  # a resumed run restores its own weights instead
         # the config as given (saved, and compared on resume); self.config may be resolved by a memory plan
         self.given = config
         self.plan = self._memory_plan() if config.data.patch == "auto" else None
