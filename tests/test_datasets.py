@@ -255,6 +255,14 @@ def test_split_stems_divides_stably():
             split_stems(stems, *args)
     with pytest.raises(ValueError, match="1 sample"):
         split_stems(["a"], "train", 0.2)
+    # cross-validation: k folds of equal size whose validation shares cover every stem once
+    shares = [split_stems(stems, "val", folds=5, fold=k) for k in range(5)]
+    assert sorted(sum(shares, [])) == stems and {len(share) for share in shares} == {10}
+    assert split_stems(stems, "train", folds=5, fold=2) == [s for s in stems if s not in shares[2]]
+    for kwargs, message in (({"folds": 1}, "folds must be in"), ({"folds": 51}, "folds must be in"),
+                            ({"folds": 5, "fold": 5}, "fold must be in")):
+        with pytest.raises(ValueError, match=message):
+            split_stems(stems, "val", **kwargs)
 
 
 def test_one_folder_divided_and_samples_found_in_two_datasets(tmp_path):
@@ -268,6 +276,8 @@ def test_one_folder_divided_and_samples_found_in_two_datasets(tmp_path):
     everything = ImageFolderDataset(tmp_path / "a", **folder)
     assert shared_samples(everything, val) == [(i, i) for i in val.ids]
     assert OCTLayers.__init__.__kwdefaults__["split"] == "all"
+    fold = ImageFolderDataset(tmp_path / "a", split="val", folds=5, fold=1, **folder)
+    assert len(fold) == 2 and len(ImageFolderDataset(tmp_path / "a", split="train", folds=5, fold=1, **folder)) == 8
     # a copy under another name in another folder is the same sample (compared by content)
     copy = tmp_path / "b"
     for sub in ("images", "vessel"):
