@@ -9,8 +9,8 @@ command (`retina.cli`).
 from retina_kernels import backends, skeletonize
 
 from . import data, image_files, losses, metrics, models, nn, train
-from .train import load
+from .train import load, load_ensemble
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "backends", "data", "image_files", "load", "losses", "metrics", "models", "nn", "skeletonize",
-           "train"]
+__all__ = ["__version__", "backends", "data", "image_files", "load", "load_ensemble", "losses", "metrics", "models",
+           "nn", "skeletonize", "train"]

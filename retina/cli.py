@@ -4,7 +4,7 @@
                                          train DSCNet on synthetic vessels (clDice vs Dice), segment the test set
     retina train CONFIG.yaml [key=value ...] [--out DIR] [--resume]
                                          train a model from a config (configs/), resumable
-    retina predict INPUT... --checkpoint CKPT --out DIR
+    retina predict INPUT... --checkpoint CKPT... --out DIR
                                          segment images: probability, mask, overlay, skeleton, measurements
     retina skeletonize MASK OUT          skeleton of a binary mask image
     retina evaluate PRED LABEL [--fov DIR] [--protocol s3octa|iternet|retina] [--out DIR] [--allow-missing]
@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import parse_memory, predict
     from .predict import predict_files
-    from .train import load
+    from .train import load_ensemble
 
     device = parse_device(args.device)
     _in_range("--threshold", args.threshold, 0, 1)
@@ -151,7 +151,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     dist = Distributed.from_environment(device.type)  # under torchrun the files are shared out
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
-    model = load(args.checkpoint, device=device)
+    model = load_ensemble(args.checkpoint, device=device)
     bars: list[tqdm] = []  # made at the first image, so that an input error is not preceded by an empty bar
 
     def progress(done: int, total: int, stem: str) -> None:
@@ -357,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="segment images with a trained checkpoint")
     predict.add_argument("inputs", nargs="+", help="image files or folders (png, jpg, bmp, tif, gif)")
-    predict.add_argument("--checkpoint", required=True, help="a retina checkpoint (best.pt / checkpoint.pt)")
+    predict.add_argument("--checkpoint", required=True, nargs="+",
+                         help="a retina checkpoint (best.pt / checkpoint.pt); several: their ensemble, predicting "
+                              "their mean probability (the folds of a cross-validation)")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--mode", default="auto", choices=["auto", "whole", "exact", "blend"],
                          help="auto (default): whole images when they fit --max-memory, else tiles the way the model "

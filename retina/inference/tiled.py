@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..models.base import main_output
+from ..models.ensemble import Ensemble, mean_probability_logits
 from .blend import run_blend
 from .exact import describe_budget, minimal_tile_bytes, run_exact
 from .memory import Memory, budget_for, measured_peak, parse_memory
@@ -113,6 +114,11 @@ def predict(model: torch.nn.Module, image: Union[torch.Tensor, np.ndarray], *, m
         raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
     if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be 'auto' or an int >= 1, got {batch_size!r}")
+    if isinstance(model, Ensemble):  # each member as it would run alone (its tiles, its patch), then averaged
+        return mean_probability_logits([
+            predict(member, image, mode=mode, tile=tile, overlap=overlap, blend=blend, max_memory=max_memory,
+                    batch_size=batch_size, device=device, output_device=output_device, amp=amp, flips=flips,
+                    progress=progress, _before_tile=_before_tile) for member in model.members])
     image = _as_batch(image)
     dtype = _model_dtype(model)
     channels = getattr(model, "config", {}).get("in_channels")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .base import SegmentationModel, main_output, model_name, named_outputs
 from .dscnet import DSCNet
+from .ensemble import Ensemble
 from .iternet import IterNet
 from .published import PUBLISHED, import_published
 from .s3octa import S3OCTA
@@ -30,5 +31,5 @@ def create(name: str, **kwargs) -> SegmentationModel:
     return MODELS[key](**kwargs)
 
 
-__all__ = ["DSCNet", "IterNet", "MODELS", "PUBLISHED", "S3OCTA", "SegmentationModel", "TwoHeadUNet", "UNet",
+__all__ = ["DSCNet", "Ensemble", "IterNet", "MODELS", "PUBLISHED", "S3OCTA", "SegmentationModel", "TwoHeadUNet", "UNet",
            "VesselFAZNet", "create", "import_published", "main_output", "named_outputs"]

@@ -7,10 +7,10 @@ autocast and accumulation that train within a device-memory budget; `data.patch:
     >>> model = retina.load("runs/dscnet/best.pt")
 """
 
-from .checkpoint import load, read_checkpoint, save_checkpoint
+from .checkpoint import load, load_ensemble, read_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .memory_plan import MemoryPlan, plan_memory
 from .trainer import Trainer
 
-__all__ = ["ConfigError", "MemoryPlan", "TrainConfig", "Trainer", "load", "plan_memory", "read_checkpoint",
+__all__ = ["ConfigError", "MemoryPlan", "TrainConfig", "Trainer", "load", "load_ensemble", "plan_memory", "read_checkpoint",
            "save_checkpoint"]

@@ -76,3 +76,19 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.n
     model.checkpoint_info = {key: state[key] for key in ("step", "epoch", "retina_version", "training", "published")
                              if key in state}
     return model.to(device).eval()
+
+
+def load_ensemble(paths, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The `retina.models.Ensemble` of the checkpoints `paths` (each read by `load`): one model whose
+    prediction is their mean probability, e.g. the k runs of a cross-validation; one path gives that
+    checkpoint's model itself."""
+    from ..models import Ensemble
+
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    models = [load(path, device) for path in paths]
+    if len(models) == 1:
+        return models[0]
+    try:
+        return Ensemble(models).eval()
+    except ValueError as exc:
+        raise ValueError(f"checkpoints {', '.join(map(str, paths))}: {exc}") from None
