@@ -15,7 +15,7 @@
                                          VGG Image Annotator polygons -> class-map PNG masks
     retina import-weights NAME WEIGHTS OUT.pt
                                          published weights (S3-OCTA m.pth, IterNet .hdf5) as a retina checkpoint
-    retina info                          which kernels serve each device
+    retina info                          versions, and which kernels serve each device
 
 Every subcommand checks its arguments and paths before it works. A bad argument exits with 2, a bad
 file or data with 1, each with one line naming the argument or file and what is wrong, and no traceback
@@ -322,8 +322,21 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _versions() -> dict[str, str]:
+    import platform
+
+    from . import __version__
+
+    found = {"retina": __version__, "torch": torch.__version__, "python": platform.python_version(),
+             "numpy": np.__version__, "opencv": cv2.__version__}
+    if torch.cuda.is_available():
+        found["cuda devices"] = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    return found
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    for key, value in retina_kernels.backends().items():
+    """Versions and which kernels serve each device: what a bug report needs."""
+    for key, value in {**_versions(), **retina_kernels.backends()}.items():
         print(f"{key}: {value}")
     return 0
 
@@ -335,9 +348,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _version_line() -> str:
+    versions = _versions()
+    return f"retina {versions.pop('retina')} (" + ", ".join(f"{k} {v}" for k, v in versions.items()) + ")"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="retina", description="Retinal image segmentation on fast topology-aware kernels.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -441,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     imported.add_argument("out", help="the retina checkpoint to write (.pt), for retina predict --checkpoint")
     imported.set_defaults(func=cmd_import_weights)
 
-    info = sub.add_parser("info", help="which kernels serve each device")
+    info = sub.add_parser("info", help="versions, and which kernels serve each device (for bug reports)")
     info.set_defaults(func=cmd_info)
     return parser
 
@@ -462,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
         code, message = 2, str(exc)
     except KeyboardInterrupt:
         code, message = 130, "interrupted"
+    except BrokenPipeError:  # `retina info | head`: the reader left; nothing to report, as with other tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
     except (OSError, ValueError, TypeError, RuntimeError) as exc:  # files and data
         code, message = 1, str(exc) or type(exc).__name__
     except Exception as exc:  # a bug of ours: say so in one line; --debug shows where

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import retina_kernels
@@ -97,11 +98,26 @@ def test_info_command_lists_the_backends(tmp_path):
     done = run([*retina_command(), "info"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     printed = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    import retina
+
+    assert printed.pop("retina") == retina.__version__ and printed.pop("torch") == torch.__version__
+    for key in ("python", "numpy", "opencv"):  # what a bug report needs
+        assert printed.pop(key)
     expected = retina_kernels.backends()
     assert printed.keys() == expected.keys()
     # "cpu threads" reports torch.get_num_threads() of the process that asks, which tests may have changed.
     del printed["cpu threads"], expected["cpu threads"]
     assert printed == expected
+
+
+def test_version_option_names_the_stack(capsys):
+    import retina
+    from retina import cli
+
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["--version"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out.startswith(f"retina {retina.__version__} (torch {torch.__version__}, python ")
 
 
 def test_readme_python_examples_run():
