@@ -166,14 +166,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     def forward(model, image):
         return predict(model, image, mode=args.mode, tile=tile, max_memory=args.max_memory, device=device,
-                       output_device="cpu", progress=dist.is_main)  # tiles of a large image: minutes
+                       output_device="cpu", progress=dist.is_main, flips=args.flips)  # tiles of a large image: minutes
 
     try:
         measurements = predict_files(model, args.inputs, out, device=device, threshold=args.threshold, forward=forward,
                                      pixel_mm=args.pixel_mm, rank=dist.rank, world=dist.world, progress=progress,
                                      prob_bits=args.bits, channel_folders=args.channel_folders,
                                      overwrite=args.overwrite,
-                                     settings={"mode": args.mode, "tile": tile, "max_memory": args.max_memory},
+                                     settings={"mode": args.mode, "tile": tile, "max_memory": args.max_memory,
+                                               "flips": args.flips},
                                      axial_mm=args.axial_mm)
     finally:
         for bar in bars:
@@ -394,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tile", default="auto", help="tile side in pixels, or auto (the largest that fits)")
     predict.add_argument("--max-memory", default=None,
                          help="device memory to stay within, e.g. 2GiB (default: the device's free memory)")
+    predict.add_argument("--flips", action="store_true",
+                         help="test-time augmentation: the mean over the image and its three flips (4x the time)")
     predict.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the mask")
     predict.add_argument("--pixel-mm", type=float, default=None, help="pixel size in mm (adds areas in mm²)")
     predict.add_argument("--axial-mm", type=float, default=None,

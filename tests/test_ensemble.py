@@ -1,6 +1,8 @@
 """Ensembles (the folds of a cross-validation predicting together): the mean probability of the members,
 in every prediction mode, from Python and from `retina predict` with several checkpoints."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -39,6 +41,15 @@ def test_ensemble_predicts_the_mean_probability_in_every_mode(num_classes):
     blended = predict(model, x, mode="blend", tile=16)
     assert blended.shape == whole.shape and torch.isfinite(blended).all()
     assert model.size_multiple == members[0].size_multiple and model.config["members"][0]["name"] == "unet"
+    # flip test-time augmentation: each member's mean logits over the four flips (as nnU-Net's folds each
+    # mirror), then the members' mean probability; whole or in exact tiles alike
+    def tta(member):
+        with torch.no_grad():
+            return sum(torch.flip(member(torch.flip(x, d)), d) for d in ((), (-1,), (-2,), (-2, -1))) / 4
+
+    expected_tta = mean_probability_logits([tta(m) for m in members])
+    torch.testing.assert_close(predict(model, x, mode="whole", flips=True), expected_tta, rtol=0, atol=1e-12)
+    torch.testing.assert_close(predict(model, x, mode="exact", tile=16, flips=True), expected_tta, rtol=0, atol=1e-9)
 
 
 def test_mean_probability_logits_stay_finite_and_keep_names():
@@ -77,6 +88,8 @@ def test_predict_command_ensembles_several_checkpoints(tmp_path, capsys):
         singles.append(read_image(tmp_path / f"one{i}" / "prob" / "scan.png").astype(float))
     both = read_image(tmp_path / "both" / "prob" / "scan.png").astype(float)
     assert np.abs(both - (singles[0] + singles[1]) / 2).max() <= 1
+    assert cli.main([*args, str(tmp_path / "tta"), "--checkpoint", runs[0], "--flips"]) == 0
+    assert json.loads((tmp_path / "tta" / "predict.json").read_text())["flips"] is True
     model = retina.load_ensemble(runs)
     assert isinstance(model, Ensemble) and len(model.members) == 2
     assert not isinstance(retina.load_ensemble(runs[:1]), Ensemble)

@@ -34,19 +34,24 @@ def tile_weights(tile_h: int, tile_w: int, blend: str, dtype=torch.float32) -> t
     return weights.clamp_min(weights[weights > 0].min()).to(dtype)
 
 
-def _with_flips(model: torch.nn.Module, x: torch.Tensor, flips: bool) -> object:
-    """model(x), or the mean over the identity and the three flips (each un-flipped) when `flips`."""
-    output = model(x)
-    if not flips:
-        return output
-    outputs = [output]
-    for dims in ((-1,), (-2,), (-2, -1)):
-        flipped = model(torch.flip(x, dims))
-        outputs.append({k: torch.flip(v, dims) for k, v in flipped.items()} if isinstance(flipped, dict)
-                       else torch.flip(flipped, dims))
-    if isinstance(output, dict):
-        return {k: sum(o[k] for o in outputs) / len(outputs) for k in output}
+def mean_over_flips(run, x: torch.Tensor) -> object:
+    """The mean of `run` over `x` and its horizontal, vertical and double flips, each output flipped back
+    (a tensor, or a dict of them)."""
+    outputs = []
+    for dims in ((), (-1,), (-2,), (-2, -1)):
+        output = run(torch.flip(x, dims) if dims else x)
+        if dims:
+            output = ({k: torch.flip(v, dims) for k, v in output.items()} if isinstance(output, dict)
+                      else torch.flip(output, dims))
+        outputs.append(output)
+    if isinstance(outputs[0], dict):
+        return {k: sum(o[k] for o in outputs) / len(outputs) for k in outputs[0]}
     return sum(outputs) / len(outputs)
+
+
+def _with_flips(model: torch.nn.Module, x: torch.Tensor, flips: bool) -> object:
+    """model(x), or its mean over the identity and the three flips when `flips`."""
+    return mean_over_flips(model, x) if flips else model(x)
 
 
 def run_blend(model: torch.nn.Module, image: torch.Tensor, *, device: torch.device, output_device: torch.device,

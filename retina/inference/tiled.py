@@ -10,7 +10,7 @@ import torch
 
 from ..models.base import main_output
 from ..models.ensemble import Ensemble, mean_probability_logits
-from .blend import run_blend
+from .blend import mean_over_flips, run_blend
 from .exact import describe_budget, minimal_tile_bytes, run_exact
 from .memory import Memory, budget_for, measured_peak, parse_memory
 
@@ -100,7 +100,8 @@ def predict(model: torch.nn.Module, image: Union[torch.Tensor, np.ndarray], *, m
         device: where the model computes (default: where its parameters are).
         output_device: where the logits are accumulated and returned ("cpu" keeps a small GPU free).
         amp: an autocast dtype (torch.bfloat16 / torch.float16) for whole and blend modes.
-        flips: blend mode's flip test-time augmentation (the mean over the four flips).
+        flips: flip test-time augmentation: the mean logits over the image and its three flips (each
+            un-flipped); blend mode flips each batch of tiles, the other modes the whole image.
         progress: a tqdm bar over tiles.
 
     Returns:
@@ -119,6 +120,11 @@ def predict(model: torch.nn.Module, image: Union[torch.Tensor, np.ndarray], *, m
             predict(member, image, mode=mode, tile=tile, overlap=overlap, blend=blend, max_memory=max_memory,
                     batch_size=batch_size, device=device, output_device=output_device, amp=amp, flips=flips,
                     progress=progress, _before_tile=_before_tile) for member in model.members])
+    if flips and mode != "blend":  # blend flips each batch of tiles; other modes flip the whole image
+        return mean_over_flips(lambda x: predict(
+            model, x, mode=mode, tile=tile, overlap=overlap, blend=blend, max_memory=max_memory,
+            batch_size=batch_size, device=device, output_device=output_device, amp=amp, flips=False,
+            progress=progress, _before_tile=_before_tile), _as_batch(image))
     image = _as_batch(image)
     dtype = _model_dtype(model)
     channels = getattr(model, "config", {}).get("in_channels")
