@@ -395,3 +395,37 @@ def test_synthesize_command_writes_a_loadable_dataset(tmp_path, capsys):
     assert cli.main(["synthesize", str(tmp_path / "f"), "--kind", "fundus", "--count", "1", "--size", "64"]) == 0
     assert len(ImageFolderDataset(tmp_path / "f", masks="vessel", fov="fov")) == 1
     assert cli.main(["synthesize", str(out), "--count", "0"]) == 2
+
+
+def test_binary_labels_in_any_encoding_and_jpeg_noise(tmp_path, monkeypatch):
+    from retina.data.datasets import base
+
+    truth = np.zeros((40, 48), bool)
+    truth[10:30, 20:26] = True
+    noisy = np.where(truth, 250, 3).astype(np.uint8)
+    noisy[0, :5] = [0, 1, 2, 4, 9]  # compression noise near black ...
+    noisy[12, 21:24] = [240, 255, 247]  # ... and near white
+    encodings = {"two": np.where(truth, 1, 0), "other_pair": np.where(truth, 200, 100), "noisy": noisy,
+                 "empty": np.zeros_like(noisy), "full": np.full_like(noisy, 255)}
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    for name, label in encodings.items():
+        cv2.imwrite(str(tmp_path / "images" / f"{name}.png"), np.full((40, 48), 90, np.uint8))
+        cv2.imwrite(str(tmp_path / "masks" / f"{name}.png"), label.astype(np.uint8))
+    dataset = ImageFolderDataset(tmp_path, gray=True)
+
+    def mask(name):
+        return dataset[dataset.ids.index(name)]["mask"][0].numpy().astype(bool)
+
+    for name in ("two", "other_pair"):
+        assert np.array_equal(mask(name), truth)  # the larger of two values, whatever they are
+    assert not mask("empty").any() and mask("full").all()
+    # a JPEG's noise is not foreground (nonzero would have made the whole image a vessel); said once
+    monkeypatch.setattr(base, "_reported_multivalued", [])
+    with pytest.warns(UserWarning, match="noisy.png: a binary label with 10 distinct values .* above 127.5"):
+        assert np.array_equal(mask("noisy"), truth)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mask("noisy")

@@ -9,6 +9,7 @@ Every dataset returns dicts:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -68,6 +69,32 @@ def _check_size(array: np.ndarray, size: tuple[int, int], path: Path, what: str)
     if array.shape[:2] != size:
         raise ValueError(f"{path}: {what} is {array.shape[1]}x{array.shape[0]} (width x height), expected "
                          f"{size[1]}x{size[0]} like the sample's first image")
+
+
+_reported_multivalued: list[Path] = []
+
+
+def foreground(raw: np.ndarray, path: Path) -> np.ndarray:
+    """bool [H, W]: the foreground of a binary label or FOV image in any encoding. Two values (0/1,
+    0/255, any two): the larger. One value: nonzero. More (a JPEG's compression noise around 0 and 255,
+    anti-aliased edges): above the midpoint of the least and greatest, with one warning, where reading
+    every nonzero pixel as foreground would grow each vessel by its noisy rim."""
+    if raw.dtype in (np.uint8, np.uint16):
+        counts = np.bincount(raw.ravel())  # distinct values without sorting a large photograph's label
+        present = np.flatnonzero(counts)
+    else:
+        present = np.unique(raw)
+    if len(present) <= 1:
+        return raw != 0
+    low, high = present[0], present[-1]
+    if len(present) == 2:
+        return raw == high
+    if not _reported_multivalued:  # once per process, not once per file and epoch
+        _reported_multivalued.append(path)
+        warnings.warn(f"{path}: a binary label with {len(present)} distinct values (a JPEG, or anti-aliased): read "
+                      f"as foreground above {(float(low) + float(high)) / 2:g} (reported for the first such file "
+                      "only)", stacklevel=2)
+    return raw > (float(low) + float(high)) / 2
 
 
 def read_label_file(path: Path) -> np.ndarray:
@@ -139,7 +166,7 @@ class FileDataset(Dataset):
             raw = cache[label.path]
             if self.class_map:
                 return raw.astype(np.int64)
-            masks.append(raw != 0 if label.value is None else raw == label.value)
+            masks.append(foreground(raw, label.path) if label.value is None else raw == label.value)
         return np.stack(masks).astype(np.float32)
 
     def __getitem__(self, index: int) -> dict:
@@ -154,7 +181,7 @@ class FileDataset(Dataset):
         if record.fov is not None:
             fov = read_label_file(record.fov)
             _check_size(fov, size, record.fov, "FOV mask")
-            sample["fov"] = torch.from_numpy((fov != 0).astype(np.float32)[None])
+            sample["fov"] = torch.from_numpy(foreground(fov, record.fov).astype(np.float32)[None])
         elif self.fov_fn is not None:
             sample["fov"] = torch.from_numpy(self.fov_fn(image).astype(np.float32)[None])
         return self.transform(sample) if self.transform is not None else sample
