@@ -67,6 +67,12 @@ def test_validation_on_training_samples_is_refused(tmp_path):
     config.data.val = retina.train.config.DatasetConfig("folder", folder)
     with pytest.raises(ConfigError, match="8 of 8 validation samples .* split: train / split: val"):
         Trainer(config, tmp_path / "run")
+    config.data.val.kwargs = {**folder, "root": str(tmp_path / "elsewhere")}  # a root left unset, say
+    with pytest.raises(FileNotFoundError, match=r"data.val \(folder\): images: folder not found: .*elsewhere"):
+        Trainer(config, tmp_path / "run")
+    config.data.val.kwargs = {**folder, "split": "test"}
+    with pytest.raises(ConfigError, match=r"data.val \(folder\): split must be 'all', 'train' or 'val'"):
+        Trainer(config, tmp_path / "run")
     config.data.train.kwargs = {**folder, "split": "train"}
     config.data.val.kwargs = {**folder, "split": "val"}
     trainer = Trainer(config, tmp_path / "run")

@@ -61,6 +61,10 @@ def build_dataset(config, key: str) -> Dataset:
         return cls(**config.kwargs)
     except TypeError as exc:
         raise ConfigError(f"{key}.kwargs: {exc}") from None
+    except FileNotFoundError as exc:  # say which dataset of the config: a forgotten data.val root, say
+        raise FileNotFoundError(f"{key} ({config.name}): {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{key} ({config.name}): {exc}") from None
 
 
 def initialize(model: torch.nn.Module, path: str) -> None:
