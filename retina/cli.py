@@ -157,7 +157,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     def progress(done: int, total: int, stem: str) -> None:
         if not bars:
             bars.append(tqdm(total=total, unit="image", disable=not dist.is_main, desc="predict"))
-        bars[0].update(done + 1 - bars[0].n)
+        bars[0].update(done - bars[0].n)  # finished images; the postfix names the one in progress
         bars[0].set_postfix_str(stem)
 
     multiple = getattr(model, "size_multiple", 1)

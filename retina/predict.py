@@ -282,7 +282,8 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
                   rank: int = 0, world: int = 1, channel_folders: bool = False, overwrite: bool = False,
                   settings: Optional[dict] = None, axial_mm: Optional[float] = None,
                   progress: Optional[Callable[[int, int, str], None]] = None) -> Path:
-    """Segments every input with `model` into `out`; returns the measurements file.
+    """Segments every input with `model` into `out`; returns the measurements file. `progress(done, total,
+    stem)` is called before each image (done: images finished, stem: the one begun) and once at the end.
 
     `channel_folders`: the inputs are folders holding one channel each, in the model's channel order
     (OCTA-500's `OCTA(FULL)/ OCTA(ILM_OPL)/ OCTA(OPL_BM)/`), whose files are stacked by stem; otherwise
@@ -367,6 +368,8 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
                                     "faz" if not name and faz_labels else None, axial_mm)
             line.update({name: written} if name else written)
         write_bytes_atomic(measurements, json.dumps(line).encode())
+    if progress is not None:
+        progress(len(files), len(files), "")  # all done
     if world > 1 and torch.distributed.is_initialized():  # every rank's JSON is written before rank 0 reads them
         torch.distributed.barrier()
     lines = [(out / "measurements" / f"{image_stem(p)}.json").read_text() for p in files]

@@ -555,3 +555,14 @@ def test_predict_writes_each_named_output_with_its_measurements(tmp_path):
     assert measured["area_fraction"] == pytest.approx(450 / 1600)
     header = (tmp_path / "pred" / "measurements.csv").read_text().splitlines()[0]
     assert "vessel.vessel_area_density" in header and "faz.area_mm2" in header
+
+
+def test_predict_reports_finished_images_then_the_end(tmp_path):
+    from retina.predict import predict_files
+
+    for name in ("a", "b"):
+        image_files.write_image(tmp_path / "images" / f"{name}.png", np.zeros((20, 24), np.uint8))
+    seen = []
+    predict_files(retina.models.UNet(1, 1, width=4, depth=2), [tmp_path / "images"], tmp_path / "out",
+                  progress=lambda done, total, stem: seen.append((done, total, stem)))
+    assert seen == [(0, 2, "a"), (1, 2, "b"), (2, 2, "")]
