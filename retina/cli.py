@@ -238,7 +238,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                            min_area=args.min_area, min_percent=args.min_percent, field=args.field,
                            allow_missing=args.allow_missing, out_dir=out, report=lambda line: print(f"note: {line}"),
                            biomarkers=args.biomarkers, pixel_mm=args.pixel_mm, progress=progress,
-                           num_classes=args.classes)
+                           num_classes=args.classes, sd=True)
     finally:
         for bar in bars.values():
             bar.close()
@@ -254,7 +254,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                   f"{args.protocol} protocol thresholds at {threshold:g}, so its scores are not those masks' "
                   f"(--threshold {masks_threshold:g} scores them)")
     for key, value in summary.items():
-        print(f"{key}: {value:.4f}")
+        if not key.endswith("_sd"):
+            spread = summary.get(f"{key}_sd")
+            print(f"{key}: {value:.4f}" + (f" ± {spread:.4f}" if spread is not None else ""))
     print(f"wrote {out / 'per_image.csv'} and {out / 'summary.json'}")
     return 0
 

@@ -227,7 +227,7 @@ def test_evaluate_command(tmp_path, capsys):
         io.write_image(tmp_path / "label" / f"{i}.png", (m * 255).astype(np.uint8))
         io.write_image(tmp_path / "pred" / f"{i}.png", (m * 230).astype(np.uint8))
     code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "label"), "--out", str(tmp_path / "ev")])
-    assert code == 0 and "dice: 1.0000" in capsys.readouterr().out
+    assert code == 0 and "dice: 1.0000 ± 0.0000" in capsys.readouterr().out  # mean ± SD over the images
     code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "label"), "--out", str(tmp_path / "bio"),
                  "--biomarkers", "--pixel-mm", "0.01"])
     out = capsys.readouterr().out
@@ -277,3 +277,19 @@ def test_skeleton_points_count_each_junction_once():
     assert metrics.skeleton_points(block)[0, 1].item() == 1
     with pytest.raises(ValueError, match="skeleton must be"):
         metrics.skeleton_points(torch.zeros(2, 2, 3, 3))
+
+
+def test_evaluate_reports_the_sd_of_per_image_means():
+    labels = torch.zeros(3, 32, 32)
+    labels[:, 8:24, 8:24] = 1
+    probs = labels.clone()
+    probs[1, 8:24, 8:16] = 0  # half the square: Dice 2/3
+    probs[2, 8:24, 8:12] = 0  # three quarters: Dice 6/7
+    dice = np.array([1, 2 / 3, 6 / 7])
+    summary = metrics.evaluate(probs, labels, protocol="retina", sd=True, biomarkers=True)
+    assert summary["dice"] == pytest.approx(dice.mean()) and summary["dice_sd"] == pytest.approx(dice.std(ddof=1))
+    assert list(summary).index("dice_sd") == list(summary).index("dice") + 1
+    assert "pred_vessel_area_density_sd" in summary
+    pooled = metrics.evaluate(probs, labels, protocol="iternet", sd=True, biomarkers=True)
+    assert "dice_sd" not in pooled and "auc_sd" not in pooled and "pred_vessel_area_density_sd" in pooled
+    assert "dice_sd" not in metrics.evaluate(probs, labels, protocol="retina")  # only when asked

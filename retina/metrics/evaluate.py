@@ -165,7 +165,8 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
              ids: Optional[list[str]] = None, allow_missing: bool = False,
              out_dir: str | os.PathLike | None = None, report: Callable[[str], None] = lambda line: None,
              biomarkers: Union[bool, str] = False, pixel_mm: Optional[float] = None,
-             progress: Progress = _no_progress, num_classes: Optional[int] = None) -> dict[str, float]:
+             progress: Progress = _no_progress, num_classes: Optional[int] = None,
+             sd: bool = False) -> dict[str, float]:
     """Scores predictions against labels.
 
     Args:
@@ -194,6 +195,9 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
             given; "faz": the FAZ's area and shape (`faz_measurements`, the largest component).
         progress: called as (stage, images done, images in all) while files are read ("read"), scored
             ("score") and measured ("biomarkers"), for a progress bar.
+        sd: adds `<metric>_sd`, the standard deviation over the images (n − 1), beside every summary value
+            that is a mean over images (the "s3octa" and "retina" metrics, the biomarkers; not the pooled
+            "iternet" and "classes" values), as papers report mean ± SD.
 
     Returns:
         The summary: {metric: value} (per-image means for "s3octa" / "retina", pooled for "iternet").
@@ -239,8 +243,25 @@ def evaluate(pred, label, *, fov=None, protocol: str = "s3octa", threshold: Opti
                 values = [float(r[key]) for r in rows]
                 per_image[f"{side}_{key}"] = values
                 summary[f"{side}_{key}"] = protocols.mean_where_defined(values)
+    if sd:
+        summary = _with_sd(summary, per_image, protocol)
     _write_tables(out_dir, protocol, ids, per_image, summary)
     return summary
+
+
+def _with_sd(summary: dict, per_image: dict, protocol: str) -> dict:
+    """`summary` with `<key>_sd` after each value that is the mean of its per-image column: over the same
+    images as the mean (every image for "s3octa", whose means are plain; those where defined otherwise)."""
+    out = {}
+    for key, value in summary.items():
+        out[key] = value
+        biomarker = key.startswith(("pred_", "label_"))
+        if key in per_image and (biomarker or protocol in ("s3octa", "retina")):
+            values = np.asarray(per_image[key], dtype=np.float64)
+            if protocol != "s3octa" or biomarker:  # means taken where defined (protocols.mean_where_defined)
+                values = values[~np.isnan(values)]
+            out[f"{key}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+    return out
 
 
 def _evaluate_class_maps(pred, label, *, fov, threshold, field, ids, allow_missing, out_dir, report, biomarkers,
