@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `retina info | head`: the reader left; nothing to report, as with other tools
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 141
-    except (OSError, ValueError, TypeError, RuntimeError) as exc:  # files and data
+    except (OSError, ValueError, TypeError, RuntimeError, MemoryError) as exc:  # files, data, memory
         code, message = 1, str(exc) or type(exc).__name__
     except Exception as exc:  # a bug of ours: say so in one line; --debug shows where
         code, message = 1, f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the traceback"

@@ -566,3 +566,25 @@ def test_predict_reports_finished_images_then_the_end(tmp_path):
     predict_files(retina.models.UNet(1, 1, width=4, depth=2), [tmp_path / "images"], tmp_path / "out",
                   progress=lambda done, total, stem: seen.append((done, total, stem)))
     assert seen == [(0, 2, "a"), (1, 2, "b"), (2, 2, "")]
+
+
+def test_out_of_memory_in_training_says_what_to_set(tmp_path):
+    trainer = Trainer(tiny_config(steps=6, checkpoint_every=2, val_every=100), tmp_path / "run")
+    forward, calls = trainer.net.forward, []
+
+    def forward_until_the_third_step(x):
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(x)
+
+    trainer.net.forward = forward_until_the_third_step
+    with pytest.raises(MemoryError, match=r"out of memory on cpu at training step 3 \(2 x 32² per step\): .*"
+                                          r"data.patch=auto training.memory_budget=.*training.checkpointing=true.*"
+                                          r"resume from .*checkpoint.pt with --resume"):
+        trainer.fit()
+    assert read_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2
+    from retina.inference.memory import out_of_memory
+
+    assert out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 GB"))
+    assert not out_of_memory(RuntimeError("shapes cannot be multiplied"))

@@ -28,17 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .memory import format_bytes
+from .memory import format_bytes, out_of_memory
 
 MIN_TILE = 8
 
 
 def _pair(value) -> tuple[int, int]:
     return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def _is_dsconv(func) -> bool:
@@ -79,7 +75,7 @@ class TileRunner:
             work(b0, b1, r0, r1, c0, c1)
             return
         except (torch.OutOfMemoryError, RuntimeError) as exc:
-            if not _out_of_memory(exc):
+            if not out_of_memory(exc):
                 raise
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

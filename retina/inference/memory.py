@@ -57,6 +57,12 @@ def budget_for(device: torch.device, max_memory: Memory) -> int:
     return parsed if parsed is not None else free_memory(device)
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is the device running out of memory (CUDA's OutOfMemoryError, or the CPU allocator's)."""
+    message = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in message or "can't allocate memory" in message
+
+
 def format_bytes(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if count < 1024 or unit == "GiB":

@@ -30,6 +30,7 @@ from .. import data as retina_data
 from .. import losses as retina_losses
 from ..image_files import write_bytes_atomic, write_image
 from ..inference import predict
+from ..inference.memory import out_of_memory
 from ..models import create, named_outputs
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
@@ -657,12 +658,27 @@ class Trainer:
             summary["signal"] = request.signal
         return summary
 
+    def _out_of_memory_advice(self) -> str:
+        d = self.config.data
+        saved = self.out / "checkpoint.pt"
+        shape = f"{d.batch_size} x {d.patch}²" if isinstance(d.patch, int) else f"{d.batch_size} whole image(s)"
+        return (f"out of memory on {self.device} at training step {self.step + 1} ({shape} per step): let retina plan "
+                "what fits with data.patch=auto training.memory_budget=<the GPU's memory, e.g. 4GiB> (patch, batch, "
+                "activation checkpointing, bfloat16, accumulation, measured on the device), or set some of "
+                "training.checkpointing=true, training.amp=bfloat16, a smaller data.batch_size or data.patch"
+                + (f"; resume from {saved} with --resume" if saved.is_file() and self.step > 0 else ""))
+
     def _run(self, bar, request: StopRequest, batches) -> str:
         """The step loop of `fit` over the `_batches()` generator; returns why it stopped."""
         t, log = self.config.training, self.config.logging
         started, reason, running = time.monotonic(), "steps", []
         while self.step < self.total_steps:
-            running.append(self._train_step(batches))
+            try:
+                running.append(self._train_step(batches))
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not out_of_memory(exc):
+                    raise
+                raise MemoryError(self._out_of_memory_advice()) from None
             bar.update(1)
             if self.step % log.log_every == 0 or self.step == self.total_steps:
                 row = {"step": self.step, "epoch": float(self.epoch), "lr": float(self.scheduler.get_last_lr()[0]),
