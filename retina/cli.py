@@ -121,6 +121,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         best = (f"best validation {config.training.best_metric}: {summary['best']:.4g} (best.pt)"
                 if summary["best"] is not None else "not validated (no data.val): the final weights are checkpoint.pt")
         print(f"trained {summary['steps']} steps (stopped by {summary['stopped_by']}); {best}; run in {out}")
+        weights = out / ("best.pt" if summary["best"] is not None else "checkpoint.pt")
+        print(f"segment with: retina predict IMAGES --checkpoint {weights} --out DIR")
     return 0
 
 

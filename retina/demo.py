@@ -104,6 +104,9 @@ def run_demo(out: str | Path = "demo_output", *, minutes: float = 5.0, kind: str
     say("\n".join(table))
     say(f"wrote {out}/: metrics.md, and per model (dscnet_cldice/, dscnet_dice/): curves.png, log.csv, "
         f"overlays/, best.pt, and test/ with prob/, mask/, overlay/, skeleton/, measurements.jsonl")
+    best = out / "dscnet_cldice" / "best.pt"
+    say(f"next: segment your images with a demo model (retina predict IMAGES --checkpoint {best} --out DIR), or "
+        "train on your own folder of images/ and masks/ (configs/dscnet_folder.yaml)")
     return results
 
 

@@ -52,6 +52,8 @@ def test_readme_demo_command_trains_models_that_segment(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = tmp_path / "demo_output"  # the default, in the working directory
     assert "| IBPclDiceLoss |" in done.stdout and "demo_output" in done.stdout
+    assert " validation: dice " in done.stdout  # the user watches each run's validations
+    assert "next: segment your images with a demo model (retina predict IMAGES --checkpoint" in done.stdout
     results = json.loads((out / "metrics.json").read_text())
     assert set(results) == {"clDice", "Dice"} and (out / "metrics.md").is_file()
     for run_dir in ("dscnet_cldice", "dscnet_dice"):

@@ -394,6 +394,7 @@ def test_train_and_predict_commands(tmp_path, capsys):
                      "training.checkpoint_every=2", "logging.progress=true"]) == 0
     out = capsys.readouterr().out
     assert "trained 4 steps" in out
+    assert f"segment with: retina predict IMAGES --checkpoint {tmp_path / 'run' / 'best.pt'} --out DIR" in out
     # each validation is a line above the progress bar, saying whether it made best.pt
     assert "step 2 validation: dice " in out and "cldice " in out and "(best dice so far: best.pt)" in out
     images = tmp_path / "images"
