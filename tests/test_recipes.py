@@ -81,6 +81,10 @@ def test_dscnet_folder_recipe_on_a_synthesized_folder(tmp_path):
     assert (len(trainer.train_source), len(trainer.val_set)) == (8, 2)
     assert trainer.train_source[0]["image"].shape == (1, 32, 32)
     assert trainer.fit()["steps"] == 2 and (tmp_path / "run" / "best.pt").is_file()
+    # which images trained and which validated, for the methods section and to keep a test set apart
+    samples = json.loads((tmp_path / "run" / "samples.json").read_text())
+    assert samples == {"train": trainer.train_source.ids, "val": trainer.val_source.ids}
+    assert sorted(samples["train"] + samples["val"]) == [f"octa-{i:05d}" for i in range(10)]
 
 
 def test_unet_oct_layers_recipe(tmp_path):

@@ -82,6 +82,8 @@ def test_validation_on_training_samples_is_refused(tmp_path):
 def test_model_init_fine_tunes_from_a_checkpoint(tmp_path):
     Trainer(tiny_config(steps=2, val_every=2, ema=None), tmp_path / "first").fit()
     first = read_checkpoint(tmp_path / "first" / "best.pt")["inference_weights"]
+    samples = json.loads((tmp_path / "first" / "samples.json").read_text())
+    assert samples == {"train": [f"octa-{i}" for i in range(6)], "val": ["octa-99", "octa-100"]}
     config = tiny_config(steps=2, ema=None)
     config.model.init = str(tmp_path / "first" / "best.pt")
     trainer = Trainer(config, tmp_path / "tuned")

@@ -1,7 +1,8 @@
 """`Trainer(config, out).fit()`: trains a retina model, validates it, checkpoints it and resumes it.
 
-A run is a folder: `config.yaml`, `checkpoint.pt` (the latest, every `checkpoint_every` steps and at the
-end), `best.pt` (by `training.best_metric`), `log.csv` (every logged value), `curves.png`, `overlays/`
+A run is a folder: `config.yaml`, `samples.json` (the ids that trained and validated), `checkpoint.pt`
+(the latest, every `checkpoint_every` steps and at the end), `best.pt` (by `training.best_metric`),
+`log.csv` (every logged value), `curves.png`, `overlays/`
 (image | label | prediction | skeleton at each validation), and TensorBoard events when tensorboard is
 installed. Resuming (`resume=True`) after a kill continues from `checkpoint.pt` so that, on the CPU, the
 losses and final weights equal those of an uninterrupted run with the same seed, bit for bit: the data
@@ -16,6 +17,7 @@ import csv
 import functools
 import gc
 import io
+import json
 import math
 import random
 import time
@@ -296,9 +298,9 @@ class Trainer:
         config, t = self.config, self.config.training  # resolved by the memory plan where there is one
         self.preprocess = build_preprocess(self.config.data.preprocess)
         self.train_set = self._training_data()
-        self.val_set = None
+        self.val_set = self.val_source = None
         if self.config.data.val is not None:
-            self.val_set = build_dataset(self.config.data.val, "data.val")
+            self.val_set = self.val_source = build_dataset(self.config.data.val, "data.val")
             refuse_shared_samples(self.train_source, self.val_set)
             if self.preprocess is not None:
                 self.val_set = _Transformed(self.val_set, self.preprocess)
@@ -620,6 +622,7 @@ class Trainer:
             raise ConfigError(f"{self.out} already holds a run: resume it (--resume) or choose another --out")
         if self.dist.is_main:
             self.given.save(self.out / "config.yaml")
+            write_bytes_atomic(self.out / "samples.json", json.dumps(self._sample_ids(), indent=1).encode())
         if log.tensorboard and self.dist.is_main:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -657,6 +660,20 @@ class Trainer:
         if request.signal is not None:
             summary["signal"] = request.signal
         return summary
+
+    def _sample_ids(self) -> dict:
+        """{"train": [ids], "val": [ids]}: which images trained and which validated (a folder's seeded
+        split among them), for the paper's methods and to keep a test set apart; None where a dataset
+        cannot say."""
+        def ids(dataset):
+            if dataset is None:
+                return []
+            known = getattr(dataset, "ids", None)
+            if known is None and hasattr(dataset, "sample_sources"):
+                known = [sample_id for sample_id, _ in dataset.sample_sources()]
+            return None if known is None else list(known)
+
+        return {"train": ids(self.train_source), "val": ids(self.val_source)}
 
     def _out_of_memory_advice(self) -> str:
         d = self.config.data
