@@ -185,6 +185,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if dist.is_main:
         print(f"wrote prob/, mask/, overlay/, skeleton/ and the measurements ({measurements.name}; "
               f"measurements.csv: one row per image) in {out}")
+        lines = [json.loads(line) for line in measurements.read_text().splitlines() if line.strip()]
+        seen = sum(1 for line in lines if line.get("in_training_data"))
+        if seen:
+            print(f"note: {seen} of {len(lines)} images trained this model (in_training_data in measurements.csv): "
+                  "scores on them do not test it")
         layers = (getattr(model, "config", {}) or {}).get("num_classes", 1) > 1
         if layers and args.axial_mm is None:
             print("layer thickness is in pixels: --axial-mm (the B-scan's pixel height in mm) gives mm")

@@ -16,6 +16,7 @@ import torch
 
 import retina_kernels
 
+from .data.datasets.leakage import file_digest
 from .data.preprocess import estimate_fov
 from .data.sample_preprocess import Preprocess
 from .image_files import IMAGE_SUFFIXES, image_stem, images_by_stem, read_gray, read_image, write_bytes_atomic, write_image
@@ -324,6 +325,7 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
     sources = recorded_channel_sources(model)
     field_of_view = recorded_field_of_view(model)
     faz_labels = faz_model(model)
+    trained_on = set(_training_record(model).get("image_digests") or ())
     if channel_folders:
         inputs = list(inputs)
         if len(inputs) != in_channels:
@@ -359,6 +361,8 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
         fov = estimate_fov(image.numpy()) if field_of_view and image.shape[0] == 3 else None
         line: dict = {"id": stem, "file": ";".join(map(str, group)), "height": int(image.shape[1]),
                       "width": int(image.shape[2])}
+        if trained_on:  # the checkpoint knows its training images: is this one of them (or a copy)?
+            line["in_training_data"] = "+".join(file_digest(Path(p)) for p in group) in trained_on
         for name, logits in named_outputs(forward(model, prepared[None].to(device))).items():
             logits = logits.float()
             if logits.shape[-2:] != image.shape[-2:]:  # back to the input's size

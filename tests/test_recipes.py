@@ -72,7 +72,7 @@ def test_unet_drive_recipe_and_its_preprocessing_at_prediction(tmp_path):
     assert np.abs(read_image(tmp_path / "pred" / "prob" / "01_test.png") - prob).max() <= 1
 
 
-def test_dscnet_folder_recipe_on_a_synthesized_folder(tmp_path):
+def test_dscnet_folder_recipe_on_a_synthesized_folder(tmp_path, capsys):
     # `retina synthesize` writes images/ and one folder per label; a user's folder has masks/
     assert cli.main(["synthesize", str(tmp_path / "scans"), "--count", "10", "--size", "32"]) == 0
     (tmp_path / "scans" / "vessel").rename(tmp_path / "scans" / "masks")
@@ -85,6 +85,13 @@ def test_dscnet_folder_recipe_on_a_synthesized_folder(tmp_path):
     samples = json.loads((tmp_path / "run" / "samples.json").read_text())
     assert samples == {"train": trainer.train_source.ids, "val": trainer.val_source.ids}
     assert sorted(samples["train"] + samples["val"]) == [f"octa-{i:05d}" for i in range(10)]
+    # the checkpoint knows its training images by content: predict marks them, and says how many
+    args = ["predict", str(tmp_path / "scans" / "images"), "--checkpoint", str(tmp_path / "run" / "best.pt"),
+            "--out", str(tmp_path / "pred"), "--device", "cpu"]
+    assert cli.main(args) == 0
+    assert "note: 8 of 10 images trained this model" in capsys.readouterr().out
+    lines = [json.loads(line) for line in (tmp_path / "pred" / "measurements.jsonl").read_text().splitlines()]
+    assert {line["id"] for line in lines if line["in_training_data"]} == set(samples["train"])
 
 
 def test_unet_oct_layers_recipe(tmp_path):

@@ -48,6 +48,9 @@ def _training_records(members: Sequence[torch.nn.Module]) -> dict:
     ranges = [r["input_range"] for r in records if r.get("input_range")]
     merged["input_range"] = [min(r[0] for r in ranges), max(r[1] for r in ranges)] if ranges else None
     merged["patch"] = None if len({r.get("patch") for r in records}) > 1 else records[0].get("patch")
+    # an image that trained any member is not a test of the ensemble
+    digests = [d for r in records for d in (r.get("image_digests") or [])]
+    merged["image_digests"] = list(dict.fromkeys(digests)) or None
     return merged
 
 

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import data as retina_data
 from .. import losses as retina_losses
+from ..data.datasets.leakage import sample_digests
 from ..image_files import write_bytes_atomic, write_image
 from ..inference import predict
 from ..inference.memory import out_of_memory
@@ -554,7 +555,7 @@ class Trainer:
                          "preprocess": self.preprocess.to_dict() if self.preprocess is not None else None,
                          "channel_sources": list(self.channel_sources) if self.channel_sources else None,
                          "input_range": self.input_range, "field_of_view": self.field_of_view,
-                         "label_names": self.label_names},
+                         "label_names": self.label_names, "image_digests": self._training_digests()},
         }
 
     def _restore(self, path: Path) -> None:
@@ -660,6 +661,13 @@ class Trainer:
         if request.signal is not None:
             summary["signal"] = request.signal
         return summary
+
+    def _training_digests(self) -> Optional[list[str]]:
+        """The content digests of the training images (file-backed data), read once: a checkpoint carries
+        them so that `retina predict` can say which of its inputs the model trained on."""
+        if not hasattr(self, "_digests"):
+            self._digests = sample_digests(self.train_source)
+        return self._digests
 
     def _sample_ids(self) -> dict:
         """{"train": [ids], "val": [ids]}: which images trained and which validated (a folder's seeded

@@ -13,7 +13,8 @@ from typing import Optional
 from torch.utils.data import Dataset
 
 
-def _digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """blake2b-128 of a file's bytes, in hex."""
     digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -39,13 +40,23 @@ class _Contents:
         if size not in self.common_sizes:
             return ("only one side has files of", size, str(part))
         if part not in self.digests:
-            self.digests[part] = _digest(part)
+            self.digests[part] = file_digest(part)
         return ("file", size, self.digests[part])
 
 
 def _sources(dataset: Dataset) -> Optional[list[tuple]]:
     method = getattr(dataset, "sample_sources", None)
     return None if method is None else method()
+
+
+def sample_digests(dataset: Dataset) -> Optional[list[str]]:
+    """One content digest per sample of a file-backed dataset (its image files' digests joined by '+'),
+    as checkpoints record their training images so that `retina predict` can say which of its inputs the
+    model trained on; None for datasets without files."""
+    sources = _sources(dataset)
+    if not sources or not all(isinstance(p, Path) for _, parts in sources for p in parts):
+        return None
+    return ["+".join(file_digest(p) for p in parts) for _, parts in sources]
 
 
 def shared_samples(train: Dataset, other: Dataset) -> list[tuple[str, str]]:
