@@ -76,7 +76,7 @@ def test_two_gloo_processes_equal_one_process_with_the_global_batch(tmp_path):
         torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
     # only rank 0 wrote: one set of files, no stray temporaries
     names = sorted(p.name for p in (tmp_path / "ddp").iterdir())
-    assert names == ["best.pt", "checkpoint.pt", "config.yaml", "curves.png", "log.csv", "overlays"]
+    assert names == ["best.pt", "checkpoint.pt", "config.yaml", "curves.png", "log.csv", "overlays", "samples.json"]
 
     # resume under torchrun continues from the checkpoint to the same end as the uninterrupted run
     retina_train(tmp_path / "ddp.yaml", tmp_path / "ddp2", 2, "training.steps=3")
