@@ -2,7 +2,7 @@
 
     retina demo [--out DIR] [--minutes M] [--kind octa|fundus]
                                          train DSCNet on synthetic vessels (clDice vs Dice), segment the test set
-    retina train CONFIG.yaml [key=value ...] [--out DIR] [--resume]
+    retina train CONFIG.yaml [key=value ...] [--out DIR] [--resume] [--fold K [--folds N]]
                                          train a model from a config (configs/), resumable
     retina predict INPUT... --checkpoint CKPT... --out DIR
                                          segment images: probability, mask, overlay, skeleton, measurements
@@ -108,7 +108,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = TrainConfig.load(args.config, args.overrides).validate()
     except ConfigError as exc:
         raise UsageError(f"{args.config}: {exc}") from None
-    out = _output_folder(args.out or str(Path("runs") / Path(args.config).stem), "--out")
+    default_out = Path("runs") / Path(args.config).stem
+    if args.fold is not None:
+        _set_fold(config, args.fold, args.folds)
+        default_out = default_out / f"fold_{args.fold}"
+    out = _output_folder(args.out or str(default_out), "--out")
     if args.resume and not (out / "checkpoint.pt").is_file():
         raise UsageError(f"--resume: no checkpoint.pt in {out} to resume")
     summary = Trainer(config, out, resume=args.resume).fit()
@@ -124,6 +128,31 @@ def cmd_train(args: argparse.Namespace) -> int:
         weights = out / ("best.pt" if summary["best"] is not None else "checkpoint.pt")
         print(f"segment with: retina predict IMAGES --checkpoint {weights} --out DIR")
     return 0
+
+
+def _set_fold(config, fold: int, folds: int) -> None:
+    """--fold K --folds N: the training set is the other folds of its folder and the validation set fold K
+    (`retina.data.split_stems`); both must be folder datasets over the same root."""
+    import inspect
+
+    from .data import ImageFolderDataset
+    from .train.trainer import dataset_class
+
+    if not 2 <= folds:
+        raise UsageError(f"--folds must be >= 2, got {folds}")
+    if not 0 <= fold < folds:
+        raise UsageError(f"--fold must be in [0, {folds}), got {fold}")
+    if config.data.val is None:
+        raise UsageError("--fold: the config has no data.val (set it to the same folder dataset as data.train)")
+    for key, part, split in (("data.train", config.data.train, "train"), ("data.val", config.data.val, "val")):
+        cls = dataset_class(part.name, key)
+        if not issubclass(cls, ImageFolderDataset) or "folds" not in inspect.signature(cls).parameters:
+            raise UsageError(f"--fold: {key} is {part.name}, which has no folds (use a folder dataset: folder, "
+                             "ImageFolderDataset, OCTLayers)")
+        part.kwargs.update(split=split, folds=folds, fold=fold)
+    roots = {str(config.data.train.kwargs.get("root")), str(config.data.val.kwargs.get("root"))}
+    if len(roots) > 1:
+        raise UsageError(f"--fold: data.train and data.val must divide one folder, got roots {sorted(roots)}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -382,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. training.steps=500")
     train.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
+    train.add_argument("--fold", type=int, default=None,
+                       help="cross-validation: train on the other folds of one folder and validate on fold K "
+                            "(sets data.train/val.kwargs split, folds, fold; default --out runs/<config>/fold_K)")
+    train.add_argument("--folds", type=int, default=5, help="with --fold: the number of folds (default: 5)")
     train.set_defaults(func=cmd_train)
 
     predict = sub.add_parser("predict", help="segment images with a trained checkpoint")

@@ -94,6 +94,29 @@ def test_dscnet_folder_recipe_on_a_synthesized_folder(tmp_path, capsys):
     assert {line["id"] for line in lines if line["in_training_data"]} == set(samples["train"])
 
 
+def test_train_command_runs_one_fold_of_a_cross_validation(tmp_path, capsys):
+    from retina.data import split_stems
+
+    assert cli.main(["synthesize", str(tmp_path / "scans"), "--count", "10", "--size", "32"]) == 0
+    (tmp_path / "scans" / "vessel").rename(tmp_path / "scans" / "masks")
+    roots = [f"data.train.kwargs.root={tmp_path / 'scans'}", f"data.val.kwargs.root={tmp_path / 'scans'}"]
+    recipe_file = str(CONFIGS / "dscnet_folder.yaml")
+    args = ["train", recipe_file, *roots, *FAST, "--fold", "1", "--folds", "5", "--out", str(tmp_path / "fold_1")]
+    assert cli.main(args) == 0
+    samples = json.loads((tmp_path / "fold_1" / "samples.json").read_text())
+    stems = [f"octa-{i:05d}" for i in range(10)]
+    assert samples["val"] == split_stems(stems, "val", folds=5, fold=1) and len(samples["train"]) == 8
+    saved = TrainConfig.load(tmp_path / "fold_1" / "config.yaml")  # resumable without --fold
+    assert saved.data.val.kwargs["fold"] == 1 and saved.data.train.kwargs["folds"] == 5
+    capsys.readouterr()
+    for bad, message in ((["--fold", "5"], "--fold must be in [0, 5)"), (["--fold", "0", "--folds", "1"], "--folds"),
+                         ([f"data.val.kwargs.root={tmp_path}", "--fold", "0"], "must divide one folder")):
+        assert cli.main(["train", recipe_file, *roots, *FAST, *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err
+    octa = ["train", str(CONFIGS / "dscnet_octa500.yaml"), "--fold", "0", "--out", str(tmp_path / "bad")]
+    assert cli.main(octa) == 2 and "data.train is OCTA500, which has no folds" in capsys.readouterr().err
+
+
 def test_unet_oct_layers_recipe(tmp_path):
     dataset_trees.oct_layers(tmp_path / "oct", count=6)
     config = recipe("unet_oct_layers", tmp_path / "oct", "data.preprocess.resize=64")

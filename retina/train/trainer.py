@@ -55,12 +55,17 @@ def resolve_device(name: str, local_rank: Optional[int] = None) -> torch.device:
     return device
 
 
+def dataset_class(name: str, key: str) -> type:
+    """The `retina.data` dataset class a config names ("folder": ImageFolderDataset)."""
+    cls = getattr(retina_data, "ImageFolderDataset" if name == "folder" else name, None)
+    if not isinstance(cls, type) or not issubclass(cls, Dataset):
+        raise ConfigError(f"{key}.name: {name!r} is not a retina.data dataset")
+    return cls
+
+
 def build_dataset(config, key: str) -> Dataset:
     """A dataset from its config: a `retina.data` class by name, or "folder" for ImageFolderDataset."""
-    name = "ImageFolderDataset" if config.name == "folder" else config.name
-    cls = getattr(retina_data, name, None)
-    if not isinstance(cls, type) or not issubclass(cls, Dataset):
-        raise ConfigError(f"{key}.name: {config.name!r} is not a retina.data dataset")
+    cls = dataset_class(config.name, key)
     try:
         return cls(**config.kwargs)
     except TypeError as exc:
