@@ -591,3 +591,27 @@ def test_out_of_memory_in_training_says_what_to_set(tmp_path):
 
     assert out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 GB"))
     assert not out_of_memory(RuntimeError("shapes cannot be multiplied"))
+
+
+class _ReadCountingOCTA(retina.data.SyntheticOCTA):
+    """SyntheticOCTA that appends a line to `log` at every read, from whichever process reads."""
+
+    def __init__(self, *args, log: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = log
+
+    def __getitem__(self, index):
+        with open(self.log, "a") as f:
+            f.write(f"{index}\n")
+        return super().__getitem__(index)
+
+
+def test_cached_data_is_read_once_with_loader_workers(tmp_path, monkeypatch):
+    monkeypatch.setattr(retina.data, "ReadCountingOCTA", _ReadCountingOCTA, raising=False)
+    config = tiny_config(steps=6, val_every=100, ema=None)  # 6 samples, 3 batches of 2: two epochs
+    config.data.train = retina.train.config.DatasetConfig(
+        "ReadCountingOCTA", {"length": 6, "size": 48, "channels": 1, "log": str(tmp_path / "reads.txt")})
+    config.data.cache, config.data.num_workers, config.data.patch = True, 2, None
+    Trainer(config, tmp_path / "run").fit()
+    reads = (tmp_path / "reads.txt").read_text().split()
+    assert sorted(reads) == [str(i) for i in range(6)]  # before: read again by each epoch's new workers

@@ -139,7 +139,9 @@ def build_preprocess(arguments: Optional[dict]) -> Optional[retina_data.Preproce
 
 
 class _Cached(Dataset):
-    """dataset[i], read once and then kept in memory."""
+    """dataset[i], read once and then kept in memory. With loader workers, `fill()` reads everything in
+    the main process first: each epoch's workers start as copies of it, so a cache filled inside a
+    worker would be lost with that worker at the epoch's end (and held once per worker meanwhile)."""
 
     def __init__(self, dataset: Dataset):
         self.dataset, self.samples = dataset, {}
@@ -151,6 +153,10 @@ class _Cached(Dataset):
         if index not in self.samples:
             self.samples[index] = self.dataset[index]
         return self.samples[index]
+
+    def fill(self) -> None:
+        for index in range(len(self)):
+            self[index]
 
 
 class _Transformed(Dataset):
@@ -377,14 +383,16 @@ class Trainer:
         d, seed = self.config.data, self.config.training.seed
         dataset = self.train_source = build_dataset(d.train, "data.train")
         self.channel_sources = getattr(dataset, "channel_sources", None)
-        # fundus data comes with a field of view: prediction then measures inside the estimated one
-        self.field_of_view = len(dataset) > 0 and "fov" in dataset[0]
         # what the mask channels are ("FAZ", "vessel", ...): predict measures a FAZ as a zone
         self.label_names = list(getattr(dataset, "label_names", ()) or ()) or None
         if self.preprocess is not None:
             dataset = _Transformed(dataset, self.preprocess)
+        self.cache = None
         if d.cache:
-            dataset = _Cached(dataset)
+            dataset = self.cache = _Cached(dataset)
+        # fundus data comes with a field of view: prediction then measures inside the estimated one (the
+        # sample looked at is the cache's first, when there is a cache)
+        self.field_of_view = len(dataset) > 0 and "fov" in dataset[0]
         if d.patch is not None:
             dataset = retina_data.PatchDataset(dataset, d.patch, d.patches_per_image, seed=seed, foreground_bias=0.5)
         if d.augment:
@@ -413,6 +421,8 @@ class Trainer:
                 self.train_set.set_epoch(self.epoch)
             batches = self._epoch_batches(self.epoch)[self.position :]
             workers = self.config.data.num_workers
+            if workers > 0 and self.cache is not None:
+                self.cache.fill()  # once, here: workers inherit it (see _Cached)
             loader = DataLoader(self.train_set, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
                                 worker_init_fn=ignore_stop_signals if workers > 0 else None)
             for batch in loader:
