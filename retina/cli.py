@@ -127,7 +127,33 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"trained {summary['steps']} steps (stopped by {summary['stopped_by']}); {best}; run in {out}")
         weights = out / ("best.pt" if summary["best"] is not None else "checkpoint.pt")
         print(f"segment with: retina predict IMAGES --checkpoint {weights} --out DIR")
+        if args.fold is not None:
+            print(_cross_validation_report(out.parent, config.training.best_metric, args.folds))
     return 0
+
+
+def _cross_validation_report(runs: Path, metric: str, folds: int) -> str:
+    """The folds finished so far under `runs` (fold_K/ folders): each one's best validation value (from
+    its log.csv), their mean ± SD, and the command that ensembles them."""
+    import csv
+
+    from .train.trainer import LOWER_IS_BETTER
+
+    key, best = f"val_{metric}", {}
+    for k in range(folds):
+        log = runs / f"fold_{k}" / "log.csv"
+        if log.is_file() and (runs / f"fold_{k}" / "best.pt").is_file():
+            with log.open(newline="") as f:
+                values = [float(row[key]) for row in csv.DictReader(f) if row.get(key) not in (None, "")]
+            if values:
+                best[k] = min(values) if key.endswith(LOWER_IS_BETTER) else max(values)
+    if not best:
+        return f"cross-validation: no fold under {runs} has a validated best.pt yet"
+    values = np.array(list(best.values()))
+    spread = f" ± {values.std(ddof=1):.4g}" if len(values) > 1 else ""
+    listed = ", ".join(f"fold {k} {v:.4g}" for k, v in best.items())
+    return (f"cross-validation: {len(best)} of {folds} folds done; best {metric}: {listed}; mean {values.mean():.4g}"
+            f"{spread}; ensemble them: retina predict IMAGES --checkpoint {runs}/fold_*/best.pt --out DIR")
 
 
 def _set_fold(config, fold: int, folds: int) -> None:

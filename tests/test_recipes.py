@@ -103,11 +103,17 @@ def test_train_command_runs_one_fold_of_a_cross_validation(tmp_path, capsys):
     recipe_file = str(CONFIGS / "dscnet_folder.yaml")
     args = ["train", recipe_file, *roots, *FAST, "--fold", "1", "--folds", "5", "--out", str(tmp_path / "fold_1")]
     assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "cross-validation: 1 of 5 folds done; best cldice: fold 1 " in out
+    assert f"ensemble them: retina predict IMAGES --checkpoint {tmp_path}/fold_*/best.pt --out DIR" in out
     samples = json.loads((tmp_path / "fold_1" / "samples.json").read_text())
     stems = [f"octa-{i:05d}" for i in range(10)]
     assert samples["val"] == split_stems(stems, "val", folds=5, fold=1) and len(samples["train"]) == 8
     saved = TrainConfig.load(tmp_path / "fold_1" / "config.yaml")  # resumable without --fold
     assert saved.data.val.kwargs["fold"] == 1 and saved.data.train.kwargs["folds"] == 5
+    assert cli.main([*args[:-6], "--fold", "3", "--folds", "5", "--out", str(tmp_path / "fold_3")]) == 0
+    report = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("cross-validation"))
+    assert "2 of 5 folds done; best cldice: fold 1 " in report and ", fold 3 " in report and " ± " in report
     capsys.readouterr()
     for bad, message in ((["--fold", "5"], "--fold must be in [0, 5)"), (["--fold", "0", "--folds", "1"], "--folds"),
                          ([f"data.val.kwargs.root={tmp_path}", "--fold", "0"], "must divide one folder")):
