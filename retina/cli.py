@@ -418,10 +418,22 @@ def _version_line() -> str:
     return f"retina {versions.pop('retina')} (" + ", ".join(f"{k} {v}" for k, v in versions.items()) + ")"
 
 
+class _Version(argparse.Action):
+    """--version, composed only when asked: naming the CUDA devices initialises CUDA, which every other
+    command (each torchrun process, before it picks its GPU) must not pay for."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the versions and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version_line())
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="retina", description="Retinal image segmentation on fast topology-aware kernels.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    parser.add_argument("--version", action="version", version=_version_line())
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
 
