@@ -5,6 +5,7 @@ is listed by `images_by_stem`, so they all agree on what a folder holds."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import tempfile
 import warnings
@@ -175,6 +176,16 @@ def _new_file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "blake2b") -> str:
+    """The hex digest of a file's bytes, read in 1 MiB blocks: blake2b-128 by default (what identifies an
+    image file by content), or any hashlib name ("sha256": a weights file's usual published checksum)."""
+    digest = hashlib.blake2b(digest_size=16) if algorithm == "blake2b" else hashlib.new(algorithm)
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def writable_target(path: str | os.PathLike) -> Path:

@@ -16,10 +16,18 @@ import torch
 
 import retina_kernels
 
-from .data.datasets.leakage import file_digest
 from .data.preprocess import estimate_fov
 from .data.sample_preprocess import Preprocess
-from .image_files import IMAGE_SUFFIXES, image_stem, images_by_stem, read_gray, read_image, write_bytes_atomic, write_image
+from .image_files import (
+    IMAGE_SUFFIXES,
+    file_digest,
+    image_stem,
+    images_by_stem,
+    read_gray,
+    read_image,
+    write_bytes_atomic,
+    write_image,
+)
 from .inference.tiled import check_input_range
 from .metrics import betti_numbers
 from .models import named_outputs
@@ -362,7 +370,7 @@ def predict_files(model: torch.nn.Module, inputs: Iterable[str | os.PathLike], o
         line: dict = {"id": stem, "file": ";".join(map(str, group)), "height": int(image.shape[1]),
                       "width": int(image.shape[2])}
         if trained_on:  # the checkpoint knows its training images: is this one of them (or a copy)?
-            line["in_training_data"] = "+".join(file_digest(Path(p)) for p in group) in trained_on
+            line["in_training_data"] = "+".join(file_digest(p) for p in group) in trained_on
         for name, logits in named_outputs(forward(model, prepared[None].to(device))).items():
             logits = logits.float()
             if logits.shape[-2:] != image.shape[-2:]:  # back to the input's size

@@ -13,7 +13,6 @@ So `retina predict` prepares a new image as the authors' code did and measures w
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Callable
 import torch
 
 from ..data.datasets.octa import PROJECTIONS
+from ..image_files import file_digest
 from .iternet import IterNet
 from .s3octa import S3OCTA
 
@@ -54,14 +54,6 @@ PUBLISHED: dict[str, PublishedWeights] = {
 }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_published(name: str, weights: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Writes the retina checkpoint `out` of the released weights file `weights` of the model `name`
     (a key of `PUBLISHED`); returns `out`. The checkpoint records the file's sha256 and origin under
@@ -87,4 +79,5 @@ def import_published(name: str, weights: str | os.PathLike, out: str | os.PathLi
     return save_checkpoint(out, {
         "model_config": dict(model.config), "model": state, "inference_weights": state,
         "retina_version": __version__, "training": dict(published.training),
-        "published": {"name": name, "source": published.source, "file": weights.name, "sha256": _sha256(weights)}})
+        "published": {"name": name, "source": published.source, "file": weights.name,
+                      "sha256": file_digest(weights, "sha256")}})

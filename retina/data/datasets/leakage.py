@@ -5,21 +5,27 @@ by content, so a copy in another folder is found too) or a generator's arguments
 
 from __future__ import annotations
 
-import hashlib
+import functools
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
 from torch.utils.data import Dataset
 
+from ...image_files import file_digest
 
-def file_digest(path: Path) -> str:
-    """blake2b-128 of a file's bytes, in hex."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+
+def content_digest(path: Path) -> str:
+    """`retina.image_files.file_digest` of an image file, computed once per process for each state of
+    the file (path, size, modification time): the validation check and a checkpoint's training digests
+    ask for the same files."""
+    stat = path.stat()
+    return _digest_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_digest(path)
 
 
 class _Contents:
@@ -31,7 +37,6 @@ class _Contents:
         sizes = [{p.stat().st_size for _, parts in side for p in parts if isinstance(p, Path)}
                  for side in (first, second)]
         self.common_sizes = sizes[0] & sizes[1]
-        self.digests: dict[Path, str] = {}
 
     def __call__(self, part):
         if not isinstance(part, Path):
@@ -39,9 +44,7 @@ class _Contents:
         size = part.stat().st_size
         if size not in self.common_sizes:
             return ("only one side has files of", size, str(part))
-        if part not in self.digests:
-            self.digests[part] = file_digest(part)
-        return ("file", size, self.digests[part])
+        return ("file", size, content_digest(part))
 
 
 def _sources(dataset: Dataset) -> Optional[list[tuple]]:
@@ -56,7 +59,7 @@ def sample_digests(dataset: Dataset) -> Optional[list[str]]:
     sources = _sources(dataset)
     if not sources or not all(isinstance(p, Path) for _, parts in sources for p in parts):
         return None
-    return ["+".join(file_digest(p) for p in parts) for _, parts in sources]
+    return ["+".join(content_digest(p) for p in parts) for _, parts in sources]
 
 
 def shared_samples(train: Dataset, other: Dataset) -> list[tuple[str, str]]:
