@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Union
 
@@ -115,16 +116,13 @@ def predict(model: torch.nn.Module, image: Union[torch.Tensor, np.ndarray], *, m
         raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
     if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be 'auto' or an int >= 1, got {batch_size!r}")
+    again = functools.partial(predict, mode=mode, tile=tile, overlap=overlap, blend=blend, max_memory=max_memory,
+                              batch_size=batch_size, device=device, output_device=output_device, amp=amp,
+                              progress=progress, _before_tile=_before_tile)
     if isinstance(model, Ensemble):  # each member as it would run alone (its tiles, its patch), then averaged
-        return mean_probability_logits([
-            predict(member, image, mode=mode, tile=tile, overlap=overlap, blend=blend, max_memory=max_memory,
-                    batch_size=batch_size, device=device, output_device=output_device, amp=amp, flips=flips,
-                    progress=progress, _before_tile=_before_tile) for member in model.members])
+        return mean_probability_logits([again(member, image, flips=flips) for member in model.members])
     if flips and mode != "blend":  # blend flips each batch of tiles; other modes flip the whole image
-        return mean_over_flips(lambda x: predict(
-            model, x, mode=mode, tile=tile, overlap=overlap, blend=blend, max_memory=max_memory,
-            batch_size=batch_size, device=device, output_device=output_device, amp=amp, flips=False,
-            progress=progress, _before_tile=_before_tile), _as_batch(image))
+        return mean_over_flips(lambda x: again(model, x, flips=False), _as_batch(image))
     image = _as_batch(image)
     dtype = _model_dtype(model)
     channels = getattr(model, "config", {}).get("in_channels")

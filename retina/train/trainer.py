@@ -570,7 +570,7 @@ class Trainer:
                          "preprocess": self.preprocess.to_dict() if self.preprocess is not None else None,
                          "channel_sources": list(self.channel_sources) if self.channel_sources else None,
                          "input_range": self.input_range, "field_of_view": self.field_of_view,
-                         "label_names": self.label_names, "image_digests": self._training_digests()},
+                         "label_names": self.label_names, "image_digests": self._training_digests},
         }
 
     def _restore(self, path: Path) -> None:
@@ -677,24 +677,21 @@ class Trainer:
             summary["signal"] = request.signal
         return summary
 
+    @functools.cached_property
     def _training_digests(self) -> Optional[list[str]]:
-        """The content digests of the training images (file-backed data), read once: a checkpoint carries
-        them so that `retina predict` can say which of its inputs the model trained on."""
-        if not hasattr(self, "_digests"):
-            self._digests = sample_digests(self.train_source)
-        return self._digests
+        """The content digests of the training images (file-backed data), read at the first checkpoint: it
+        carries them so that `retina predict` can say which of its inputs the model trained on."""
+        return sample_digests(self.train_source)
 
     def _sample_ids(self) -> dict:
         """{"train": [ids], "val": [ids]}: which images trained and which validated (a folder's seeded
         split among them), for the paper's methods and to keep a test set apart; None where a dataset
-        cannot say."""
+        cannot say (no `sample_sources`)."""
         def ids(dataset):
             if dataset is None:
                 return []
-            known = getattr(dataset, "ids", None)
-            if known is None and hasattr(dataset, "sample_sources"):
-                known = [sample_id for sample_id, _ in dataset.sample_sources()]
-            return None if known is None else list(known)
+            return [sample_id for sample_id, _ in dataset.sample_sources()] if hasattr(dataset, "sample_sources") \
+                else None
 
         return {"train": ids(self.train_source), "val": ids(self.val_source)}
 

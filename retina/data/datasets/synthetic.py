@@ -3,6 +3,7 @@ so any worker count gives the same data."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Optional, Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ def _check_labels(labels: Sequence[str], known: tuple[str, ...]) -> tuple[str, .
     return labels
 
 
-class _Synthetic(Dataset):
+class _Synthetic(Dataset, ABC):
     def __init__(self, length: int, seed: int, transform: Optional[Transform]):
         if length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
@@ -40,9 +41,9 @@ class _Synthetic(Dataset):
     def _finish(self, sample: dict) -> dict:
         return self.transform(sample) if self.transform is not None else sample
 
+    @abstractmethod
     def _drawing(self) -> tuple:
         """The generator and the arguments besides the seed that fix what index i draws."""
-        raise NotImplementedError
 
     def sample_sources(self) -> list[tuple[str, tuple]]:
         """(id, drawing) per sample: two datasets hold the same sample when the generator draws it with
